@@ -1,0 +1,1 @@
+"""browserd client: the wire protocol, Client/AsyncClient and browserctl."""

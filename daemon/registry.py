@@ -1,0 +1,736 @@
+"""The model: spaces, runtimes, runs and connection leases, and every change to them.
+
+The registry is the only writer of state files and run logs. Each live runtime has one
+supervising task (in the registry's nursery) that owns its browser process from launch to the
+end of the run; operations that change a runtime's lifecycle hold that runtime's lock, so a
+launch, a stop and a delete of one runtime never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from . import storage
+from .cdp_proxy import CdpProxy, Refused, Upstream
+from .config import Config
+from .discovery import find_browser
+from .errors import ApiError
+from .eventlog import EventLog, read_events
+from .lifecycle import (
+    FINISHED_RUN,
+    LIVE_RUNTIME,
+    RunStatus,
+    RuntimeStatus,
+    Trigger,
+    run_transition,
+    runtime_transition,
+)
+from .model import (
+    DEFAULT_SPACE,
+    NAME_RE,
+    Lease,
+    RunRecord,
+    RuntimeRecord,
+    Space,
+    format_time,
+    hash_token,
+    parse_time,
+)
+from .supervisor import BrowserProcess, LaunchSpec, sweep_user_data_dir
+
+log = logging.getLogger("browserd.registry")
+
+Actor = dict[str, Any]
+
+
+@attrs.frozen
+class LaunchOptions:
+    profile: str | None = None
+    metadata: dict[str, Any] = attrs.Factory(dict)
+    headless: bool = True
+    restart: str = "no"
+    idle_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
+    args: tuple[str, ...] = ()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "headless": self.headless,
+            "restart": self.restart,
+            "idle_timeout_s": self.idle_timeout_s,
+            "max_lifetime_s": self.max_lifetime_s,
+            "args": list(self.args),
+        }
+
+
+@attrs.define
+class Runtime:
+    """A runtime's record plus what only exists while the daemon runs it."""
+
+    record: RuntimeRecord
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    process: BrowserProcess | None = None
+    run: RunRecord | None = None
+    log: EventLog | None = None
+    user_data_dir: Path | None = None
+    ephemeral: bool = False
+    profile_lock: int | None = None  # fd holding the profile's flock
+    end_reason: str | None = None  # set by whoever asks the browser to go
+    done: trio.Event = attrs.Factory(trio.Event)  # the supervising task has finished the run
+    open_sockets: int = 0
+    sockets_closed: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+def _now() -> str:
+    return storage.now_rfc3339()
+
+
+class Registry:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # The proxy asks the registry (its hooks) who may attach; the registry tells the proxy
+        # which sockets to close.
+        self.proxy = CdpProxy(self, host=config.cdp.host, port=config.cdp.port,
+                              allowed_origins=config.cdp.allowed_origins)
+        self.state_dir = config.state_dir
+        self.spaces: dict[str, Space] = {}
+        self.runtimes: dict[str, Runtime] = {}
+        self.runs: dict[str, RunRecord] = {}
+        self.leases: dict[str, Lease] = {}
+        self.shutting_down = False
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ paths and persistence
+
+    def _runtime_dir(self, runtime_id: str) -> Path:
+        return self.state_dir / "runtimes" / runtime_id
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / run_id
+
+    def profile_dir(self, name: str) -> Path:
+        return self.state_dir / "profiles" / name
+
+    def save_runtime(self, rt: Runtime) -> None:
+        rt.record.updated_at = _now()
+        storage.write_json_atomic(self._runtime_dir(rt.id) / "runtime.json", rt.record.to_json())
+
+    def _save_run(self, run: RunRecord) -> None:
+        storage.write_json_atomic(self._run_dir(run.id) / "run.json", run.to_json())
+
+    def _save_spaces(self) -> None:
+        spaces = [space.to_json() for space in self.spaces.values()]
+        storage.write_json_atomic(self.state_dir / "spaces.json", {"spaces": spaces})
+
+    # ------------------------------------------------------------------ start and shutdown
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the state, reconcile it with /proc, then host the supervising tasks."""
+        for sub in ("runtimes", "runs", "profiles", "ephemeral"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self._load()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._expire_leases)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _load(self) -> None:
+        spaces = storage.read_json(self.state_dir / "spaces.json") or {"spaces": []}
+        for obj in spaces["spaces"]:
+            space = Space.from_json(obj)
+            self.spaces[space.name] = space
+        if DEFAULT_SPACE not in self.spaces:
+            self.spaces[DEFAULT_SPACE] = Space(
+                storage.make_id("sp"), DEFAULT_SPACE, {}, _now()
+            )
+            self._save_spaces()
+        for path in sorted((self.state_dir / "runs").glob("*/run.json")):
+            with _logged_skip(path):
+                run = RunRecord.from_json(storage.read_json(path))
+                self.runs[run.id] = run
+        for path in sorted((self.state_dir / "runtimes").glob("*/runtime.json")):
+            with _logged_skip(path):
+                record = RuntimeRecord.from_json(storage.read_json(path))
+                rt = Runtime(record)
+                self.runtimes[record.id] = rt
+                if record.status in LIVE_RUNTIME:
+                    self._reconcile_lost(rt)
+        # No run is live before the daemon starts one, so every ephemeral profile is a leftover.
+        for leftover in (self.state_dir / "ephemeral").iterdir():
+            killed = sweep_user_data_dir(leftover)
+            if killed:
+                log.warning("killed %d leftover processes of %s", len(killed), leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _reconcile_lost(self, rt: Runtime) -> None:
+        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
+        record = rt.record
+        killed: list[int] = []
+        user_data_dir = (record.process or {}).get("user_data_dir")
+        if user_data_dir:
+            killed = sweep_user_data_dir(Path(user_data_dir))
+        run = self.runs.get(record.active_run_id or "")
+        if run is not None and run.status not in FINISHED_RUN:
+            event_log = self._open_log(run)
+            event_log.append(
+                "runtime.lifecycle",
+                {"end_reason": "daemon_lost", "killed_pids": killed},
+                status="ended",
+            )
+            run.status = run_transition(run.status, Trigger.LOST)
+            run.ended_at = _now()
+            run.end_reason = "daemon_lost"
+            run.counts["events"] = event_log.last_seq
+            event_log.close()
+            self._save_run(run)
+        record.status = runtime_transition(record.status, Trigger.LOST)
+        record.active_run_id = None
+        record.process = None
+        self.save_runtime(rt)
+        log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
+                 record.name, killed or "nothing")
+
+    async def shutdown(self) -> None:
+        """Stop every live runtime in parallel; each run ends with `daemon_shutdown`."""
+        self.shutting_down = True
+        async with trio.open_nursery() as nursery:
+            for rt in list(self.runtimes.values()):
+                if rt.record.status in LIVE_RUNTIME:
+                    nursery.start_soon(self.stop, rt, "daemon_shutdown", None, None)
+
+    # ------------------------------------------------------------------ spaces
+
+    def get_space(self, name: str) -> Space:
+        try:
+            return self.spaces[name]
+        except KeyError:
+            raise ApiError(
+                "space.not_found",
+                f"There is no space named {name!r}.",
+                hint="List spaces with spaces.list, or create it with spaces.create.",
+                data={"space": name},
+            ) from None
+
+    def create_space(self, name: str, metadata: dict[str, Any]) -> Space:
+        if name in self.spaces:
+            return self.spaces[name]
+        space = Space(storage.make_id("sp"), name, metadata, _now())
+        self.spaces[name] = space
+        self._save_spaces()
+        return space
+
+    def delete_space(self, name: str) -> None:
+        space = self.get_space(name)
+        if name == DEFAULT_SPACE:
+            raise ApiError("space.not_empty", "The default space always exists.",
+                           hint="Delete its runtimes instead.")
+        members = [rt.record.name for rt in self.runtimes.values() if rt.record.space == name]
+        if members:
+            raise ApiError(
+                "space.not_empty",
+                f"Space {name!r} still holds {len(members)} runtime(s).",
+                hint="Stop and delete its runtimes first.",
+                data={"runtimes": members},
+            )
+        del self.spaces[space.name]
+        self._save_spaces()
+
+    # ------------------------------------------------------------------ runtimes
+
+    def find_runtime(self, space: str, name: str) -> Runtime | None:
+        for rt in self.runtimes.values():
+            if rt.record.space == space and rt.record.name == name:
+                return rt
+        return None
+
+    def get_runtime(self, *, space: str = DEFAULT_SPACE, name: str | None = None,
+                    runtime_id: str | None = None) -> Runtime:
+        rt = self.runtimes.get(runtime_id) if runtime_id else self.find_runtime(space, name or "")
+        if rt is None:
+            what = runtime_id or f"{space}/{name}"
+            raise ApiError(
+                "runtime.not_found",
+                f"There is no runtime {what}.",
+                hint="List runtimes with `browserctl ls`, or launch one with `browserctl launch`.",
+                data={"space": space, "name": name, "id": runtime_id},
+            )
+        return rt
+
+    def touch(self, rt: Runtime) -> None:
+        rt.record.last_activity_at = _now()
+
+    async def launch(
+        self, space: str, name: str, options: LaunchOptions, actor: Actor | None
+    ) -> tuple[Runtime, RunRecord, bool]:
+        self._refuse_if_shutting_down()
+        self.get_space(space)
+        rt = self.find_runtime(space, name)
+        if rt is None:
+            now = _now()
+            record = RuntimeRecord(
+                id=storage.make_id("rt"), space=space, name=name,
+                status=RuntimeStatus.STOPPED, active_run_id=None, profile=options.profile,
+                metadata=dict(options.metadata), config=options.config(), created_at=now,
+                updated_at=now, last_activity_at=now,
+            )
+            rt = Runtime(record)
+            self.runtimes[record.id] = rt
+            self.save_runtime(rt)
+        async with rt.lock:
+            if rt.record.status in LIVE_RUNTIME:
+                if options.profile != rt.record.profile:
+                    raise ApiError(
+                        "runtime.name_conflict",
+                        f"Runtime {space}/{name} is already running with profile "
+                        f"{rt.record.profile!r}, not {options.profile!r}.",
+                        hint="Stop it first, or launch under another name.",
+                        data={"runtime_id": rt.id, "profile": rt.record.profile},
+                    )
+                assert rt.run is not None
+                return rt, rt.run, False
+            self._check_quota()
+            rt.record.profile = options.profile
+            rt.record.config = options.config()
+            if options.metadata:
+                rt.record.metadata = dict(options.metadata)
+            # The launch runs to its own deadline even if the asking client goes away, so the
+            # runtime never stays half-started.
+            with trio.CancelScope(shield=True):
+                run = await self._start(rt, actor)
+            return rt, run, True
+
+    def _check_quota(self) -> None:
+        live = [rt for rt in self.runtimes.values() if rt.record.status in LIVE_RUNTIME]
+        limit = self.config.limits.max_runtimes
+        if len(live) >= limit:
+            raise ApiError(
+                "browser.concurrent_quota_exceeded",
+                f"{len(live)} runtimes are already running; the limit is {limit}.",
+                hint="Stop a runtime, or raise limits.max_runtimes in the config.",
+                data={
+                    "limit": limit,
+                    "holders": [{"id": r.id, "space": r.record.space, "name": r.record.name}
+                                for r in live],
+                },
+            )
+
+    def _refuse_if_shutting_down(self) -> None:
+        if self.shutting_down:
+            raise ApiError("daemon.shutting_down", "The daemon is shutting down.",
+                           hint="Retry once it has restarted.")
+
+    async def _start(self, rt: Runtime, actor: Actor | None) -> RunRecord:
+        """Open a run and start the browser; returns when it is active or raises."""
+        executable = find_browser(self.config.browser.executable)
+        run = RunRecord(id=storage.make_id("run"), runtime_id=rt.id, space=rt.record.space,
+                        status=RunStatus.STARTING, started_at=_now())
+        self._acquire_profile(rt, run)
+        self.runs[run.id] = run
+        rt.run, rt.log = run, self._open_log(run)
+        rt.end_reason, rt.done = None, trio.Event()
+        rt.record.status = runtime_transition(rt.record.status, Trigger.LAUNCH)
+        rt.record.active_run_id = run.id
+        self.save_runtime(rt)
+        self._save_run(run)
+        rt.log.append("runtime.lifecycle", {"executable": executable,
+                                            "profile": rt.record.profile},
+                      status="starting", actor=actor)
+        spec = LaunchSpec(
+            executable=executable,
+            user_data_dir=rt.user_data_dir or Path(),
+            headless=bool(rt.record.config.get("headless", True)),
+            extra_args=(*self.config.browser.args, *rt.record.config.get("args", ())),
+            startup_timeout_s=self.config.browser.startup_timeout_s,
+        )
+        assert self._nursery is not None
+        await self._nursery.start(self._supervise, rt, spec)
+        return run
+
+    def _acquire_profile(self, rt: Runtime, run: RunRecord) -> None:
+        name = rt.record.profile
+        if name is None:
+            rt.user_data_dir = self.state_dir / "ephemeral" / run.id
+            rt.user_data_dir.mkdir(mode=0o700, parents=True)
+            rt.ephemeral = True
+            return
+        base = self.profile_dir(name)
+        (base / "user-data").mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(base / "browserd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise ApiError(
+                "profile.in_use",
+                f"Profile {name!r} is in use by another runtime.",
+                hint="Stop that runtime first, or clone the profile to a new name.",
+                data={"profile": name, "holder": holder},
+            ) from None
+        holder = {"runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
+                  "run_id": run.id, "since": _now(), "daemon_pid": os.getpid()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        rt.profile_lock, rt.user_data_dir, rt.ephemeral = fd, base / "user-data", False
+
+    def _release_profile(self, rt: Runtime) -> None:
+        if rt.profile_lock is not None:
+            os.ftruncate(rt.profile_lock, 0)
+            os.close(rt.profile_lock)  # closing drops the flock
+            rt.profile_lock = None
+        if rt.ephemeral and rt.user_data_dir is not None:
+            shutil.rmtree(rt.user_data_dir, ignore_errors=True)
+        rt.user_data_dir, rt.ephemeral = None, False
+
+    async def _supervise(
+        self, rt: Runtime, spec: LaunchSpec, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Own one run's browser: launch it, watch it, and end the run however it goes."""
+        assert rt.run is not None and rt.log is not None
+        process: BrowserProcess | None = None
+        launch_error: ApiError | None = None
+        try:
+            async with trio.open_nursery() as pumps:
+                try:
+                    process = await BrowserProcess.launch(spec, pumps)
+                except ApiError as exc:
+                    # Raised once the nursery has closed, so the caller gets the ApiError
+                    # itself rather than an exception group.
+                    launch_error = exc
+                    failure = {"code": exc.code, "message": exc.message, **exc.data}
+                    self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
+                else:
+                    rt.process = process
+                    self._mark_ready(rt, process)
+                    task_status.started()
+                    await self._watch(rt, process)
+                pumps.cancel_scope.cancel()
+        finally:
+            if rt.run is not None and rt.run.status not in FINISHED_RUN:
+                # Cancelled from outside (the daemon is going down hard): still leave nothing.
+                with trio.CancelScope(shield=True):
+                    if process is not None:
+                        await process.stop(self.config.browser.stop_grace_s)
+                    self._end_run(rt, Trigger.STOP, "daemon_shutdown", None, force=True)
+            rt.done.set()
+        if launch_error is not None:
+            raise launch_error
+
+    async def _watch(self, rt: Runtime, process: BrowserProcess) -> None:
+        """Wait for the browser's main process to exit, then end the run as it deserves."""
+        assert rt.log is not None
+        exit_status = await process.wait_exited()
+        if rt.end_reason is not None:
+            await process.stop(self.config.browser.stop_grace_s)
+            self._end_run(rt, Trigger.EXITED, rt.end_reason, None)
+            return
+        # Nobody asked: a crash. The rest of the tree follows the main process before the run
+        # is closed.
+        rt.end_reason = "crashed"
+        failure = {
+            "code": "browser.crashed",
+            "message": _describe_exit(exit_status.exit_code, exit_status.signal),
+            "exit_code": exit_status.exit_code,
+            "signal": exit_status.signal,
+            "stderr_tail": list(exit_status.stderr_tail[-20:]),
+        }
+        rt.log.append("alert", failure)
+        self.proxy.close_runtime(rt.id)
+        await process.stop(self.config.browser.stop_grace_s)
+        self._end_run(rt, Trigger.CRASHED, "crashed", failure)
+
+    def _mark_ready(self, rt: Runtime, process: BrowserProcess) -> None:
+        assert rt.run is not None and rt.log is not None
+        rt.record.status = runtime_transition(rt.record.status, Trigger.READY)
+        rt.run.status = run_transition(rt.run.status, Trigger.READY)
+        rt.record.process = {"pid": process.pid, "create_time": process.create_time,
+                             "user_data_dir": str(process.user_data_dir)}
+        self.touch(rt)
+        self.save_runtime(rt)
+        self._save_run(rt.run)
+        rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
+                      status="active")
+
+    def _end_run(self, rt: Runtime, trigger: Trigger, reason: str,
+                 failure: dict[str, Any] | None, *, force: bool = False) -> None:
+        """Close the run and put the runtime at rest. Called exactly once per run."""
+        run, event_log = rt.run, rt.log
+        assert run is not None and event_log is not None
+        if force:
+            run.status = RunStatus.FAILED if failure else RunStatus.ENDED
+            rt.record.status = RuntimeStatus.STOPPED
+        else:
+            run.status = run_transition(run.status, trigger)
+            rt.record.status = runtime_transition(rt.record.status, trigger)
+        run.ended_at, run.end_reason, run.failure = _now(), reason, failure
+        now = run.ended_at
+        for lease in self.leases.values():
+            if lease.run_id == run.id and lease.status == "active":
+                lease.status, lease.closed_at = "closed", now
+        event_log.append("runtime.lifecycle", {"end_reason": reason, "failure": failure},
+                         status=run.status)
+        run.counts["events"] = event_log.last_seq
+        event_log.close()
+        self._save_run(run)
+        self.proxy.close_runtime(rt.id)
+        self._release_profile(rt)
+        rt.record.active_run_id = None
+        rt.record.process = None
+        rt.process, rt.log = None, None
+        self.save_runtime(rt)
+        log.info("runtime %s/%s: run %s %s (%s)", rt.record.space, rt.record.name, run.id,
+                 run.status, reason)
+
+    async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
+                   actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
+        """Stop the runtime's browser; returns once the whole process tree is gone."""
+        grace = self.config.browser.stop_grace_s if timeout_s is None else timeout_s
+        with trio.CancelScope(shield=True):
+            async with rt.lock:
+                run = rt.run
+                if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
+                    return run, False
+                assert rt.log is not None
+                rt.end_reason = reason
+                rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
+                run.status = run_transition(run.status, Trigger.STOP)
+                self.save_runtime(rt)
+                rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
+                              actor=actor)
+                await self._close_sockets(rt)
+                await rt.process.stop(grace)
+                with trio.move_on_after(grace + 10):
+                    await rt.done.wait()
+                return run, True
+
+    async def _close_sockets(self, rt: Runtime) -> None:
+        """Close every proxied CDP socket of the runtime and let their detach events land."""
+        if rt.open_sockets == 0:
+            return
+        rt.sockets_closed = trio.Event()
+        self.proxy.close_runtime(rt.id)
+        with trio.move_on_after(2):
+            await rt.sockets_closed.wait()
+
+    async def delete(self, rt: Runtime, force: bool, actor: Actor | None) -> None:
+        if rt.record.status in LIVE_RUNTIME:
+            if not force:
+                raise ApiError(
+                    "runtime.not_stopped",
+                    f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}.",
+                    hint="Stop it first, or pass force=true to stop and delete it.",
+                    data={"status": rt.record.status},
+                )
+            await self.stop(rt, "stopped", None, actor)
+        async with rt.lock:
+            self.runtimes.pop(rt.id, None)
+            shutil.rmtree(self._runtime_dir(rt.id), ignore_errors=True)
+
+    # ------------------------------------------------------------------ runs and events
+
+    def get_run(self, run_id: str) -> RunRecord:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ApiError("run.not_found", f"There is no run {run_id!r}.",
+                           hint="List runs with runs.list.", data={"run_id": run_id})
+        return run
+
+    def live_counts(self, run: RunRecord) -> RunRecord:
+        """The run with its event count brought up to date (the file is the truth)."""
+        rt = self.runtimes.get(run.runtime_id)
+        if rt is not None and rt.run is run and rt.log is not None:
+            run.counts["events"] = rt.log.last_seq
+        return run
+
+    async def list_events(self, run: RunRecord, after_seq: int, limit: int,
+                          types: list[str] | None) -> list[dict[str, Any]]:
+        path = self._run_dir(run.id) / "events.jsonl"
+        return await trio.to_thread.run_sync(
+            lambda: read_events(path, after_seq=after_seq, limit=limit, types=types)
+        )
+
+    def _open_log(self, run: RunRecord) -> EventLog:
+        return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
+                             runtime_id=run.runtime_id, space=run.space,
+                             fsync=self.config.events.fsync)
+
+    # ------------------------------------------------------------------ connection leases
+
+    def create_lease(self, rt: Runtime, *, protocol: str, ttl_s: float, exclusive: bool,
+                     label: str | None, actor: Actor | None) -> tuple[Lease, str]:
+        if rt.record.status != RuntimeStatus.ACTIVE or rt.run is None or rt.log is None:
+            raise ApiError(
+                "runtime.not_active",
+                f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}.",
+                hint="Launch it first: `browserctl launch NAME`.",
+                data={"status": rt.record.status},
+            )
+        live = [lease for lease in self._live_leases(rt)]
+        holder = next((lease for lease in live if lease.exclusive), None)
+        if holder is not None or (exclusive and live):
+            blocking = holder or live[0]
+            raise ApiError(
+                "runtime.controller_busy",
+                "An exclusive lease holds this runtime." if holder
+                else "Other leases are live, so an exclusive one cannot be granted.",
+                hint="Wait for it to expire, or delete it with connections.delete.",
+                data={"connection_id": blocking.id, "expires_at": blocking.expires_at},
+            )
+        token = secrets.token_urlsafe(32)
+        created = datetime.now(UTC)
+        lease = Lease(
+            id=storage.make_id("conn"), runtime_id=rt.id, run_id=rt.run.id,
+            space=rt.record.space, protocol=protocol, label=label, exclusive=exclusive,
+            token_hash=hash_token(token), created_at=format_time(created),
+            expires_at=format_time(created + timedelta(seconds=ttl_s)),
+        )
+        self.leases[lease.id] = lease
+        rt.run.counts["connections"] += 1
+        self.touch(rt)
+        rt.log.append("connection.created", {"connection_id": lease.id, "ttl_s": ttl_s,
+                                             "exclusive": exclusive, "label": label},
+                      actor=actor)
+        return lease, token
+
+    def endpoint(self, lease: Lease, token: str) -> dict[str, str]:
+        base = self.proxy.base_url()
+        path = f"/cdp/{lease.id}/{token}"
+        return {"url": base.replace("http://", "ws://", 1) + path, "http_url": base + path}
+
+    def _live_leases(self, rt: Runtime) -> Iterator[Lease]:
+        now = datetime.now(UTC)
+        for lease in self.leases.values():
+            if lease.runtime_id == rt.id and lease.status == "active":
+                if parse_time(lease.expires_at) > now:
+                    yield lease
+
+    def get_lease(self, lease_id: str) -> Lease:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            raise ApiError("connection.not_found", f"There is no connection {lease_id!r}.",
+                           hint="List connections with connections.list.",
+                           data={"connection_id": lease_id})
+        return lease
+
+    def revoke_lease(self, lease: Lease, force: bool, actor: Actor | None) -> None:
+        if lease.status == "active":
+            lease.status, lease.revoked_at = "revoked", _now()
+            self._log_for(lease.runtime_id, lease.run_id, "connection.revoked",
+                          {"connection_id": lease.id, "force": force}, actor=actor)
+        if force:
+            self.proxy.close_connection(lease.id)
+
+    async def _expire_leases(self) -> None:
+        while True:
+            now = datetime.now(UTC)
+            for lease in list(self.leases.values()):
+                if lease.status == "active" and parse_time(lease.expires_at) <= now:
+                    lease.status = "expired"
+                    self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
+                                  {"connection_id": lease.id})
+            await trio.sleep(0.5)
+
+    def _log_for(self, runtime_id: str, run_id: str, type: str, data: dict[str, Any],
+                 actor: Actor | None = None) -> None:
+        """Append to a run's log if that run is still the live one (else it has ended)."""
+        rt = self.runtimes.get(runtime_id)
+        if rt is not None and rt.run is not None and rt.run.id == run_id and rt.log is not None:
+            rt.log.append(type, data, actor=actor)
+
+    # ------------------------------------------------------------------ CDP proxy hooks
+
+    def authorize(self, connection_id: str, token: str) -> Upstream:
+        lease = self.leases.get(connection_id)
+        # Compare even for an unknown id, so timing does not tell ids apart.
+        expected = lease.token_hash if lease else hash_token(secrets.token_urlsafe(32))
+        if not hmac.compare_digest(expected, hash_token(token)) or lease is None:
+            raise Refused(401, "unknown connection or bad token")
+        if lease.status != "active" or parse_time(lease.expires_at) <= datetime.now(UTC):
+            raise Refused(410, f"connection lease is {_lease_state(lease)}")
+        rt = self.runtimes.get(lease.runtime_id)
+        if rt is None or rt.process is None or rt.run is None or rt.run.id != lease.run_id:
+            raise Refused(410, "the runtime's run has ended")
+        endpoint = rt.process.endpoint
+        return Upstream(runtime_id=rt.id, connection_id=lease.id, host=endpoint.host,
+                        port=endpoint.port, browser_path=endpoint.browser_path)
+
+    def attached(self, upstream: Upstream, socket_id: str, peer: dict[str, Any]) -> None:
+        rt = self.runtimes.get(upstream.runtime_id)
+        lease = self.leases.get(upstream.connection_id)
+        if lease is not None:
+            lease.open_sockets += 1
+            if rt is not None:
+                rt.open_sockets += 1
+                self.touch(rt)
+            self._log_for(lease.runtime_id, lease.run_id, "connection.attached",
+                          {"connection_id": lease.id, "socket_id": socket_id},
+                          actor={"type": "cdp_client", **peer})
+
+    def detached(self, upstream: Upstream, socket_id: str, stats: dict[str, Any]) -> None:
+        rt = self.runtimes.get(upstream.runtime_id)
+        lease = self.leases.get(upstream.connection_id)
+        if lease is not None:
+            lease.open_sockets -= 1
+            self._log_for(lease.runtime_id, lease.run_id, "connection.detached",
+                          {"connection_id": lease.id, "socket_id": socket_id, **stats})
+        if rt is not None:
+            rt.open_sockets -= 1
+            self.touch(rt)
+            if rt.open_sockets == 0:
+                rt.sockets_closed.set()
+
+    def refused(self, connection_id: str | None, status: int, reason: str,
+                peer: dict[str, Any]) -> None:
+        log.warning("CDP request refused (%d %s) for connection %s from %s", status, reason,
+                    connection_id, peer)
+        lease = self.leases.get(connection_id or "")
+        if lease is not None:
+            self._log_for(lease.runtime_id, lease.run_id, "connection.refused",
+                          {"connection_id": lease.id, "status": status, "reason": reason},
+                          actor={"type": "cdp_client", **peer})
+
+
+def _lease_state(lease: Lease) -> str:
+    return "expired" if lease.status == "active" else lease.status
+
+
+def _describe_exit(exit_code: int | None, signal: int | None) -> str:
+    if signal is not None:
+        return f"The browser was killed by signal {signal}."
+    return f"The browser exited with code {exit_code} without being asked to."
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(os.pread(fd, 4096, 0) or b"null") or {}) or None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _logged_skip(path: Path) -> Iterator[None]:
+    """Skip one unreadable state file with a log line instead of refusing to start."""
+    try:
+        yield
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.error("skipping unreadable state file %s: %s", path, exc)

@@ -1,0 +1,309 @@
+"""The RPC server: the Unix socket, the accept loop, and one session per client connection.
+
+trio code here only pumps bytes and owns tasks; framing is `browserd.client.wire`, and the
+session's states are the table below. Each connection is on its own: whatever one client sends,
+the others never notice.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import socket as stdlib_socket
+import struct
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from browserd.client import wire
+
+from .api import Api, Caller
+from .errors import ApiError
+from .params import Params
+
+log = logging.getLogger("browserd.rpc")
+
+# Accept errors that mean "the machine is short of something right now", not "the listener is
+# broken": log, wait a little, go on accepting.
+_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_PEERCRED = struct.Struct("3i")
+_RECEIVE_SIZE = 256 * 1024
+
+
+class DaemonAlreadyRunning(Exception):
+    pass
+
+
+class SessionState(StrEnum):
+    AWAITING_HELLO = "awaiting_hello"
+    READY = "ready"
+    CLOSING = "closing"
+
+
+# Invariants: nothing but `hello` is served before READY; the daemon sends no notification
+# before READY except the final `rpc.error` of a connection it is closing.
+SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
+    (SessionState.AWAITING_HELLO, "hello_ok"): SessionState.READY,
+    (SessionState.AWAITING_HELLO, "close"): SessionState.CLOSING,
+    (SessionState.READY, "close"): SessionState.CLOSING,
+}
+
+
+def bind_unix_socket(path: Path) -> trio.socket.SocketType:
+    """Bind the listening socket: parent dir 0700, socket 0600, a stale socket file replaced.
+
+    A socket file that still answers belongs to a live daemon: refuse rather than steal it.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if path.exists() or path.is_symlink():
+        if not path.is_socket():
+            raise DaemonAlreadyRunning(
+                f"{path} exists and is not a socket; remove it or choose another socket path"
+            )
+        probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # left behind by a daemon that died
+        except OSError as exc:
+            raise DaemonAlreadyRunning(f"cannot check the existing socket {path}: {exc}") from None
+        else:
+            raise DaemonAlreadyRunning(
+                f"another browserd is already serving on {path}; stop it first "
+                "(or set BROWSERD_SOCKET to run a second daemon elsewhere)"
+            )
+        finally:
+            probe.close()
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is born 0600; no window where others may connect
+    try:
+        sock.bind(str(path))  # type: ignore[unused-coroutine]
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
+    raw = sock.getsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def _process_name(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+class RpcServer:
+    def __init__(self, api: Api, *, socket_path: Path, requests_in_flight: int,
+                 allowed_group: str | None = None,
+                 listener: trio.socket.SocketType | None = None) -> None:
+        self.api = api
+        self.socket_path = socket_path
+        self.requests_in_flight = requests_in_flight
+        self.allowed_gid = grp.getgrnam(allowed_group).gr_gid if allowed_group else None
+        self._listener = listener
+        self.sessions: set[Session] = set()
+
+    def is_allowed(self, pid: int, uid: int, gid: int) -> bool:
+        """Same uid or root; or, for a system service, a member of the configured group."""
+        if uid in (0, os.geteuid()):
+            return True
+        if self.allowed_gid is None:
+            return False
+        return gid == self.allowed_gid or self.allowed_gid in _supplementary_groups(pid)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listener = self._listener or bind_unix_socket(self.socket_path)
+        bound_here = self._listener is None
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    try:
+                        sock, _ = await listener.accept()
+                    except OSError as exc:
+                        if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                            raise
+                        log.error("accept failed (%s); retrying shortly", os.strerror(exc.errno))
+                        await trio.sleep(0.1)
+                        continue
+                    nursery.start_soon(self._serve_connection, trio.SocketStream(sock))
+        finally:
+            listener.close()
+            if bound_here:
+                self.socket_path.unlink(missing_ok=True)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                pid, uid, gid = peer_credentials(stream.socket)
+                caller = Caller(pid=pid, uid=uid, name=_process_name(pid))
+                session = Session(self, stream, caller, allowed=self.is_allowed(pid, uid, gid))
+                self.sessions.add(session)
+                self.api.clients += 1
+                try:
+                    await session.run()
+                finally:
+                    self.sessions.discard(session)
+                    self.api.clients -= 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except Exception:
+                # One connection's failure must never take the accept loop down.
+                log.exception("RPC connection failed")
+
+
+class Session:
+    """One client connection: hello first, then requests served concurrently."""
+
+    def __init__(self, server: RpcServer, stream: trio.SocketStream, caller: Caller,
+                 *, allowed: bool) -> None:
+        self.server = server
+        self.stream = stream
+        self.caller = caller
+        self.allowed = allowed
+        self.state = SessionState.AWAITING_HELLO
+        self.wire = wire.Connection()
+        self._send_lock = trio.Lock()
+        # Past this many requests in flight the session stops reading: backpressure on the client.
+        self._slots = trio.Semaphore(server.requests_in_flight)
+
+    def _transition(self, trigger: str) -> None:
+        self.state = SESSION_TRANSITIONS[self.state, trigger]
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._read_loop(nursery)
+            except wire.RemoteProtocolError as exc:
+                log.info("closing connection of pid %s: %s", self.caller.pid, exc.message)
+                await self.notify("rpc.error", {"error": exc.error})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away; its requests in flight are cancelled below
+            finally:
+                self._transition("close")
+                nursery.cancel_scope.cancel()  # requests in flight have nobody to answer to
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            event = self.wire.next_event()
+            if event is wire.NEED_DATA:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                self.wire.receive_data(data)
+            elif event is wire.CLOSED:
+                return
+            elif isinstance(event, wire.Request):
+                if not await self._dispatch(event, nursery):
+                    return
+            elif isinstance(event, wire.InvalidMessage):
+                if event.msgid is not None:
+                    await self._send(self.wire.send_response(event.msgid, event.error, None))
+                else:
+                    await self.notify("rpc.error", {"error": event.error})
+            # Responses and notifications from a client mean nothing to the daemon: ignored.
+
+    async def _dispatch(self, request: wire.Request, nursery: trio.Nursery) -> bool:
+        """Serve or start one request; False when the connection must end."""
+        if not self.allowed:
+            await self._reply_error(request.msgid, ApiError(
+                "auth.forbidden",
+                f"uid {self.caller.uid} may not use this daemon.",
+                hint="Connect as the daemon's user, or ask for the browserd group.",
+                data={"uid": self.caller.uid},
+            ))
+            return False
+        if self.state is SessionState.AWAITING_HELLO:
+            if request.method != "hello":
+                await self._reply_error(request.msgid, ApiError(
+                    "rpc.hello_required", "The first request on a connection must be hello.",
+                    hint="Send hello {client, api} first (the browserd client does this).",
+                ))
+                return True
+            try:
+                result = self.server.api.hello_result(self.caller, Params(request.params))
+            except ApiError as exc:
+                await self._reply_error(request.msgid, exc)
+                return True
+            self._transition("hello_ok")
+            await self._send(self.wire.send_response(request.msgid, None, result))
+            return True
+        if request.method == "hello":
+            await self._reply_error(request.msgid, ApiError(
+                "rpc.invalid_request", "hello was already done on this connection.",
+                hint="Send hello once, as the first request."))
+            return True
+        await self._slots.acquire()
+        nursery.start_soon(self._serve_request, request)
+        return True
+
+    async def _serve_request(self, request: wire.Request) -> None:
+        try:
+            try:
+                result = await self.server.api.call(request.method, self.caller, request.params)
+            except ApiError as exc:
+                await self._reply_error(request.msgid, exc)
+                return
+            except Exception as exc:
+                api_error = _single_api_error(exc)
+                if api_error is None:
+                    log.exception("method %s failed", request.method)
+                    api_error = ApiError("rpc.internal_error",
+                                         f"The daemon failed while serving {request.method}.",
+                                         hint="This is a bug; the daemon log has the details.")
+                await self._reply_error(request.msgid, api_error)
+                return
+            try:
+                data = self.wire.send_response(request.msgid, None, result)
+            except wire.LocalProtocolError:
+                log.exception("method %s returned an unencodable result", request.method)
+                await self._reply_error(request.msgid, ApiError(
+                    "rpc.internal_error", "The daemon produced a result it could not encode.",
+                    hint="This is a bug; the daemon log has the details."))
+                return
+            await self._send(data)
+        finally:
+            self._slots.release()
+
+    async def _reply_error(self, msgid: int, exc: ApiError) -> None:
+        await self._send(self.wire.send_response(msgid, exc.to_wire(), None))
+
+    async def notify(self, method: str, payload: dict[str, Any]) -> None:
+        await self._send(self.wire.send_notification(method, payload))
+
+    async def _send(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The client left; the read loop sees the same and ends the session.
+                log.debug("dropped a reply to pid %s: connection gone", self.caller.pid)
+
+
+def _single_api_error(exc: BaseException) -> ApiError | None:
+    """The ApiError inside an exception group of exactly one (nurseries wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, ApiError) else None

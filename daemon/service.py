@@ -1,0 +1,84 @@
+"""The composition root: config in, a serving daemon out (proxy, registry, RPC server).
+
+`serve()` is what `browserd` runs and what tests start in-process with `nursery.start`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import attrs
+import trio
+
+from .api import Api
+from .config import Config
+from .registry import Registry
+from .rpc_server import RpcServer
+from .supervisor import set_child_subreaper
+
+log = logging.getLogger("browserd")
+
+
+@attrs.define
+class Daemon:
+    """A running daemon: its parts, and `stop()` for an orderly shutdown."""
+
+    config: Config
+    registry: Registry
+    api: Api
+    server: RpcServer
+    _stop_requested: trio.Event = attrs.field(factory=trio.Event, alias="_stop_requested")
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    async def wait_stop_requested(self) -> None:
+        await self._stop_requested.wait()
+
+
+async def serve(config: Config, *, handle_signals: bool = False,
+                listener: trio.socket.SocketType | None = None,
+                task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the daemon until `Daemon.stop()` (or SIGTERM/SIGINT when handle_signals).
+
+    Shutdown is orderly: stop accepting clients, stop every runtime in parallel (each run ends
+    with `daemon_shutdown`), then return.
+    """
+    # Browser helpers that lose their parent get reparented to us, not to init, so nothing of
+    # a browser tree escapes supervision.
+    set_child_subreaper()
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    registry = Registry(config)
+    api = Api(registry, socket_path=str(config.socket))
+    server = RpcServer(api, socket_path=config.socket,
+                       requests_in_flight=config.limits.requests_in_flight,
+                       allowed_group=config.allowed_group, listener=listener)
+    daemon = Daemon(config, registry, api, server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.proxy.serve)
+        await nursery.start(registry.run)
+        async with trio.open_nursery() as front:
+            await front.start(server.serve)
+            if handle_signals:
+                front.start_soon(_stop_on_signal, daemon)
+            log.info("browserd serving on %s (CDP endpoint %s, state %s)", config.socket,
+                     registry.proxy.base_url(), config.state_dir)
+            task_status.started(daemon)
+            await daemon.wait_stop_requested()
+            front.cancel_scope.cancel()  # no new clients, no new requests
+        log.info("shutting down: stopping every runtime")
+        with trio.move_on_after(config.browser.stop_grace_s + 20) as scope:
+            await registry.shutdown()
+        if scope.cancelled_caught:
+            log.error("some runtimes did not stop in time; their supervisors force them down")
+        nursery.cancel_scope.cancel()
+    log.info("browserd stopped")
+
+
+async def _stop_on_signal(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            daemon.stop()
+            return
