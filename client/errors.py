@@ -11,7 +11,7 @@ exception escapes the client: catch :class:`BrowserdError`, or a subclass, or te
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "CODES",

@@ -286,8 +286,9 @@ class Connection:
                     raise RemoteProtocolError(
                         "rpc.too_large", f"message too large: {exc}", self._limit_hint()
                     ) from None
+                detail = str(exc) or type(exc).__name__
                 raise RemoteProtocolError(
-                    "rpc.parse_error", f"undecodable msgpack data: {exc or type(exc).__name__}"
+                    "rpc.parse_error", f"undecodable msgpack data ({detail})"
                 ) from None
             self._frame_start = self._unpacker.tell()
             bad_keys, self._bad_keys = self._bad_keys, False

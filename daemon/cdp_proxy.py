@@ -105,8 +105,9 @@ class ProxyHooks(Protocol):
 
     Stats keys: messages_in/bytes_in count client-to-browser traffic, messages_out/bytes_out
     browser-to-client traffic (bytes after the handshake, frame headers included); also
-    duration_s and ended_by ("client_closed", "browser_closed", "connection_closed",
-    "runtime_closed", "protocol_error", "proxy_shutdown").
+    duration_s and ended_by: "client_closed" / "browser_closed" (the side that sent the first
+    Close frame, else the side whose TCP stream ended first), "connection_closed",
+    "runtime_closed", "protocol_error", "proxy_shutdown" or "proxy_error".
     """
 
     def authorize(self, connection_id: str, token: str) -> Upstream: ...
@@ -136,6 +137,7 @@ class _Socket:
     opened_at: float = attrs.Factory(time.monotonic)
     attached: bool = False
     ended_by: str | None = None
+    close_initiator: str | None = None  # side whose Close frame came first
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
@@ -269,7 +271,8 @@ class CdpProxy:
                     request = await _read_request(stream, conn)
                 except h11.RemoteProtocolError as exc:
                     status = exc.error_status_hint
-                    await self._refuse(stream, None, None, status, None, f"bad request: {exc}")
+                    message = f"bad request: {str(exc)[:200]}"
+                    await self._refuse(stream, None, None, status, None, message)
                     return
             if request is None:
                 return
@@ -297,8 +300,9 @@ class CdpProxy:
         if any(o.decode("latin-1") not in self._allowed_origins for o in origins):
             await self._refuse(stream, conn, cid, 403, None, "requests with an Origin are refused")
             return False
-        if route is None:
-            await self._refuse(stream, conn, cid, 404, None, f"no such endpoint: {path}")
+        if route is None:  # the message goes to logs: name the path without its token
+            redacted = _ROUTE.sub(lambda m: f"/cdp/{m.group(1)}/<token>{m.group(3) or ''}", path)
+            await self._refuse(stream, conn, cid, 404, None, f"no such endpoint: {redacted}")
             return False
         if request.method != b"GET":
             await self._refuse(stream, conn, cid, 405, None, "only GET is served here")
@@ -307,6 +311,10 @@ class CdpProxy:
             upstream = self._hooks.authorize(route.connection_id, route.token)
         except Refused as exc:
             await self._refuse(stream, conn, cid, exc.status, exc.code, exc.reason)
+            return False
+        except Exception:
+            log.exception("cdp proxy: authorize failed")
+            await self._refuse(stream, conn, cid, 500, None, "internal error while authorizing")
             return False
         public_base = _public_base(hosts[0].decode("ascii"), self.port, route)
         if route.kind == "json":
@@ -429,16 +437,23 @@ class CdpProxy:
                     )  # fmt: skip
                     return
                 assert browser is not None
-                await stream.send_all(response)
+                try:
+                    await stream.send_all(response)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client left during the handshake
                 sock.attached = True
                 self._call_hook(self._hooks.attached, upstream, sock.socket_id, peer)
                 await self._relay(sock, stream, browser, early, rest)
+        except Exception:
+            sock.end("proxy_error")
+            raise
         finally:
-            sock.end("proxy_shutdown")  # only if nothing else ended it first
+            sock.end("proxy_shutdown")  # cancelled from outside, and nothing else named a cause
             self._unregister(sock)
-            if browser is not None:
-                await trio.aclose_forcefully(browser)
-            await trio.aclose_forcefully(stream)
+            with trio.CancelScope(shield=True):  # closing a socket never blocks
+                if browser is not None:
+                    await browser.aclose()
+                await stream.aclose()
             if sock.attached:
                 self._call_hook(self._hooks.detached, upstream, sock.socket_id, sock.stats())
 
@@ -470,6 +485,8 @@ class CdpProxy:
             while True:
                 if data:
                     scanner.receive_data(data)
+                    if scanner.close_seen and sock.close_initiator is None:
+                        sock.close_initiator = src_name
                     if inbound:
                         sock.bytes_in += len(data)
                         sock.messages_in = scanner.messages
@@ -479,14 +496,14 @@ class CdpProxy:
                     try:
                         await dst.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        sock.end(f"{dst_name}_closed")
+                        sock.end(f"{sock.close_initiator or dst_name}_closed")
                         return
                 try:
                     data = await src.receive_some(_CHUNK)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:
-                    sock.end(f"{src_name}_closed")
+                    sock.end(f"{sock.close_initiator or src_name}_closed")
                     return
         except FrameError as exc:
             log.warning("cdp proxy: %s sent bad frames on %s: %s", src_name, sock.socket_id, exc)
@@ -643,6 +660,8 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.
                 data = await stream.receive_some(_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
+            if not data:  # the client left (between requests or in the middle of one)
+                return None
             conn.receive_data(data)
         elif isinstance(event, h11.Request):
             request = event

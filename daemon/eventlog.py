@@ -54,15 +54,39 @@ _FSYNC_POLICIES = ("always", "batch", "never")
 # and close(). A crash (not just a daemon kill) can lose the events of the last interval.
 BATCH_FSYNC_INTERVAL_S = 0.2
 
-# Encoders are built once: json.dumps() with options builds a new one per call. Circular data
-# is not checked (a third of the cost): it ends in RecursionError, turned into ValueError.
-_encode = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
-).encode
 # For the rare event holding a lone surrogate (JavaScript strings can), which UTF-8 cannot carry.
 _encode_ascii = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=False
 ).encode
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")), minus the
+    per-call setup (most of the cost for small objects) and the circularity check (circular
+    data ends in RecursionError instead of ValueError)."""
+    fallback = json.JSONEncoder(
+        ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+    ).encode
+    make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # CPython's _json
+    if make_c_encoder is None:
+        return fallback
+
+    def default(obj: Any) -> Any:
+        raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
+
+    try:
+        c_encoder = make_c_encoder(
+            None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+        )
+        probe = {"a": [1, 2.5, "\u00e9", None, True, {}], "b": ""}
+        if "".join(c_encoder(probe, 0)) != fallback(probe):
+            return fallback
+    except Exception:  # another Python's internals: take the public road
+        return fallback
+    return lambda obj: "".join(c_encoder(obj, 0))
+
+
+_encode = _make_encoder()
 _encode_str = json.encoder.encode_basestring
 _SEQ_PREFIX = b'{"seq":'  # every line this module writes starts so: readers use it to skip fast
 _SCAN_CHUNK = 64 * 1024
@@ -155,7 +179,12 @@ class EventLog:
         return self._closed
 
     def add_listener(self, fn: Listener) -> None:
-        """Call `fn(event)` after each append, in order of registration."""
+        """Call `fn(event)` after each append, in order of registration.
+
+        Listeners run inside append(), after the write: keep them quick and non-blocking (a
+        send_nowait into a bounded queue). An exception in one is logged and goes no further.
+        The event dict is shared with the caller and the other listeners: do not mutate it.
+        """
         self._listeners = (*self._listeners, fn)
 
     def remove_listener(self, fn: Listener) -> None:
@@ -287,8 +316,7 @@ class EventLog:
                 self._dropped_events,
             )
         if self.fsync == "always" or (
-            self.fsync == "batch"
-            and time.monotonic() - self._last_fsync >= BATCH_FSYNC_INTERVAL_S
+            self.fsync == "batch" and time.monotonic() - self._last_fsync >= BATCH_FSYNC_INTERVAL_S
         ):
             self._sync()
 

@@ -131,10 +131,14 @@ class Registry:
 
     def save_runtime(self, rt: Runtime) -> None:
         rt.record.updated_at = _now()
-        storage.write_json_atomic(self._runtime_dir(rt.id) / "runtime.json", rt.record.to_json())
+        directory = self._runtime_dir(rt.id)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        storage.write_json_atomic(directory / "runtime.json", rt.record.to_json())
 
     def _save_run(self, run: RunRecord) -> None:
-        storage.write_json_atomic(self._run_dir(run.id) / "run.json", run.to_json())
+        directory = self._run_dir(run.id)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        storage.write_json_atomic(directory / "run.json", run.to_json())
 
     def _save_spaces(self) -> None:
         spaces = [space.to_json() for space in self.spaces.values()]
@@ -345,13 +349,18 @@ class Registry:
         run = RunRecord(id=storage.make_id("run"), runtime_id=rt.id, space=rt.record.space,
                         status=RunStatus.STARTING, started_at=_now())
         self._acquire_profile(rt, run)
+        try:
+            self._save_run(run)
+            rt.run, rt.log = run, self._open_log(run)
+        except OSError:
+            # The state dir refused the run (disk full, permissions): leave nothing held.
+            self._release_profile(rt)
+            raise
         self.runs[run.id] = run
-        rt.run, rt.log = run, self._open_log(run)
         rt.end_reason, rt.done = None, trio.Event()
         rt.record.status = runtime_transition(rt.record.status, Trigger.LAUNCH)
         rt.record.active_run_id = run.id
         self.save_runtime(rt)
-        self._save_run(run)
         rt.log.append("runtime.lifecycle", {"executable": executable,
                                             "profile": rt.record.profile},
                       status="starting", actor=actor)

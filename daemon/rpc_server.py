@@ -81,15 +81,15 @@ def bind_unix_socket(path: Path) -> trio.socket.SocketType:
             )
         finally:
             probe.close()
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    sock = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # the socket is born 0600; no window where others may connect
     try:
-        sock.bind(str(path))  # type: ignore[unused-coroutine]
+        sock.bind(str(path))
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
     sock.listen(128)
-    return sock
+    return trio.socket.from_stdlib_socket(sock)
 
 
 def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:

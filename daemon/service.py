@@ -56,12 +56,13 @@ async def serve(config: Config, *, handle_signals: bool = False,
                        allowed_group=config.allowed_group, listener=listener)
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
+        if handle_signals:
+            # Installed first, so a SIGTERM that arrives during start-up is still orderly.
+            await nursery.start(_stop_on_signal, daemon)
         await nursery.start(registry.proxy.serve)
         await nursery.start(registry.run)
         async with trio.open_nursery() as front:
             await front.start(server.serve)
-            if handle_signals:
-                front.start_soon(_stop_on_signal, daemon)
             log.info("browserd serving on %s (CDP endpoint %s, state %s)", config.socket,
                      registry.proxy.base_url(), config.state_dir)
             task_status.started(daemon)
@@ -76,8 +77,10 @@ async def serve(config: Config, *, handle_signals: bool = False,
     log.info("browserd stopped")
 
 
-async def _stop_on_signal(daemon: Daemon) -> None:
+async def _stop_on_signal(daemon: Daemon, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             daemon.stop()

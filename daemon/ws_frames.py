@@ -65,8 +65,8 @@ class FrameScanner:
     allow_rsv: set when an extension was negotiated; otherwise RSV bits are a framing error.
 
     Counters: `frames` (all frames), `messages` (complete text/binary messages, counted when the
-    header of their final frame is read), `bytes_seen`. After a `FrameError` the scanner stays
-    broken and raises the same error again.
+    header of their final frame is read), `bytes_seen`; `close_seen` once a Close frame came.
+    After a `FrameError` the scanner stays broken and raises the same error again.
     """
 
     def __init__(self, *, masked: bool | None = None, allow_rsv: bool = False) -> None:
@@ -76,6 +76,7 @@ class FrameScanner:
         self._partial = b""  # start of a header split across chunks (< _MAX_HEADER bytes)
         self._fragmented = False  # inside a message whose final frame has not come yet
         self._error: str | None = None
+        self.close_seen = False
         self.frames = 0
         self.messages = 0
         self.bytes_seen = 0
@@ -177,7 +178,9 @@ class FrameScanner:
         else:
             self._fail(f"reserved opcode {opcode:#x}")
         self.frames += 1
-        if opcode in _DATA_OPCODES:
+        if opcode == OP_CLOSE:
+            self.close_seen = True
+        elif opcode in _DATA_OPCODES:
             self._fragmented = not fin
             if fin:
                 self.messages += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen([str(BIN / "browserd")], env=self.env,
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
-        while not self.socket.exists():
+        while not _accepts(self.socket):
             if self.proc.poll() is not None:
                 raise AssertionError(f"browserd exited early:\n{self.log.read_text()}")
             if time.monotonic() > deadline:
@@ -130,6 +131,17 @@ class DaemonProcess:
             raise AssertionError(f"browserctl {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
         return result
+
+
+def _accepts(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ async def test_socket_and_dir_modes(daemon: Daemon) -> None:
     assert daemon.config.state_dir.stat().st_mode & 0o777 == 0o700
 
 
-def test_stale_socket_file_is_replaced(short_dir: Path) -> None:
+async def test_stale_socket_file_is_replaced(short_dir: Path) -> None:
     import socket
 
     path = short_dir / "stale.sock"

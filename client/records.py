@@ -1,0 +1,152 @@
+"""The daemon's records as attrs classes: the data half of every resource object.
+
+Field names are the wire keys (DESIGN.md section 3). Every field has a default so a
+record from an older or newer daemon still loads; ``raw`` keeps the whole wire map,
+including keys added after this client was written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import attrs
+
+R = TypeVar("R", bound="Record")
+
+
+@attrs.frozen
+class Endpoint:
+    """Where to attach a CDP client: ``url`` (ws://, for connect_over_cdp) and ``http_url``."""
+
+    url: str
+    http_url: str
+
+
+def _endpoint(value: Any) -> Endpoint | None:
+    if isinstance(value, Endpoint) or value is None:
+        return value
+    if isinstance(value, dict):
+        return Endpoint(url=str(value.get("url", "")), http_url=str(value.get("http_url", "")))
+    return None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@attrs.frozen
+class Event:
+    """One line of a run's event log (DESIGN.md section 7)."""
+
+    seq: int = 0
+    time: str = ""
+    type: str = ""
+    run_id: str = ""
+    runtime_id: str = ""
+    space: str = ""
+    source: str = ""
+    status: str | None = None
+    actor: dict[str, Any] | None = None
+    target: dict[str, Any] | None = None
+    data: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Event:
+        return cls(**_known(cls, wire), raw=wire)
+
+
+class Record:
+    """Base of the mutable records; resources refresh themselves in place."""
+
+    raw: dict[str, Any]
+
+    def _update(self, wire: dict[str, Any]) -> None:
+        for name, value in _known(type(self), wire).items():
+            setattr(self, name, value)
+        self.raw = wire
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the daemon sent it (all keys, including unknown ones)."""
+        return dict(self.raw)
+
+
+def _known(cls: type[Any], wire: dict[str, Any]) -> dict[str, Any]:
+    names = [f.name for f in attrs.fields(cls) if f.name != "raw" and f.alias == f.name]
+    return {name: wire[name] for name in names if name in wire}
+
+
+def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
+    """Build a record (or a resource, passing its private fields) from a wire map."""
+    return cls(**{**_known(cls, wire), "raw": wire, **private})
+
+
+@attrs.define
+class SpaceRecord(Record):
+    """Space ``{id, name, metadata, created_at}``."""
+
+    id: str = ""
+    name: str = ""
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    created_at: str = ""
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.define
+class RuntimeRecord(Record):
+    """Runtime; ``status`` is starting, active, stopping, stopped or failed."""
+
+    id: str = ""
+    space: str = ""
+    name: str = ""
+    type: str = "browser"
+    status: str = ""
+    active_run_id: str | None = None
+    profile: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    config: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    created_at: str = ""
+    updated_at: str = ""
+    last_activity_at: str | None = None
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.define
+class RunRecord(Record):
+    """Run; ``status`` is starting, active, stopping, ended or failed."""
+
+    id: str = ""
+    runtime_id: str = ""
+    space: str = ""
+    status: str = ""
+    started_at: str | None = None
+    ended_at: str | None = None
+    end_reason: str | None = None
+    failure: dict[str, Any] | None = None
+    counts: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.define
+class ConnectionRecord(Record):
+    """A CDP connection lease; ``endpoint`` is set only on the object ``create`` returned."""
+
+    id: str = ""
+    runtime_id: str = ""
+    run_id: str | None = None
+    protocol: str = "cdp"
+    label: str | None = None
+    exclusive: bool = False
+    status: str = ""
+    created_at: str = ""
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    endpoint: Endpoint | None = attrs.field(default=None, converter=_endpoint)
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    def _update(self, wire: dict[str, Any]) -> None:
+        # The endpoint is shown once, by create; later reads of the lease must not drop it.
+        endpoint = self.endpoint
+        super()._update(wire)
+        if self.endpoint is None:
+            self.endpoint = endpoint

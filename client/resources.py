@@ -1,0 +1,398 @@
+"""Async resource objects: records (``records.py``) plus the calls that act on them.
+
+Every method maps to RPC calls on the object's AsyncClient; resources refresh their
+fields in place from each reply. The blocking twins in ``_sync.py`` run these methods
+through a portal, so the logic lives here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Collection
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .errors import ConnectionLost, NoActiveRun
+from .records import (
+    ConnectionRecord,
+    Event,
+    RunRecord,
+    RuntimeRecord,
+    SpaceRecord,
+    from_wire,
+)
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient
+
+DEFAULT_SPACE = "default"
+_EVENTS_PAGE = 1000
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """RPC params without the options left unset (None)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+async def _collect(
+    client: AsyncClient, method: str, params: dict[str, Any], limit: int | None
+) -> list[dict[str, Any]]:
+    """Page through a `{data, next_cursor}` list until `limit` items (None: all)."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = await client.call(method, _params(**params, cursor=cursor))
+        items.extend(page["data"])
+        cursor = page.get("next_cursor")
+        if cursor is None or (limit is not None and len(items) >= limit):
+            return items[:limit] if limit is not None else items
+
+
+# -- spaces ------------------------------------------------------------------------------
+
+
+@attrs.define
+class AsyncSpace(SpaceRecord):
+    """A space: a namespace of runtimes. ``bd.space(name)`` gives an unloaded handle."""
+
+    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+
+    @property
+    def runtimes(self) -> AsyncRuntimes:
+        """Runtimes of this space."""
+        return AsyncRuntimes(self._client, self.name)
+
+    @property
+    def runs(self) -> AsyncRuns:
+        """Runs of this space's runtimes."""
+        return AsyncRuns(self._client, space=self.name)
+
+    async def refresh(self) -> AsyncSpace:
+        """Reload this space's fields; returns self."""
+        self._update(await self._client.call("spaces.get", {"name": self.name}))
+        return self
+
+    async def delete(self) -> None:
+        """Delete the space (refused with space.not_empty while runtimes are active)."""
+        await self._client.call("spaces.delete", {"name": self.name})
+
+
+@attrs.frozen
+class AsyncSpaces:
+    """``bd.spaces``: create, get, list and delete spaces."""
+
+    _client: AsyncClient
+
+    async def create(self, name: str, metadata: dict[str, Any] | None = None) -> AsyncSpace:
+        """Create space ``name``."""
+        wire = await self._client.call("spaces.create", _params(name=name, metadata=metadata))
+        return from_wire(AsyncSpace, wire, client=self._client)
+
+    async def get(self, name: str) -> AsyncSpace:
+        """Space ``name``; raises SpaceNotFound."""
+        wire = await self._client.call("spaces.get", {"name": name})
+        return from_wire(AsyncSpace, wire, client=self._client)
+
+    async def list(self) -> list[AsyncSpace]:
+        """Every space."""
+        items = await _collect(self._client, "spaces.list", {}, None)
+        return [from_wire(AsyncSpace, wire, client=self._client) for wire in items]
+
+    async def delete(self, name: str) -> None:
+        """Delete space ``name``."""
+        await self._client.call("spaces.delete", {"name": name})
+
+
+# -- runtimes ----------------------------------------------------------------------------
+
+
+@attrs.define
+class AsyncRuntime(RuntimeRecord):
+    """A named browser runtime: launch, connect, stop; each start opens a new run."""
+
+    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+
+    @property
+    def connections(self) -> AsyncConnections:
+        """CDP connection leases on this runtime."""
+        return AsyncConnections(self._client, self.id)
+
+    @property
+    def runs(self) -> AsyncRuns:
+        """This runtime's runs, newest first."""
+        return AsyncRuns(self._client, runtime_id=self.id)
+
+    async def refresh(self) -> AsyncRuntime:
+        """Reload this runtime's fields; returns self."""
+        self._update(await self._client.call("runtimes.get", {"id": self.id}))
+        return self
+
+    async def current_run(self) -> AsyncRun:
+        """The active run (after a refresh); raises NoActiveRun when there is none."""
+        await self.refresh()
+        if self.active_run_id is None:
+            raise NoActiveRun.make(
+                f"runtime {self.space}/{self.name} has no active run (status {self.status})",
+                "Launch it again to start a new run; past runs are in runtime.runs.list().",
+                {"runtime_id": self.id, "status": self.status},
+            )
+        return await AsyncRuns(self._client).get(self.active_run_id)
+
+    async def stop(self, timeout_s: float | None = None) -> AsyncRun | None:
+        """Stop the browser; returns when its whole process tree is gone.
+
+        Returns the run this call ended, or None if the runtime was already stopped.
+        """
+        result = await self._client.call("runtimes.stop", _params(id=self.id, timeout_s=timeout_s))
+        self._update(result["runtime"])
+        if not result.get("stopped") or result.get("run") is None:
+            return None
+        return from_wire(AsyncRun, result["run"], client=self._client)
+
+    async def delete(self, force: bool = False) -> None:
+        """Delete the runtime (refused with runtime.not_stopped unless stopped or ``force``)."""
+        result = await self._client.call("runtimes.delete", {"id": self.id, "force": force})
+        if isinstance(result.get("runtime"), dict):
+            self._update(result["runtime"])
+
+    async def update(
+        self, *, metadata: dict[str, Any] | None = None, idle_timeout_s: float | None = None
+    ) -> AsyncRuntime:
+        """Replace metadata and/or change the idle timeout; returns self."""
+        self._update(
+            await self._client.call(
+                "runtimes.update",
+                _params(id=self.id, metadata=metadata, idle_timeout_s=idle_timeout_s),
+            )
+        )
+        return self
+
+
+@attrs.frozen
+class AsyncRuntimes:
+    """``bd.runtimes`` (default space) or ``space.runtimes``: get, list, launch."""
+
+    _client: AsyncClient
+    _space: str | None  # None: the default space for get/launch, every space for list
+
+    @property
+    def browser(self) -> AsyncBrowserRuntimes:
+        """Browser runtimes: ``.launch(name=...)``."""
+        return AsyncBrowserRuntimes(self._client, self._space or DEFAULT_SPACE)
+
+    async def get(self, name: str) -> AsyncRuntime:
+        """Runtime ``name``; raises RuntimeNotFound."""
+        wire = await self._client.call(
+            "runtimes.get", {"space": self._space or DEFAULT_SPACE, "name": name}
+        )
+        return from_wire(AsyncRuntime, wire, client=self._client)
+
+    async def list(self, status: str | None = None) -> list[AsyncRuntime]:
+        """Runtimes, optionally only those with ``status``."""
+        items = await _collect(
+            self._client, "runtimes.list", _params(space=self._space, status=status), None
+        )
+        return [from_wire(AsyncRuntime, wire, client=self._client) for wire in items]
+
+
+@attrs.frozen
+class AsyncBrowserRuntimes:
+    """``runtimes.browser``: launch a browser runtime."""
+
+    _client: AsyncClient
+    _space: str
+
+    async def launch(
+        self,
+        name: str,
+        *,
+        profile: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        headless: bool = True,
+        restart: str = "no",
+        idle_timeout_s: float | None = None,
+        max_lifetime_s: float | None = None,
+        args: Collection[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncRuntime:
+        """Start runtime ``name`` (created if new); returns it once the browser is up.
+
+        On an active runtime this returns it as it is, unless ``profile`` differs
+        (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
+        """
+        result = await self._client.call(
+            "runtimes.launch",
+            _params(
+                space=self._space,
+                name=name,
+                profile=profile,
+                metadata=metadata,
+                headless=headless,
+                restart=restart,
+                idle_timeout_s=idle_timeout_s,
+                max_lifetime_s=max_lifetime_s,
+                args=list(args) if args is not None else None,
+                idempotency_key=idempotency_key,
+            ),
+        )
+        return from_wire(AsyncRuntime, result["runtime"], client=self._client)
+
+
+# -- runs and events ---------------------------------------------------------------------
+
+
+@attrs.define
+class AsyncRun(RunRecord):
+    """One activation of a runtime and everything recorded about it."""
+
+    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+
+    @property
+    def events(self) -> AsyncRunEvents:
+        """This run's event log."""
+        return AsyncRunEvents(self._client, self.id)
+
+    async def refresh(self) -> AsyncRun:
+        """Reload this run's fields; returns self."""
+        self._update(await self._client.call("runs.get", {"run_id": self.id}))
+        return self
+
+
+@attrs.frozen
+class AsyncRuns:
+    """``bd.runs``, ``space.runs`` or ``runtime.runs``: get and list runs."""
+
+    _client: AsyncClient
+    space: str | None = None
+    runtime_id: str | None = None
+
+    async def get(self, run_id: str) -> AsyncRun:
+        """Run ``run_id``; raises RunNotFound."""
+        wire = await self._client.call("runs.get", {"run_id": run_id})
+        return from_wire(AsyncRun, wire, client=self._client)
+
+    async def list(self, status: str | None = None, limit: int | None = None) -> list[AsyncRun]:
+        """Runs, newest first; ``limit`` None means all."""
+        params = _params(space=self.space, runtime_id=self.runtime_id, status=status)
+        items = await _collect(self._client, "runs.list", params, limit)
+        return [from_wire(AsyncRun, wire, client=self._client) for wire in items]
+
+
+@attrs.frozen
+class AsyncRunEvents:
+    """``run.events``: the run's append-only event log."""
+
+    _client: AsyncClient
+    run_id: str
+
+    async def list(
+        self,
+        after_seq: int = 0,
+        limit: int | None = None,
+        types: Collection[str] | None = None,
+    ) -> list[Event]:
+        """Events with seq > ``after_seq``, in seq order; ``limit`` None means all."""
+        events: list[Event] = []
+        while limit is None or len(events) < limit:
+            page_size = _EVENTS_PAGE if limit is None else min(_EVENTS_PAGE, limit - len(events))
+            page = await self._client.call(
+                "runs.events.list",
+                _params(
+                    run_id=self.run_id,
+                    after_seq=after_seq,
+                    limit=page_size,
+                    types=list(types) if types is not None else None,
+                ),
+            )
+            events.extend(Event.from_wire(wire) for wire in page["data"])
+            if page.get("next_cursor") is None or not page["data"]:
+                break
+            after_seq = events[-1].seq
+        return events
+
+    async def follow(
+        self, after_seq: int = 0, types: Collection[str] | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Events after ``after_seq``: the log first, then live, until the run ends.
+
+        Use as ``async with contextlib.aclosing(run.events.follow()) as events:``
+        so the subscription is cancelled when you stop early.
+        """
+        while True:
+            sub = await self._client.subscribe(
+                "runs.events.follow",
+                _params(
+                    run_id=self.run_id,
+                    after_seq=after_seq,
+                    types=list(types) if types is not None else None,
+                ),
+            )
+            try:
+                async for payload in sub.receive:
+                    wire = payload.get("event")
+                    if isinstance(wire, dict):  # anything else is a heartbeat
+                        event = Event.from_wire(wire)
+                        after_seq = max(after_seq, event.seq)
+                        yield event
+            finally:
+                if sub.ended_reason is None:
+                    self._client.cancel_subscription_nowait(sub.id)
+            if sub.ended_reason == "overflow":
+                continue  # we fell behind: resubscribe from the last seq we saw
+            if sub.ended_reason == "connection_closed":
+                raise ConnectionLost.make(
+                    "the connection closed while following events",
+                    f"Reconnect and follow again with after_seq={after_seq}.",
+                    {"after_seq": after_seq},
+                )
+            return
+
+
+# -- connection leases -------------------------------------------------------------------
+
+
+@attrs.define
+class AsyncConnection(ConnectionRecord):
+    """A CDP connection lease; ``endpoint.url`` is what connect_over_cdp takes."""
+
+    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+
+    async def delete(self, force: bool = False) -> AsyncConnection:
+        """Revoke the lease (no new attaches); ``force`` also closes open sockets."""
+        self._update(await self._client.call("connections.delete", {"id": self.id, "force": force}))
+        return self
+
+
+@attrs.frozen
+class AsyncConnections:
+    """``runtime.connections``: create and list CDP connection leases."""
+
+    _client: AsyncClient
+    runtime_id: str
+
+    async def create(
+        self,
+        protocol: str = "cdp",
+        ttl_s: float = 600,
+        exclusive: bool = False,
+        label: str | None = None,
+    ) -> AsyncConnection:
+        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
+        wire = await self._client.call(
+            "connections.create",
+            _params(
+                runtime_id=self.runtime_id,
+                protocol=protocol,
+                ttl_s=ttl_s,
+                exclusive=exclusive,
+                label=label,
+            ),
+        )
+        return from_wire(AsyncConnection, wire, client=self._client)
+
+    async def list(self) -> list[AsyncConnection]:
+        """This runtime's leases (metadata only, never URLs)."""
+        items = await _collect(
+            self._client, "connections.list", {"runtime_id": self.runtime_id}, None
+        )
+        return [from_wire(AsyncConnection, wire, client=self._client) for wire in items]

@@ -1,0 +1,326 @@
+"""Linux process plumbing for the supervisor: spawning with a parent-death signal, reading
+/proc, sweeping the processes of a user-data-dir and reaping orphaned helpers.
+
+Plain functions here never wait: they read /proc or send signals and return. The one awaiting
+function, `spawn`, hands the fork to a dedicated thread (see `_Spawner` for why).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import outcome
+import psutil
+import trio
+
+__all__ = [
+    "ProcInfo",
+    "descendants",
+    "dir_users",
+    "iter_group",
+    "kill_pids",
+    "names_dir",
+    "read_cmdline",
+    "read_proc",
+    "reap_orphans",
+    "remember_helpers",
+    "scan",
+    "set_child_subreaper",
+    "spawn",
+    "sweep_user_data_dir",
+]
+
+log = logging.getLogger("browserd.supervisor")
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def set_child_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER).
+
+    Browser helpers whose parent dies then become our children instead of init's, so the
+    daemon sees them and must reap them: call `reap_orphans` periodically and after stops.
+    """
+    if _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+# ------------------------------------------------------------------ spawning
+
+
+class _Spawner:
+    """The one long-lived thread that forks every browser.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process.
+    `trio.lowlevel.open_process` forks from a trio worker thread, and idle worker threads exit
+    after 10 seconds: every browser would be SIGKILLed 10 s after its launch. So spawns run on
+    this thread, which lives as long as the daemon; the signal then means "the daemon died".
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="browserd-spawner", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+_SPAWNER = _Spawner()
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec: no locks, no logging
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the daemon died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+async def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], output_fd: int
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session with SIGKILL as its parent-death signal.
+
+    stdout and stderr go to `output_fd`, stdin is /dev/null, no other fd is inherited.
+    Raises OSError when the executable cannot be started.
+    """
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    result: list[outcome.Outcome[subprocess.Popen[bytes]]] = []
+    popen_kwargs = {
+        "stdin": subprocess.DEVNULL,
+        "stdout": output_fd,
+        "stderr": output_fd,
+        "env": dict(env),
+        "start_new_session": True,
+        "close_fds": True,
+        "preexec_fn": _die_with_parent(os.getpid()),
+    }
+
+    def job() -> None:
+        result.append(outcome.capture(subprocess.Popen, list(argv), **popen_kwargs))
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:  # pragma: no cover - the loop is gone; so is the waiter
+            pass
+
+    _SPAWNER.submit(job)
+    # A fork in flight cannot be abandoned, and it takes milliseconds: wait for it even when
+    # cancelled, so the caller always learns the pid it must clean up.
+    with trio.CancelScope(shield=True):
+        await done.wait()
+    return result[0].unwrap()
+
+
+# ------------------------------------------------------------------ /proc
+
+
+@attrs.frozen
+class ProcInfo:
+    """One process as /proc/<pid>/stat shows it. create_time matches psutil's."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    create_time: float
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def read_proc(pid: int) -> ProcInfo | None:
+    """The process `pid`, or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may itself hold spaces and parentheses.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return ProcInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        pgid=int(fields[2]),
+        sid=int(fields[3]),
+        state=fields[0].decode(),
+        create_time=int(fields[19]) / _CLOCK_TICKS + psutil.boot_time(),
+    )
+
+
+def scan() -> list[ProcInfo]:
+    """Every process visible in /proc."""
+    procs = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = read_proc(int(name))
+            if info is not None:
+                procs.append(info)
+    return procs
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The argv of `pid`; empty for zombies, kernel threads and vanished processes."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in data.split(b"\0")[:-1]]
+
+
+def names_dir(argv: Sequence[str], path: str) -> bool:
+    """Whether a command line points a `--flag` at `path` or inside it.
+
+    Matches `--user-data-dir=<path>`, `--user-data-dir <path>` and flags such as crashpad's
+    `--database=<path>/Crash Reports`; a bare `<path>` argument (`du -sh <path>`) does not.
+    """
+    inside = path.rstrip("/") + "/"
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        flag, sep, value = arg.partition("=")
+        if not sep and flag == "--user-data-dir" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value == path or value.startswith(inside):
+            return True
+    return False
+
+
+def descendants(roots: Iterable[int], procs: Iterable[ProcInfo]) -> set[int]:
+    """The pids of every descendant of `roots` (not the roots themselves)."""
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+    found: set[int] = set()
+    stack = list(roots)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _protected_pids() -> set[int]:
+    """This process and its ancestors: a sweep never signals them."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        info = read_proc(pid)
+        if info is None:
+            break
+        pid = info.ppid
+    return pids | {1}
+
+
+def dir_users(path: Path, procs: Iterable[ProcInfo]) -> list[ProcInfo]:
+    """The live processes in `procs` whose command line names `path` (see `names_dir`)."""
+    text = os.path.abspath(path)
+    return [p for p in procs if not p.zombie and names_dir(read_cmdline(p.pid), text)]
+
+
+def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> list[int]:
+    """Send `sig` to each pid that still exists; returns the pids signalled."""
+    sent = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            log.warning("not allowed to signal pid %d", pid)
+            continue
+        sent.append(pid)
+    return sent
+
+
+def sweep_user_data_dir(path: Path) -> list[int]:
+    """SIGKILL every process whose command line names `path`, with all its descendants.
+
+    For leftovers nobody supervises any more (startup reconciliation): a browser's helpers
+    (zygotes, renderers) do not name the dir but are descendants of the browser that does, and
+    crashpad names it (`--database=<dir>/...`) wherever it was reparented. Never signals this
+    process or its ancestors. Returns the pids signalled.
+    """
+    procs = scan()
+    users = dir_users(path, procs)
+    targets = {p.pid for p in users} | descendants((p.pid for p in users), procs)
+    remember_helpers(p for p in procs if p.pid in targets)
+    return kill_pids(sorted(targets - _protected_pids()))
+
+
+# ------------------------------------------------------------------ reaping
+
+# Browser helpers seen alive, as (pid, create_time). A helper that started its own session
+# (crashpad does) looks, once orphaned to us, just like a child we spawned ourselves; this
+# record is what lets `reap_orphans` tell them apart. Pruned as the pids disappear.
+_helpers: dict[int, float] = {}
+
+
+def remember_helpers(procs: Iterable[ProcInfo]) -> None:
+    """Record browser helper processes, so `reap_orphans` may reap them once orphaned to us."""
+    for p in procs:
+        _helpers[p.pid] = p.create_time
+
+
+def reap_orphans() -> list[int]:
+    """Reap zombie children that were orphaned to us (as child subreaper). Never blocks.
+
+    It must not steal the exit status of a child someone waits for: a browser's main process
+    (its BrowserProcess waits) or any process spawned through trio or subprocess. So it never
+    calls waitpid(-1): it reaps specific zombies that we cannot have spawned ourselves. A child
+    we spawn stays in our session or leads a new one (sid == pid); an orphan from a browser's
+    session has another session id. Helpers that lead their own session (crashpad) are reaped
+    only when recorded by `remember_helpers` with the same pid and create time.
+    """
+    me, my_sid = os.getpid(), os.getsid(0)
+    reaped = []
+    for p in scan():
+        if p.ppid != me or not p.zombie:
+            continue
+        spawned_by_us_possible = p.sid in (p.pid, my_sid)
+        if spawned_by_us_possible and _helpers.get(p.pid) != p.create_time:
+            continue
+        try:
+            pid, _ = os.waitpid(p.pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if pid:
+            reaped.append(pid)
+    for pid in [pid for pid in _helpers if not os.path.exists(f"/proc/{pid}")]:
+        del _helpers[pid]
+    return reaped
+
+
+def iter_group(pgid: int, procs: Iterable[ProcInfo]) -> Iterator[ProcInfo]:
+    """The processes of process group or session `pgid`."""
+    return (p for p in procs if p.pgid == pgid or p.sid == pgid)

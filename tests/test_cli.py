@@ -1,0 +1,120 @@
+"""browserctl: argument parsing, output formatting, and error reporting without a daemon."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from browserd.client import cli
+from browserd.client.records import Event
+
+
+def test_launch_options() -> None:
+    args = cli.parse_args(
+        [
+            "launch", "crm", "--space", "sales", "--profile", "crm-bot", "--headful",
+            "--restart", "on-failure", "--idle-timeout", "30", "--max-lifetime", "3600",
+            "--arg=--window-size=800,600", "--arg", "x", "--meta", "job=123",
+            "--meta", "note=a=b",
+        ]
+    )  # fmt: skip
+    assert args.fn is cli.cmd_launch
+    assert (args.name, args.space, args.profile) == ("crm", "sales", "crm-bot")
+    assert args.headful and args.restart == "on-failure"
+    assert (args.idle_timeout, args.max_lifetime) == (30.0, 3600.0)
+    assert args.arg == ["--window-size=800,600", "x"]
+    assert args.meta == {"job": "123", "note": "a=b"}
+    assert (args.socket, args.json) == (None, False)
+
+
+def test_defaults() -> None:
+    args = cli.parse_args(["launch", "crm"])
+    assert (args.space, args.profile, args.headful, args.restart) == ("default", None, False, "no")
+    assert (args.meta, args.arg) == (None, None)
+    args = cli.parse_args(["connect", "crm"])
+    assert (args.ttl, args.exclusive, args.label, args.http) == (600.0, False, None, False)
+    args = cli.parse_args(["ls"])
+    assert (args.space, args.status) == (None, None)
+
+
+def test_global_options_before_or_after_the_command() -> None:
+    for argv in (
+        ["--socket", "/s.sock", "--json", "events", "crm", "--type", "a", "--type", "b"],
+        ["events", "crm", "--type", "a", "--json", "--type", "b", "--socket", "/s.sock"],
+    ):
+        args = cli.parse_args(argv)
+        assert (args.socket, args.json, args.type, args.after) == ("/s.sock", True, ["a", "b"], 0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["launch"],
+        ["launch", "crm", "--meta", "novalue"],
+        ["launch", "crm", "--restart", "always"],
+        ["launch", "crm", "--idle-timeout", "-5"],
+        ["connect", "crm", "--ttl", "soon"],
+        ["ls", "--status", "sleeping"],
+        ["events", "crm", "--after", "x"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_table_aligns_columns() -> None:
+    text = cli.table(("NAME", "STATUS"), [("crm", "active"), ("a-longer-name", None)])
+    assert text.splitlines() == [
+        "NAME           STATUS",
+        "crm            active",
+        "a-longer-name  -",
+    ]
+    assert cli.table(None, [("k", 1)]) == "k  1"
+
+
+def test_event_timeline() -> None:
+    events = [
+        Event(seq=1, time="2026-11-28T09:44:51.123456Z", type="runtime.lifecycle",
+              status="active", data={"pid": 42}),
+        Event(seq=12, time="2026-11-28T09:44:52.000001Z", type="connection.command",
+              data={"method": "Page.navigate", "url": "https://example.com/" + "x" * 100}),
+    ]  # fmt: skip
+    lines = cli.event_table(events).splitlines()
+    assert lines[0].split() == ["TIME", "SEQ", "TYPE", "STATUS", "DATA"]
+    assert lines[1].startswith("2026-11-28 09:44:51.123  1    runtime.lifecycle   active  pid=42")
+    assert lines[2].startswith("2026-11-28 09:44:52.000  12   connection.command  -       method=")
+    assert lines[2].endswith("...")
+    assert len(lines[2]) < 140
+
+
+def test_short_data() -> None:
+    assert cli.short_data({"a": 1, "b": "x"}) == 'a=1 b="x"'
+    assert cli.short_data({"a": "y" * 200}, width=20) == 'a="yyyyyyyyyyyyyy...'
+
+
+def test_missing_daemon_is_one_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--socket", str(tmp_path / "none.sock"), "status"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"error: client.daemon_unavailable: no daemon socket at {tmp_path}/none.sock"
+    assert lines[1].startswith("hint: ")
+    assert "Traceback" not in err
+
+
+def test_stale_socket_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))  # bound, never listening: what a crashed daemon leaves behind
+    assert cli.main(["ls", "--socket", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: client.daemon_unavailable: nothing is listening on")

@@ -1,0 +1,88 @@
+"""The client's error family: one class per stable code, built from wire error objects."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from browserd.client import errors
+
+# Every code in DESIGN.md (section 2 and 3) plus request.idempotency_conflict.
+DESIGN_CODES = """
+rpc.parse_error rpc.invalid_request rpc.method_not_found rpc.invalid_params rpc.internal_error
+rpc.hello_required rpc.api_mismatch rpc.too_large auth.forbidden
+space.not_found space.not_empty runtime.not_found runtime.not_active runtime.not_stopped
+runtime.name_conflict runtime.no_active_run runtime.controller_busy browser.not_found
+browser.launch_failed browser.concurrent_quota_exceeded profile.in_use profile.not_found
+run.not_found artifact.not_found connection.not_found runtime_file.path_invalid
+invocation.failed invocation.timed_out invocation.cancelled daemon.shutting_down
+request.idempotency_conflict
+""".split()
+
+
+def test_every_design_code_has_its_own_class() -> None:
+    assert set(errors.CODES) == set(DESIGN_CODES)
+    classes = [errors.CODES[code] for code in DESIGN_CODES]
+    assert len(set(classes)) == len(classes)
+    for code, cls in zip(DESIGN_CODES, classes, strict=True):
+        assert cls.code == code
+        assert issubclass(cls, errors.BrowserdError)
+        assert not issubclass(cls, errors.RemoteError)
+
+
+@pytest.mark.parametrize("code", DESIGN_CODES)
+def test_error_from_wire_builds_the_class_of_the_code(code: str) -> None:
+    wire = {"code": code, "message": "it broke", "hint": "do this", "data": {"field": "name"}}
+    err = errors.error_from_wire(wire)
+    assert type(err) is errors.CODES[code]
+    assert (err.code, err.message, err.hint, err.data) == (code, "it broke", "do this", wire["data"])
+    assert err.to_wire() == wire
+
+
+def test_groups() -> None:
+    assert issubclass(errors.RuntimeNotFound, errors.NotFoundError)
+    assert issubclass(errors.ConnectionNotFound, errors.NotFoundError)
+    assert issubclass(errors.TooLarge, errors.RpcError)
+    assert issubclass(errors.InvocationTimedOut, errors.InvocationError)
+    assert issubclass(errors.DaemonUnavailable, errors.ClientError)
+    assert not issubclass(errors.SpaceNotEmpty, errors.NotFoundError)
+
+
+def test_unknown_code_keeps_its_code() -> None:
+    err = errors.error_from_wire({"code": "quota.new_kind", "message": "m"})
+    assert type(err) is errors.RemoteError
+    assert err.code == "quota.new_kind"
+    assert (err.hint, err.data) == ("", {})
+
+
+@pytest.mark.parametrize("wire", [None, "boom", {"message": "no code"}, {"code": 7}])
+def test_malformed_error_object_is_an_internal_error(wire: object) -> None:
+    err = errors.error_from_wire(wire)
+    assert isinstance(err, errors.InternalError)
+    assert "malformed" in err.message
+
+
+def test_missing_or_mistyped_fields_are_tolerated() -> None:
+    err = errors.error_from_wire({"code": "run.not_found", "hint": None, "data": [1]})
+    assert isinstance(err, errors.RunNotFound)
+    assert (err.message, err.hint, err.data) == ("run.not_found", "", {})
+
+
+def test_str_shows_code_message_and_hint() -> None:
+    err = errors.RuntimeNotFound.make("no runtime default/crm", "run `browserctl ls`")
+    assert str(err) == "runtime.not_found: no runtime default/crm (hint: run `browserctl ls`)"
+    assert str(errors.RuntimeNotFound.make("gone")) == "runtime.not_found: gone"
+
+
+def test_client_side_codes() -> None:
+    assert errors.DaemonUnavailable.make("x").code == "client.daemon_unavailable"
+    assert errors.ConnectionLost.make("x").code == "client.connection_lost"
+    assert "client.daemon_unavailable" not in errors.CODES
+
+
+def test_errors_pickle() -> None:
+    err = errors.ProfileInUse.make("held", "stop it", {"holder": "rt_1"})
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is errors.ProfileInUse
+    assert copy.to_wire() == err.to_wire()
