@@ -212,8 +212,10 @@ async def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     p.finish()
     records = sorted((rt.record for rt in api.registry.runtimes.values()),
                      key=lambda r: (r.space, r.name))
-    return _page([r.to_wire() for r in records
-                  if (space is None or r.space == space) and (status is None or r.status == status)])
+    return _page([
+        r.to_wire() for r in records
+        if (space is None or r.space == space) and (status is None or r.status == status)
+    ])
 
 
 @method("runtimes.stop")

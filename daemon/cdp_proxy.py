@@ -722,9 +722,11 @@ async def _open_upstream(
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or parts[1] != "101":
         await trio.aclose_forcefully(stream)
+        detail = rest[:200].decode("utf-8", "replace")
         code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
-        status = code if 400 <= code < 500 else 502
-        raise _UpstreamError(status, f"the browser refused the WebSocket: {status_line}")
+        # Chromium answers an unknown target id with "500 ... No such target id: <id>".
+        status = 404 if detail.startswith("No such target") else code if 400 <= code < 500 else 502
+        raise _UpstreamError(status, f"the browser refused the WebSocket: {status_line} {detail}")
     return stream, head, rest
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from browserd.client.paths import default_socket_path
 
 
@@ -129,7 +128,8 @@ def _check(key: str, value: Any, spec: tuple[type | tuple[type, ...], Any]) -> A
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     if isinstance(kind, tuple):
         return " or ".join(k.__name__ for k in kind)
-    return {"str": "a string", "int": "an integer", "list": "a list"}.get(kind.__name__, kind.__name__)
+    names = {"str": "a string", "int": "an integer", "list": "a list"}
+    return names.get(kind.__name__, kind.__name__)
 
 
 def parse(table: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

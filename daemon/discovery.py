@@ -30,9 +30,9 @@ __all__ = [
     "PATH_NAMES",
     "browser_version",
     "find_browser",
-    "resolve_trivial_wrapper",
     "playwright_candidates",
     "playwright_registry_dir",
+    "resolve_trivial_wrapper",
 ]
 
 ENV_VAR = "BROWSERD_BROWSER"
@@ -190,7 +190,7 @@ async def browser_version(executable: str, *, timeout_s: float = 10.0) -> str:
     return lines[-1]
 
 
-async def _kill_group(process: trio.Process) -> None:  # noqa: RUF029 - deliver_cancel's signature
+async def _kill_group(process: trio.Process) -> None:
     """A wrapper script's children share its output pipes: take the whole group down."""
     try:
         os.killpg(process.pid, signal.SIGKILL)

@@ -113,18 +113,16 @@ async def spawn(
     token = trio.lowlevel.current_trio_token()
     done = trio.Event()
     result: list[outcome.Outcome[subprocess.Popen[bytes]]] = []
-    popen_kwargs = {
-        "stdin": subprocess.DEVNULL,
-        "stdout": output_fd,
-        "stderr": output_fd,
-        "env": dict(env),
-        "start_new_session": True,
-        "close_fds": True,
-        "preexec_fn": _die_with_parent(os.getpid()),
-    }
+    preexec = _die_with_parent(os.getpid())
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
+            env=dict(env), start_new_session=True, close_fds=True, preexec_fn=preexec,
+        )
 
     def job() -> None:
-        result.append(outcome.capture(subprocess.Popen, list(argv), **popen_kwargs))
+        result.append(outcome.capture(start))
         try:
             token.run_sync_soon(done.set)
         except trio.RunFinishedError:  # pragma: no cover - the loop is gone; so is the waiter

@@ -41,7 +41,6 @@ from .lifecycle import (
 )
 from .model import (
     DEFAULT_SPACE,
-    NAME_RE,
     Lease,
     RunRecord,
     RuntimeRecord,
@@ -170,11 +169,11 @@ class Registry:
             self._save_spaces()
         for path in sorted((self.state_dir / "runs").glob("*/run.json")):
             with _logged_skip(path):
-                run = RunRecord.from_json(storage.read_json(path))
+                run = RunRecord.from_json(storage.read_json(path) or {})
                 self.runs[run.id] = run
         for path in sorted((self.state_dir / "runtimes").glob("*/runtime.json")):
             with _logged_skip(path):
-                record = RuntimeRecord.from_json(storage.read_json(path))
+                record = RuntimeRecord.from_json(storage.read_json(path) or {})
                 rt = Runtime(record)
                 self.runtimes[record.id] = rt
                 if record.status in LIVE_RUNTIME:
@@ -514,23 +513,31 @@ class Registry:
                    actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
         """Stop the runtime's browser; returns once the whole process tree is gone."""
         grace = self.config.browser.stop_grace_s if timeout_s is None else timeout_s
+        outcome: tuple[RunRecord | None, bool] = (rt.run, False)
+        # A stop runs to the end even if its caller goes away: a half-stopped browser is the
+        # leak this daemon exists to prevent.
         with trio.CancelScope(shield=True):
-            async with rt.lock:
-                run = rt.run
-                if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
-                    return run, False
-                assert rt.log is not None
-                rt.end_reason = reason
-                rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
-                run.status = run_transition(run.status, Trigger.STOP)
-                self.save_runtime(rt)
-                rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
-                              actor=actor)
-                await self._close_sockets(rt)
-                await rt.process.stop(grace)
-                with trio.move_on_after(grace + 10):
-                    await rt.done.wait()
-                return run, True
+            outcome = await self._stop_shielded(rt, reason, grace, actor)
+        return outcome
+
+    async def _stop_shielded(self, rt: Runtime, reason: str, grace: float,
+                             actor: Actor | None) -> tuple[RunRecord | None, bool]:
+        async with rt.lock:
+            run = rt.run
+            if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
+                return run, False
+            assert rt.log is not None
+            rt.end_reason = reason
+            rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
+            run.status = run_transition(run.status, Trigger.STOP)
+            self.save_runtime(rt)
+            rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
+                          actor=actor)
+            await self._close_sockets(rt)
+            await rt.process.stop(grace)
+            with trio.move_on_after(grace + 10):
+                await rt.done.wait()
+            return run, True
 
     async def _close_sockets(self, rt: Runtime) -> None:
         """Close every proxied CDP socket of the runtime and let their detach events land."""
@@ -581,7 +588,7 @@ class Registry:
     def _open_log(self, run: RunRecord) -> EventLog:
         return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
                              runtime_id=run.runtime_id, space=run.space,
-                             fsync=self.config.events.fsync)
+                             fsync=self.config.events.fsync)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ connection leases
 
@@ -629,9 +636,9 @@ class Registry:
     def _live_leases(self, rt: Runtime) -> Iterator[Lease]:
         now = datetime.now(UTC)
         for lease in self.leases.values():
-            if lease.runtime_id == rt.id and lease.status == "active":
-                if parse_time(lease.expires_at) > now:
-                    yield lease
+            live = lease.status == "active" and parse_time(lease.expires_at) > now
+            if lease.runtime_id == rt.id and live:
+                yield lease
 
     def get_lease(self, lease_id: str) -> Lease:
         lease = self.leases.get(lease_id)

@@ -19,7 +19,6 @@ from typing import Any
 
 import psutil
 import trio
-
 from browserd.client import wire
 
 from .api import Api, Caller
@@ -100,7 +99,7 @@ def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
 
 def _process_name(pid: int) -> str | None:
     try:
-        return psutil.Process(pid).name()
+        return str(psutil.Process(pid).name())
     except (psutil.Error, OSError):
         return None
 

@@ -168,6 +168,14 @@ def scrubbed_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
 
 
+def _prepare_profile(path: Path) -> Path:
+    user_data_dir = Path(os.path.abspath(path))
+    user_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Left behind by a SIGKILLed browser, it would name a dead port.
+    (user_data_dir / "DevToolsActivePort").unlink(missing_ok=True)
+    return user_data_dir
+
+
 def read_devtools_active_port(user_data_dir: Path) -> DevToolsEndpoint | None:
     """The endpoint Chromium wrote into DevToolsActivePort, or None (missing or partly written)."""
     try:
@@ -180,7 +188,8 @@ def read_devtools_active_port(user_data_dir: Path) -> DevToolsEndpoint | None:
 
 
 class BrowserProcess:
-    """A running browser tree. Made by `launch`; background tasks live in the nursery given there."""
+    """A running browser tree, made by `launch`; its background tasks run in the nursery
+    given there."""
 
     pid: int
     create_time: float
@@ -223,11 +232,8 @@ class BrowserProcess:
         exits, refuses the profile or stays silent past `spec.startup_timeout_s`; nothing of
         it is left running then, and none is when the launch is cancelled either.
         """
-        user_data_dir = Path(os.path.abspath(spec.user_data_dir))
+        user_data_dir = _prepare_profile(spec.user_data_dir)
         argv = browser_args(spec, user_data_dir)
-        user_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Left behind by a SIGKILLed browser, it would name a dead port.
-        (user_data_dir / "DevToolsActivePort").unlink(missing_ok=True)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             popen = await procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd)
@@ -244,11 +250,21 @@ class BrowserProcess:
         finally:
             os.close(write_fd)
         output = trio.lowlevel.FdStream(read_fd)
-        proc = cls(spec, user_data_dir, popen)
+        try:
+            proc = cls(spec, user_data_dir, popen)
+        except BaseException:  # out of file descriptors for the pidfd, say
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            output.close()
+            raise
         # From here on a process exists: every way out of this block but success kills it.
         try:
-            nursery.start_soon(proc._pump_output, output)
             nursery.start_soon(proc._watch_exit)
+            try:
+                nursery.start_soon(proc._pump_output, output)
+            except BaseException:
+                output.close()
+                raise
             await proc._wait_started()
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -356,7 +372,11 @@ class BrowserProcess:
         """Notice the main process's exit as it happens (crash detection)."""
         try:
             await trio.lowlevel.wait_readable(self._pidfd)
-            self._poll_main()
+            # Let the pump take in the last lines (EOF comes once the helpers are gone too).
+            with trio.move_on_after(0.1):
+                await self._output_done.wait()
+            while not self._poll_main():  # readable means exited; reaping is a formality
+                await trio.sleep(0.01)
         finally:
             trio.lowlevel.notify_closing(self._pidfd)
             os.close(self._pidfd)

@@ -21,7 +21,6 @@ from typing import Any
 import psutil
 import pytest
 import trio
-
 from browserd.daemon.config import BrowserConfig, Config
 from browserd.daemon.service import Daemon, serve
 
@@ -116,7 +115,9 @@ class DaemonProcess:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError(f"browserd did not stop in time:\n{self.log.read_text()}")
+            raise AssertionError(
+                f"browserd did not stop in time:\n{self.log.read_text()}"
+            ) from None
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -624,3 +625,52 @@ async def test_serve_cancelled_ends_sockets(nursery: trio.Nursery, hooks: LeaseH
         await hooks.wait_for(lambda: len(hooks.detached_calls) == 1)
     assert hooks.detached_calls[0][2]["ended_by"] == "proxy_shutdown"
     assert proxy.open_sockets() == 0
+
+
+PROXY_WITH_FEW_FDS = """
+import logging, resource, trio
+from browserd.daemon.cdp_proxy import CdpProxy, Refused
+
+class Hooks:
+    def authorize(self, cid, token): raise Refused(401, "no leases here")
+    def attached(self, *args): pass
+    def detached(self, *args): pass
+    def refused(self, *args): pass
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+    async with trio.open_nursery() as nursery:
+        print(await nursery.start(CdpProxy(Hooks()).serve), flush=True)
+
+logging.basicConfig(level=logging.INFO)
+trio.run(main)
+"""
+
+
+async def test_accept_loop_survives_running_out_of_file_descriptors() -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", PROXY_WITH_FEW_FDS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        with trio.fail_after(15):
+            port = int(await proc.stdout.receive_some(64))
+            # More idle connections than the proxy has descriptors: accept() fails with EMFILE.
+            clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(80)]
+            log = b""
+            while b"accept failed (EMFILE)" not in log:
+                chunk = await proc.stderr.receive_some(65536)
+                assert chunk, log
+                log += chunk
+            for client in clients:
+                await client.aclose()
+            status, body = await http_request(port, f"/cdp/{CID}/tok/json/version")
+        assert status == 401 and json.loads(body)["message"] == "no leases here"
+        assert proc.returncode is None
+    finally:
+        proc.kill()
+        with trio.move_on_after(5):
+            await proc.wait()

@@ -16,7 +16,6 @@ import anyio.abc
 import msgpack
 import pytest
 from anyio.from_thread import start_blocking_portal
-
 from browserd.client import AsyncClient, Client, errors, wire
 from browserd.client.resources import AsyncRunEvents
 
@@ -231,16 +230,14 @@ def test_silent_daemon_times_out(backend: str, sock: Path) -> None:
         await peer.wait_closed()
 
     async def client() -> None:
-        with pytest.raises(errors.DaemonUnavailable, match="did not answer within 0.3 s"):
+        with pytest.raises(errors.DaemonUnavailable, match=r"did not answer within 0\.3 s"):
             async with AsyncClient(sock, connect_timeout=0.3):
                 pass
 
     run(backend, sock, script, client)
 
 
-def test_follow_receives_notifications_right_behind_the_response(
-    backend: str, sock: Path
-) -> None:
+def test_follow_receives_notifications_right_behind_the_response(backend: str, sock: Path) -> None:
     async def script(peer: Peer) -> None:
         await peer.hello()
         follow = await peer.request()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from browserd.daemon.discovery import (
     ENV_VAR,
     browser_version,

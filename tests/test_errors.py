@@ -5,20 +5,42 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
 from browserd.client import errors
 
 # Every code in DESIGN.md (section 2 and 3) plus request.idempotency_conflict.
-DESIGN_CODES = """
-rpc.parse_error rpc.invalid_request rpc.method_not_found rpc.invalid_params rpc.internal_error
-rpc.hello_required rpc.api_mismatch rpc.too_large auth.forbidden
-space.not_found space.not_empty runtime.not_found runtime.not_active runtime.not_stopped
-runtime.name_conflict runtime.no_active_run runtime.controller_busy browser.not_found
-browser.launch_failed browser.concurrent_quota_exceeded profile.in_use profile.not_found
-run.not_found artifact.not_found connection.not_found runtime_file.path_invalid
-invocation.failed invocation.timed_out invocation.cancelled daemon.shutting_down
-request.idempotency_conflict
-""".split()
+DESIGN_CODES = [
+    "rpc.parse_error",
+    "rpc.invalid_request",
+    "rpc.method_not_found",
+    "rpc.invalid_params",
+    "rpc.internal_error",
+    "rpc.hello_required",
+    "rpc.api_mismatch",
+    "rpc.too_large",
+    "auth.forbidden",
+    "space.not_found",
+    "space.not_empty",
+    "runtime.not_found",
+    "runtime.not_active",
+    "runtime.not_stopped",
+    "runtime.name_conflict",
+    "runtime.no_active_run",
+    "runtime.controller_busy",
+    "browser.not_found",
+    "browser.launch_failed",
+    "browser.concurrent_quota_exceeded",
+    "profile.in_use",
+    "profile.not_found",
+    "run.not_found",
+    "artifact.not_found",
+    "connection.not_found",
+    "runtime_file.path_invalid",
+    "invocation.failed",
+    "invocation.timed_out",
+    "invocation.cancelled",
+    "daemon.shutting_down",
+    "request.idempotency_conflict",
+]
 
 
 def test_every_design_code_has_its_own_class() -> None:
@@ -36,7 +58,12 @@ def test_error_from_wire_builds_the_class_of_the_code(code: str) -> None:
     wire = {"code": code, "message": "it broke", "hint": "do this", "data": {"field": "name"}}
     err = errors.error_from_wire(wire)
     assert type(err) is errors.CODES[code]
-    assert (err.code, err.message, err.hint, err.data) == (code, "it broke", "do this", wire["data"])
+    assert (err.code, err.message, err.hint, err.data) == (
+        code,
+        "it broke",
+        "do this",
+        wire["data"],
+    )
     assert err.to_wire() == wire
 
 

@@ -245,7 +245,7 @@ def test_new_log_and_missing_file(tmp_path: Path) -> None:
 
 def test_open_refuses_unknown_fsync_policy(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        EventLog.open(tmp_path / "e.jsonl", **IDS, fsync="sometimes")  # type: ignore[arg-type]
+        EventLog.open(tmp_path / "e.jsonl", **IDS, fsync="sometimes")
 
 
 @pytest.mark.parametrize("fsync", ["always", "batch", "never"])

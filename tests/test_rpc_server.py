@@ -11,7 +11,6 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-
 from browserd.client import wire
 from browserd.daemon.rpc_server import DaemonAlreadyRunning, bind_unix_socket
 from browserd.daemon.service import Daemon
@@ -130,7 +129,8 @@ async def test_garbage_ends_only_that_connection(daemon: Daemon) -> None:
 async def test_oversize_frame_is_refused(daemon: Daemon) -> None:
     good = await RawClient.connect(daemon.config.socket)
     bad = await RawClient.connect(daemon.config.socket)
-    huge = msgpack.packb([0, 1, "spaces.create", [{"name": "x", "metadata": {"b": b"x" * (17 << 20)}}]])
+    big = {"name": "x", "metadata": {"b": b"x" * (17 << 20)}}
+    huge = msgpack.packb([0, 1, "spaces.create", [big]])
     with trio.move_on_after(10):
         try:
             await bad.stream.send_all(huge)

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import h11
 import psutil
 import pytest
 import trio
-
 from browserd.daemon import procutil
 from browserd.daemon.errors import ApiError
 from browserd.daemon.supervisor import (
@@ -69,6 +68,14 @@ def alive(pid: int) -> bool:
     return info is not None and not info.zombie
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` (for state only the OS knows, such as files a script writes)."""
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.01)
+
+
 def script(path: Path, body: str) -> str:
     path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
     path.chmod(0o755)
@@ -79,7 +86,8 @@ async def http_get_json(port: int, target: str) -> object:
     conn = h11.Connection(h11.CLIENT)
     with trio.fail_after(10):
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-            request = h11.Request(method="GET", target=target, headers=[("Host", f"127.0.0.1:{port}")])
+            request = h11.Request(method="GET", target=target,
+                                  headers=[("Host", f"127.0.0.1:{port}")])
             await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
             body, status = b"", 0
             while True:
@@ -179,8 +187,7 @@ async def test_stale_devtools_active_port_is_replaced(tmp_path: Path, pumps: tri
         assert proc.endpoint.port != 1
         port_file = profile / "DevToolsActivePort"
         with trio.fail_after(5):  # Chromium writes the file just after the stderr line
-            while not port_file.exists() or len(port_file.read_text().splitlines()) < 2:
-                await trio.sleep(0.02)
+            await until(lambda: port_file.exists() and len(port_file.read_text().split()) == 2)
         lines = port_file.read_text().splitlines()
         assert (int(lines[0]), lines[1]) == (proc.endpoint.port, proc.endpoint.browser_path)
     finally:
@@ -333,7 +340,7 @@ async def test_environment_and_arguments(
         exec sleep 600
     """)
     profile = tmp_path / "profile"
-    spec = LaunchSpec(exe, profile, headless=True, extra_args=("--lang=de", "--window-size=800,600"))
+    spec = LaunchSpec(exe, profile, extra_args=("--lang=de", "--window-size=800,600"))
     with trio.fail_after(10):
         proc = await BrowserProcess.launch(spec, pumps)
     assert proc.endpoint.ws_url == "ws://127.0.0.1:9/devtools/browser/fake"
@@ -385,13 +392,11 @@ async def test_stop_sweeps_a_process_that_left_the_group(
     """)
     with trio.fail_after(10):
         proc = await BrowserProcess.launch(LaunchSpec(exe, profile), pumps)
-        while not pid_file.exists() or not pid_file.read_text().strip():
-            await trio.sleep(0.02)
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
     escaped = int(pid_file.read_text())
     assert procutil.read_proc(escaped).sid == escaped  # type: ignore[union-attr]
     with trio.fail_after(5):
-        while not psutil.Process(escaped).children():
-            await trio.sleep(0.01)
+        await until(lambda: bool(psutil.Process(escaped).children()))
     its_child = psutil.Process(escaped).children()[0].pid
     assert {escaped, its_child} <= set(proc.tree_pids())
     with trio.fail_after(30):
