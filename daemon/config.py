@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from browserd.client.paths import default_socket_path
 
 

@@ -11,7 +11,7 @@ import trio
 
 from . import __version__
 from .config import ConfigError, load
-from .rpc_server import DaemonAlreadyRunning
+from .rpc_server import SocketUnusable
 from .service import serve
 
 
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    refused: DaemonAlreadyRunning | None = None
+    refused: SocketUnusable | None = None
     try:
         trio.run(lambda: serve(config, handle_signals=True))
-    except* DaemonAlreadyRunning as group:
+    except* SocketUnusable as group:
         refused = group.exceptions[0]  # type: ignore[assignment]
     if refused is not None:
         print(f"browserd: {refused}", file=sys.stderr)

@@ -13,6 +13,7 @@ from .errors import ApiError
 from .model import DEFAULT_SPACE, NAME_RE
 
 _MISSING: Any = object()
+MAX_DEPTH = 32
 
 
 def invalid(field: str, message: str, hint: str = "") -> ApiError:
@@ -87,6 +88,10 @@ class Params:
             isinstance(value, dict) and all(isinstance(k, str) for k in value)
         ):
             raise invalid(key, f"expected a map with string keys, got {_type_name(value)}")
+        if value is not default and _depth(value) > MAX_DEPTH:
+            # State files and event lines are JSON: keep what is stored well inside what the
+            # JSON encoder (and any reader) can recurse through.
+            raise invalid(key, f"nested deeper than {MAX_DEPTH} levels")
         return value
 
     def strings(self, key: str, default: Any = _MISSING) -> Any:
@@ -119,6 +124,16 @@ class Params:
         unknown = sorted(set(self._raw) - self._read)
         if unknown:
             raise invalid(unknown[0], "is not a param of this method")
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(item, level + 1) for item in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(item, level + 1) for item in value), default=level)
+    return level
 
 
 def _type_name(value: Any) -> str:

@@ -155,7 +155,7 @@ class ProcInfo:
         return self.state in ("Z", "X")
 
 
-def read_proc(pid: int) -> ProcInfo | None:
+def read_proc(pid: int, boot_time: float | None = None) -> ProcInfo | None:
     """The process `pid`, or None if there is none."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -170,16 +170,18 @@ def read_proc(pid: int) -> ProcInfo | None:
         pgid=int(fields[2]),
         sid=int(fields[3]),
         state=fields[0].decode(),
-        create_time=int(fields[19]) / _CLOCK_TICKS + psutil.boot_time(),
+        create_time=int(fields[19]) / _CLOCK_TICKS
+        + (psutil.boot_time() if boot_time is None else boot_time),
     )
 
 
 def scan() -> list[ProcInfo]:
     """Every process visible in /proc."""
     procs = []
+    boot_time = psutil.boot_time()
     for name in os.listdir("/proc"):
         if name.isdigit():
-            info = read_proc(int(name))
+            info = read_proc(int(name), boot_time)
             if info is not None:
                 procs.append(info)
     return procs

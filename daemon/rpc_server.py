@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 import trio
+
 from browserd.client import wire
 
 from .api import Api, Caller
@@ -34,8 +35,8 @@ _PEERCRED = struct.Struct("3i")
 _RECEIVE_SIZE = 256 * 1024
 
 
-class DaemonAlreadyRunning(Exception):
-    pass
+class SocketUnusable(Exception):
+    """The socket path cannot be served: a live daemon answers there, or it is not safe."""
 
 
 class SessionState(StrEnum):
@@ -60,9 +61,16 @@ def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     """
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
+    owner = path.parent.stat()
+    if owner.st_uid != os.geteuid() or owner.st_mode & 0o022:
+        # Someone else could swap our socket for theirs: refuse rather than serve through it.
+        raise SocketUnusable(
+            f"the socket directory {path.parent} is not owned by this user or is writable by "
+            "others; remove it or choose another socket path"
+        )
     if path.exists() or path.is_symlink():
         if not path.is_socket():
-            raise DaemonAlreadyRunning(
+            raise SocketUnusable(
                 f"{path} exists and is not a socket; remove it or choose another socket path"
             )
         probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
@@ -72,9 +80,9 @@ def bind_unix_socket(path: Path) -> trio.socket.SocketType:
         except (ConnectionRefusedError, FileNotFoundError):
             path.unlink(missing_ok=True)  # left behind by a daemon that died
         except OSError as exc:
-            raise DaemonAlreadyRunning(f"cannot check the existing socket {path}: {exc}") from None
+            raise SocketUnusable(f"cannot check the existing socket {path}: {exc}") from None
         else:
-            raise DaemonAlreadyRunning(
+            raise SocketUnusable(
                 f"another browserd is already serving on {path}; stop it first "
                 "(or set BROWSERD_SOCKET to run a second daemon elsewhere)"
             )
@@ -276,11 +284,12 @@ class Session:
                 return
             try:
                 data = self.wire.send_response(request.msgid, None, result)
-            except wire.LocalProtocolError:
-                log.exception("method %s returned an unencodable result", request.method)
+            except wire.LocalProtocolError as exc:
+                if exc.code != "rpc.too_large":
+                    log.exception("method %s returned an unencodable result", request.method)
                 await self._reply_error(request.msgid, ApiError(
-                    "rpc.internal_error", "The daemon produced a result it could not encode.",
-                    hint="This is a bug; the daemon log has the details."))
+                    exc.code, exc.message,
+                    hint=exc.hint or "Ask for less at once (a smaller limit or length)."))
                 return
             await self._send(data)
         finally:

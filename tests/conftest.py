@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 import trio
+
 from browserd.daemon.config import BrowserConfig, Config
 from browserd.daemon.service import Daemon, serve
 

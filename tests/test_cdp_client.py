@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio_websocket
+
 from browserd.daemon.cdp_client import CdpConnection, CdpError, CdpEvent, open_cdp
 from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
 

@@ -22,13 +22,6 @@ import attrs
 import h11
 import pytest
 import trio
-from browserd.daemon.cdp_proxy import (
-    CdpProxy,
-    Refused,
-    Upstream,
-    _is_loopback_host,
-    rewrite_discovery,
-)
 from playwright.sync_api import sync_playwright
 from trio_websocket import (
     ConnectionClosed,
@@ -40,6 +33,14 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.frame_protocol import FrameProtocol
+
+from browserd.daemon.cdp_proxy import (
+    CdpProxy,
+    Refused,
+    Upstream,
+    _is_loopback_host,
+    rewrite_discovery,
+)
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
 CHROMIUM_FLAGS = [

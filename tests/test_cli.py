@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from browserd.client import cli
 from browserd.client.records import Event
 

@@ -16,6 +16,7 @@ import anyio.abc
 import msgpack
 import pytest
 from anyio.from_thread import start_blocking_portal
+
 from browserd.client import AsyncClient, Client, errors, wire
 from browserd.client.resources import AsyncRunEvents
 

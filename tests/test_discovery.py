@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from browserd.daemon.discovery import (
     ENV_VAR,
     browser_version,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+
 from browserd.client import errors
 
 # Every code in DESIGN.md (section 2 and 3) plus request.idempotency_conflict.

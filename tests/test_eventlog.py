@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import trio
-from browserd.daemon.eventlog import EventLog, iter_events, read_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from browserd.daemon.eventlog import EventLog, iter_events, read_events
 
 CHILD_TIMEOUT_S = 60
 IDS = {"run_id": "run_01jdxq3m7z8k2c4v6b8n0p2r4t", "runtime_id": "rt_01jdxq3m", "space": "sales"}

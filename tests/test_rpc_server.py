@@ -11,8 +11,9 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+
 from browserd.client import wire
-from browserd.daemon.rpc_server import DaemonAlreadyRunning, bind_unix_socket
+from browserd.daemon.rpc_server import SocketUnusable, bind_unix_socket
 from browserd.daemon.service import Daemon
 
 HELLO = {"client": {"name": "test", "version": "0"}, "api": {"min": 1, "max": 1}}
@@ -177,7 +178,7 @@ async def test_another_uid_is_forbidden(daemon: Daemon) -> None:
 
 
 async def test_live_daemon_on_the_same_socket_is_refused(daemon: Daemon) -> None:
-    with pytest.raises(DaemonAlreadyRunning, match="already serving"):
+    with pytest.raises(SocketUnusable, match="already serving"):
         bind_unix_socket(daemon.config.socket)
 
 

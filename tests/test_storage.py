@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from browserd.daemon.storage import (
     CorruptFileError,
     format_rfc3339,

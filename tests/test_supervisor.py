@@ -17,6 +17,7 @@ import h11
 import psutil
 import pytest
 import trio
+
 from browserd.daemon import procutil
 from browserd.daemon.errors import ApiError
 from browserd.daemon.supervisor import (

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from playwright.sync_api import sync_playwright
+
 from browserd.client import AsyncClient, Client, errors
 from browserd.daemon.service import Daemon
-from playwright.sync_api import sync_playwright
 
 from .conftest import DaemonProcess, assert_no_processes, processes_using
 

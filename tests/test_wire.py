@@ -6,6 +6,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from browserd.client.wire import (
     CLOSED,
     MAX_MSGID,
@@ -20,8 +23,6 @@ from browserd.client.wire import (
     Response,
     make_error,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def pack(obj: Any) -> bytes:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.frame_protocol import FrameProtocol
+
 from browserd.daemon.ws_frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -13,9 +17,6 @@ from browserd.daemon.ws_frames import (
     FrameHeader,
     FrameScanner,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from wsproto.frame_protocol import FrameProtocol
 
 # (opcode, fin, payload) as sent; sizes cover the 7-bit, 16-bit and 64-bit length encodings.
 SCRIPT: list[tuple[str, bytes, bool]] = [
