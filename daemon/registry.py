@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -54,6 +54,17 @@ from .supervisor import BrowserProcess, LaunchSpec, sweep_user_data_dir
 log = logging.getLogger("browserd.registry")
 
 Actor = dict[str, Any]
+
+
+class RunService(Protocol):
+    """Something that works alongside each run's browser (an observer, a sampler, ...)."""
+
+    async def attend(self, rt: Runtime) -> None:
+        """Run for the life of the run's browser; cancelled when the run ends.
+
+        Called once the browser is active (`rt.process` and `rt.log` are set). It must not end
+        the run itself; to stop the runtime it calls `Registry.stop` from a task of its own.
+        """
 
 
 @attrs.frozen
@@ -115,6 +126,7 @@ class Registry:
         self.runs: dict[str, RunRecord] = {}
         self.leases: dict[str, Lease] = {}
         self.shutting_down = False
+        self.run_services: list[RunService] = []
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ paths and persistence
@@ -430,6 +442,8 @@ class Registry:
                 else:
                     rt.process = process
                     self._mark_ready(rt, process)
+                    for service in self.run_services:
+                        pumps.start_soon(service.attend, rt)
                     task_status.started()
                     await self._watch(rt, process)
                 pumps.cancel_scope.cancel()

@@ -11,6 +11,7 @@ import signal
 import attrs
 import trio
 
+from . import methods  # noqa: F401 - importing registers every RPC method
 from .api import Api
 from .config import Config
 from .registry import Registry

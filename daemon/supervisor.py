@@ -375,7 +375,8 @@ class BrowserProcess:
             # Let the pump take in the last lines (EOF comes once the helpers are gone too).
             with trio.move_on_after(0.1):
                 await self._output_done.wait()
-            while not self._poll_main():  # readable means exited; reaping is a formality
+            # Readable means exited, so this reaps at once; the loop is only a safety net.
+            while not self._poll_main():  # noqa: ASYNC110 - polling the kernel, not our state
                 await trio.sleep(0.01)
         finally:
             trio.lowlevel.notify_closing(self._pidfd)

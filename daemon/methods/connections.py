@@ -1,0 +1,44 @@
+"""connections.*: CDP connection leases (attach windows with a secret token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import Api, Caller, method, page
+from ..params import Params
+
+
+@method("connections.create")
+async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p)
+    protocol = p.choice("protocol", ("cdp",), "cdp")
+    ttl_s = p.number("ttl_s", 600, low=1, high=86400)
+    exclusive = p.flag("exclusive", False)
+    label = p.text("label", None, max_len=200)
+    p.finish()
+    lease, token = api.registry.create_lease(rt, protocol=protocol, ttl_s=ttl_s,
+                                             exclusive=exclusive, label=label,
+                                             actor=caller.actor())
+    return {**lease.to_wire(), "endpoint": api.registry.endpoint(lease, token)}
+
+
+@method("connections.list")
+async def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    has_address = p.has("name") or p.has("runtime_id")
+    rt = api.runtime(p) if has_address else None
+    if not has_address:
+        p.name("space", None)
+    p.finish()
+    leases = [lease for lease in api.registry.leases.values()
+              if rt is None or lease.runtime_id == rt.id]
+    return page([lease.to_wire() for lease in leases])
+
+
+@method("connections.delete")
+async def connections_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    lease_id = p.text("id", max_len=64)
+    force = p.flag("force", False)
+    p.finish()
+    lease = api.registry.get_lease(lease_id)
+    api.registry.revoke_lease(lease, force, caller.actor())
+    return lease.to_wire()

@@ -1,0 +1,92 @@
+"""runtimes.*: launch, inspect, stop and delete browser runtimes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import Api, Caller, method, page
+from ..params import Params, invalid
+from ..registry import LaunchOptions
+
+
+@method("runtimes.launch")
+async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    space = p.name("space", "default")
+    name = p.name("name")
+    options = LaunchOptions(
+        profile=p.name("profile", None),
+        metadata=p.mapping("metadata", {}),
+        headless=p.flag("headless", True),
+        restart=p.choice("restart", ("no", "on-failure"), "no"),
+        idle_timeout_s=p.number("idle_timeout_s", None, low=1, high=7 * 86400),
+        max_lifetime_s=p.number("max_lifetime_s", None, low=1, high=30 * 86400),
+        args=tuple(p.strings("args", [])),
+    )
+    p.text("idempotency_key", None, max_len=256)  # accepted now, honoured from issue 5 on
+    p.finish()
+    for arg in options.args:
+        if arg.split("=", 1)[0] in _RESERVED_ARGS:
+            raise invalid("args", f"{arg!r} is set by the daemon and cannot be overridden",
+                          "Use the launch params (profile, headless) instead.")
+    rt, run, started = await api.registry.launch(space, name, options, caller.actor())
+    return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started}
+
+
+_RESERVED_ARGS = frozenset({"--user-data-dir", "--remote-debugging-port",
+                            "--remote-debugging-pipe", "--remote-debugging-address"})
+
+
+@method("runtimes.get")
+async def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id")
+    p.finish()
+    return rt.record.to_wire()
+
+
+@method("runtimes.list")
+async def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    space = p.name("space", None)
+    status = p.choice("status", ("starting", "active", "stopping", "stopped", "failed"), None)
+    p.finish()
+    records = sorted((rt.record for rt in api.registry.runtimes.values()),
+                     key=lambda r: (r.space, r.name))
+    return page([
+        r.to_wire() for r in records
+        if (space is None or r.space == space) and (status is None or r.status == status)
+    ])
+
+
+@method("runtimes.stop")
+async def runtimes_stop(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id")
+    timeout_s = p.number("timeout_s", None, low=0, high=600)
+    p.finish()
+    run, stopped = await api.registry.stop(rt, "stopped", timeout_s, caller.actor())
+    return {"runtime": rt.record.to_wire(), "run": run.to_wire() if run else None,
+            "stopped": stopped}
+
+
+@method("runtimes.delete")
+async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id")
+    force = p.flag("force", False)
+    p.finish()
+    await api.registry.delete(rt, force, caller.actor())
+    return {"deleted": True, "runtime": rt.record.to_wire()}
+
+
+@method("runtimes.update")
+async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id")
+    metadata = p.mapping("metadata", None)
+    idle_timeout_s = p.number("idle_timeout_s", None, low=1, high=7 * 86400)
+    p.finish()
+    if metadata is not None:
+        rt.record.metadata = metadata
+    if idle_timeout_s is not None:
+        rt.record.config = {**rt.record.config, "idle_timeout_s": idle_timeout_s}
+    api.registry.touch(rt)
+    api.registry.save_runtime(rt)
+    return rt.record.to_wire()
+
+
