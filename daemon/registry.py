@@ -443,7 +443,7 @@ class Registry:
                     rt.process = process
                     self._mark_ready(rt, process)
                     for service in self.run_services:
-                        pumps.start_soon(service.attend, rt)
+                        pumps.start_soon(_attend_guarded, service, rt)
                     task_status.started()
                     await self._watch(rt, process)
                 pumps.cancel_scope.cancel()
@@ -738,6 +738,14 @@ class Registry:
             self._log_for(lease.runtime_id, lease.run_id, "connection.refused",
                           {"connection_id": lease.id, "status": status, "reason": reason},
                           actor={"type": "cdp_client", **peer})
+
+
+async def _attend_guarded(service: RunService, rt: Runtime) -> None:
+    """A failing run service is logged and dropped; it never takes the run or daemon down."""
+    try:
+        await service.attend(rt)
+    except Exception:
+        log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
 
 
 def _lease_state(lease: Lease) -> str:
