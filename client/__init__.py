@@ -15,6 +15,8 @@ from ._sync import (
     Client,
     Connection,
     Connections,
+    Profile,
+    Profiles,
     Run,
     RunEvents,
     Runs,
@@ -24,11 +26,13 @@ from ._sync import (
     Spaces,
 )
 from .errors import BrowserdError
-from .records import Endpoint, Event
+from .records import Endpoint, Event, RuntimeStats
 from .resources import (
     AsyncBrowserRuntimes,
     AsyncConnection,
     AsyncConnections,
+    AsyncProfile,
+    AsyncProfiles,
     AsyncRun,
     AsyncRunEvents,
     AsyncRuns,
@@ -43,6 +47,8 @@ __all__ = [
     "AsyncClient",
     "AsyncConnection",
     "AsyncConnections",
+    "AsyncProfile",
+    "AsyncProfiles",
     "AsyncRun",
     "AsyncRunEvents",
     "AsyncRuns",
@@ -57,10 +63,13 @@ __all__ = [
     "Connections",
     "Endpoint",
     "Event",
+    "Profile",
+    "Profiles",
     "Run",
     "RunEvents",
     "Runs",
     "Runtime",
+    "RuntimeStats",
     "Runtimes",
     "Space",
     "Spaces",

@@ -30,7 +30,7 @@ from .errors import (
     error_from_wire,
 )
 from .paths import socket_path as resolve_socket_path
-from .resources import AsyncRuns, AsyncRuntimes, AsyncSpace, AsyncSpaces
+from .resources import AsyncProfiles, AsyncRuns, AsyncRuntimes, AsyncSpace, AsyncSpaces
 
 API_MIN = API_MAX = 1
 _RECEIVE_SIZE = 256 * 1024
@@ -88,7 +88,7 @@ class AsyncClient:
     else ``$BROWSERD_SOCKET``, else the default path (:mod:`browserd.client.paths`).
 
     Entry points: :attr:`spaces`, :attr:`runtimes` (the default space), :meth:`space`,
-    :attr:`runs`, :meth:`status`, and :meth:`call` for any RPC method.
+    :attr:`runs`, :attr:`profiles`, :meth:`status`, and :meth:`call` for any RPC method.
     """
 
     def __init__(
@@ -131,6 +131,11 @@ class AsyncClient:
     def runs(self) -> AsyncRuns:
         """Runs of any runtime, by id."""
         return AsyncRuns(self)
+
+    @property
+    def profiles(self) -> AsyncProfiles:
+        """Persistent profiles: list, get, delete, clone."""
+        return AsyncProfiles(self)
 
     def space(self, name: str) -> AsyncSpace:
         """A handle on space ``name`` (no call is made; ``await .refresh()`` loads it)."""

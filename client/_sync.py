@@ -24,9 +24,11 @@ from ._async import AsyncClient
 from .records import (
     ConnectionRecord,
     Event,
+    ProfileRecord,
     Record,
     RunRecord,
     RuntimeRecord,
+    RuntimeStats,
     SpaceRecord,
     from_wire,
 )
@@ -34,6 +36,8 @@ from .resources import (
     AsyncBrowserRuntimes,
     AsyncConnection,
     AsyncConnections,
+    AsyncProfile,
+    AsyncProfiles,
     AsyncRun,
     AsyncRunEvents,
     AsyncRuns,
@@ -145,6 +149,11 @@ class Client:
         """Runs of any runtime, by id."""
         return Runs(self, self._async.runs)
 
+    @property
+    def profiles(self) -> Profiles:
+        """Persistent profiles: list, get, delete, clone."""
+        return Profiles(self, self._async.profiles)
+
     def space(self, name: str) -> Space:
         """A handle on space ``name`` (no call is made; ``.refresh()`` loads it)."""
         return _mirror(self, self._async.space(name))
@@ -227,6 +236,10 @@ class Runtime(_Mirror, RuntimeRecord):
         """The active run (after a refresh); raises NoActiveRun when there is none."""
         return _mirror(self._bd, self._run(self._impl.current_run))
 
+    def stats(self) -> RuntimeStats:
+        """Measure the browser's process tree now; raises RuntimeNotActive when not running."""
+        return self._run(self._impl.stats)
+
     def stop(self, timeout_s: float | None = None) -> Run | None:
         """Stop the browser; returns when its whole process tree is gone.
 
@@ -278,11 +291,37 @@ class Connection(_Mirror, ConnectionRecord):
         return self
 
 
+@attrs.define
+class Profile(_Mirror, ProfileRecord):
+    """A persistent profile (user-data-dir) by name, held by one runtime at a time."""
+
+    _impl: AsyncProfile = attrs.field(kw_only=True, repr=False, eq=False)
+    _bd: Client = attrs.field(kw_only=True, repr=False, eq=False)
+
+    def refresh(self) -> Profile:
+        """Reload this profile's fields (size, holder, last use); returns self."""
+        self._run(self._impl.refresh)
+        return self
+
+    def delete(self) -> None:
+        """Delete the profile (refused with ProfileInUse while a runtime holds it)."""
+        self._run(self._impl.delete)
+
+    def clone(self, to: str) -> Profile:
+        """Copy this profile to the new name ``to``; returns the copy.
+
+        Refused with ProfileInUse while a runtime holds it (a running browser would tear
+        the copy) and with ProfileExists when ``to`` is taken.
+        """
+        return _mirror(self._bd, self._run(self._impl.clone, to))
+
+
 _MIRRORS: dict[type[Any], type[_Mirror]] = {
     AsyncSpace: Space,
     AsyncRuntime: Runtime,
     AsyncRun: Run,
     AsyncConnection: Connection,
+    AsyncProfile: Profile,
 }
 
 
@@ -294,6 +333,8 @@ def _mirror(bd: Client, impl: AsyncRuntime) -> Runtime: ...
 def _mirror(bd: Client, impl: AsyncRun) -> Run: ...
 @overload
 def _mirror(bd: Client, impl: AsyncConnection) -> Connection: ...
+@overload
+def _mirror(bd: Client, impl: AsyncProfile) -> Profile: ...
 def _mirror(bd: Client, impl: Any) -> Any:
     """The blocking twin of an async resource, sharing its state by copy."""
     return from_wire(_MIRRORS[type(impl)], impl.raw, impl=impl, bd=bd)
@@ -366,11 +407,17 @@ class BrowserRuntimes:
         max_lifetime_s: float | None = None,
         args: Collection[str] | None = None,
         idempotency_key: str | None = None,
+        memory_limit_mb: int | None = None,
+        wait_s: float | None = None,
     ) -> Runtime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
         On an active runtime this returns it as it is, unless ``profile`` differs
         (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
+        ``memory_limit_mb`` (at least 64) stops the run (end reason ``memory_limit``) when
+        the browser tree's RSS exceeds it. ``wait_s`` queues up to that many seconds for
+        a free slot when ``limits.max_runtimes`` are running, instead of failing at once
+        with ConcurrentQuotaExceeded.
         """
         runtime = self._bd._run(
             self._impl.launch,
@@ -383,6 +430,8 @@ class BrowserRuntimes:
             max_lifetime_s=max_lifetime_s,
             args=args,
             idempotency_key=idempotency_key,
+            memory_limit_mb=memory_limit_mb,
+            wait_s=wait_s,
         )
         return _mirror(self._bd, runtime)
 
@@ -458,3 +507,31 @@ class Connections:
     def list(self) -> list[Connection]:
         """This runtime's leases (metadata only, never URLs)."""
         return [_mirror(self._bd, c) for c in self._bd._run(self._impl.list)]
+
+
+@attrs.frozen
+class Profiles:
+    """``bd.profiles``: list, get, delete and clone profiles (a launch creates them)."""
+
+    _bd: Client
+    _impl: AsyncProfiles
+
+    def list(self) -> list[Profile]:
+        """Every profile, by name."""
+        return [_mirror(self._bd, p) for p in self._bd._run(self._impl.list)]
+
+    def get(self, name: str) -> Profile:
+        """Profile ``name``; raises ProfileNotFound."""
+        return _mirror(self._bd, self._bd._run(self._impl.get, name))
+
+    def delete(self, name: str) -> None:
+        """Delete profile ``name`` (refused with ProfileInUse while a runtime holds it)."""
+        self._bd._run(self._impl.delete, name)
+
+    def clone(self, name: str, to: str) -> Profile:
+        """Copy profile ``name`` to the new name ``to``; returns the copy.
+
+        Refused with ProfileInUse while a runtime holds ``name``, ProfileExists when
+        ``to`` is taken.
+        """
+        return _mirror(self._bd, self._bd._run(self._impl.clone, name, to))

@@ -8,68 +8,31 @@ errors exit 2. Never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from ._sync import Client, Run, Runtime
-from .errors import BrowserdError, RunNotFound
-from .records import Event, Record
+from ._sync import Client, Run
+from .cli_format import (
+    StatsRow,
+    event_table,
+    profile_details,
+    profile_table,
+    runtime_table,
+    short_data,
+    short_time,
+    stats_document,
+    stats_table,
+    table,
+    to_json,
+)
+from .errors import BrowserdError, RunNotFound, RuntimeNotActive, RuntimeNotFound
 
-# -- output ------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str] | None, rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns, two spaces apart; None shows as "-"."""
-    cells = [list(headers)] if headers else []
-    cells += [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))] if cells else []
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    )
-
-
-def short_time(rfc3339: str | None) -> str | None:
-    """``2026-11-28T09:44:51.123456Z`` -> ``2026-11-28 09:44:51.123``."""
-    if not rfc3339:
-        return None
-    return rfc3339.replace("T", " ").rstrip("Z")[:23]
-
-
-def short_data(data: dict[str, Any], width: int = 80) -> str:
-    """``k=v`` pairs on one line, cut to ``width`` characters."""
-    text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in data.items())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def runtime_table(runtimes: Sequence[Runtime]) -> str:
-    rows = [
-        (r.space, r.name, r.status, r.profile, r.active_run_id, short_time(r.last_activity_at))
-        for r in runtimes
-    ]
-    return table(("SPACE", "NAME", "STATUS", "PROFILE", "ACTIVE RUN", "LAST ACTIVITY"), rows)
-
-
-def event_table(events: Sequence[Event]) -> str:
-    rows = [(short_time(e.time), e.seq, e.type, e.status, short_data(e.data)) for e in events]
-    return table(("TIME", "SEQ", "TYPE", "STATUS", "DATA"), rows)
-
-
-def to_json(value: Any) -> str:
-    def plain(obj: Any) -> Any:
-        if isinstance(obj, Record):
-            return obj.to_dict()
-        if isinstance(obj, Event):
-            return obj.raw
-        if isinstance(obj, bytes):
-            return obj.hex()
-        raise TypeError(f"cannot show {type(obj).__name__} as JSON")
-
-    return json.dumps(value, indent=2, ensure_ascii=False, default=plain)
-
+# The formatting helpers moved to cli_format; they stay importable from here.
+__all__ = ["build_parser", "event_table", "main", "parse_args", "short_data", "short_time",
+           "table", "to_json"]  # fmt: skip
 
 # -- commands ----------------------------------------------------------------------------
 # Each returns what --json prints and the text a human sees.
@@ -85,6 +48,8 @@ def cmd_launch(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
         idle_timeout_s=args.idle_timeout,
         max_lifetime_s=args.max_lifetime,
         args=args.arg,
+        memory_limit_mb=args.memory_limit,
+        wait_s=args.wait,
     )
     text = f"{runtime.space}/{runtime.name} {runtime.status} (run {runtime.active_run_id or '-'})"
     return runtime, text
@@ -162,6 +127,62 @@ def cmd_status(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     return status, table(None, rows)
 
 
+def cmd_profiles(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    profiles = bd.profiles.list()
+    return profiles, profile_table(profiles) if profiles else "no profiles"
+
+
+def cmd_profile_show(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    profile = bd.profiles.get(args.profile)
+    return profile, profile_details(profile)
+
+
+def cmd_profile_rm(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    bd.profiles.delete(args.profile)
+    return {"deleted": True, "name": args.profile}, f"deleted profile {args.profile}"
+
+
+def cmd_profile_clone(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    clone = bd.profiles.clone(args.profile, args.to)
+    return clone, f"cloned profile {args.profile} to {clone.name}"
+
+
+def collect_stats(bd: Client, names: Sequence[str], space: str | None) -> list[StatsRow]:
+    """Measure the named runtimes, or every active one (in ``space``, if given)."""
+    if names:
+        runtimes = [bd.space(space or "default").runtimes.get(name) for name in names]
+    else:
+        scope = bd.space(space).runtimes if space else bd.runtimes
+        runtimes = scope.list(status="active")
+    rows: list[StatsRow] = []
+    for runtime in runtimes:
+        try:
+            rows.append((runtime, runtime.stats()))
+        except RuntimeNotActive:
+            if names:  # asked for by name: show it, with no figures
+                rows.append((runtime, None))
+        except RuntimeNotFound:
+            pass  # deleted since the listing
+    return rows
+
+
+def cmd_stats(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    if args.json or args.no_stream:
+        rows = collect_stats(bd, args.names, args.space)
+        return stats_document(rows), stats_table(rows)
+    # Like `docker stats`: redraw until Ctrl-C, which is the normal way out (exit 0).
+    redraw = sys.stdout.isatty()
+    try:
+        while True:
+            text = stats_table(collect_stats(bd, args.names, args.space))
+            # On a terminal, home the cursor and clear; in a pipe, one table after another.
+            sys.stdout.write(f"\x1b[H\x1b[2J{text}\n" if redraw else f"{text}\n\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return None, ""
+
+
 # -- arguments ---------------------------------------------------------------------------
 
 
@@ -179,6 +200,26 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole megabytes, got {text!r}") from None
+    if value < 64:  # the daemon's floor: less cannot even start a browser
+        raise argparse.ArgumentTypeError(f"expected at least 64 MB, got {text!r}")
     return value
 
 
@@ -223,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--meta", action="append", type=_meta, metavar="K=V", help="metadata, repeatable"
     )
+    p.add_argument(
+        "--memory-limit", type=_megabytes, metavar="MB", help="stop it past MB of RSS (>= 64)"
+    )
+    p.add_argument(
+        "--wait", type=_seconds, metavar="S", help="queue up to S seconds for a free slot"
+    )
 
     p = command("ls", cmd_ls, "list runtimes")
     p.add_argument("--space", help="only this space (default: every space)")
@@ -246,6 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="stop it first if needed")
 
     command("status", cmd_status, "show the daemon's status")
+
+    p = command("profiles", cmd_profiles, "list persistent profiles (or show, rm, clone one)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    def action(name: str, fn: Command, help: str) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help, description=help, parents=[common])
+        a.set_defaults(fn=fn)
+        a.add_argument("profile", metavar="NAME", help="profile name")
+        return a
+
+    actions.add_parser("ls", help="list profiles (the default)", parents=[common])
+    action("show", cmd_profile_show, "show one profile and who holds it")
+    action("rm", cmd_profile_rm, "delete a profile no runtime holds")
+    action("clone", cmd_profile_clone, "copy a profile no runtime holds").add_argument(
+        "to", metavar="TO", help="the new profile's name"
+    )
+
+    p = command("stats", cmd_stats, "live CPU, memory and process counts of running browsers")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these runtimes")
+    p.add_argument("--space", help="the runtimes' space (default: every space, or default)")
+    p.add_argument("--no-stream", action="store_true", help="print one table and exit")
+    p.add_argument(
+        "--interval", type=_positive, default=2.0, metavar="S", help="refresh period (2 s)"
+    )
     return parser
 
 
@@ -271,13 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with Client(args.socket, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)
+        output = to_json(result) if args.json else text
+        if output:  # empty when the command printed as it went (stats)
+            print(output)
     except BrowserdError as err:
         report_error(err, sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    try:
-        print(to_json(result) if args.json else text)
     except BrokenPipeError:  # `browserctl ls | head`: as the Python docs advise,
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
     return 0

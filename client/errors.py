@@ -42,6 +42,7 @@ __all__ = [
     "NotFoundError",
     "ParseError",
     "PathInvalid",
+    "ProfileExists",
     "ProfileInUse",
     "ProfileNotFound",
     "RemoteError",
@@ -238,6 +239,12 @@ class ProfileInUse(BrowserdError):
 
 class ProfileNotFound(NotFoundError):
     code = "profile.not_found"
+
+
+class ProfileExists(BrowserdError):
+    """A clone's target name is taken; pick another or delete that profile first."""
+
+    code = "profile.exists"
 
 
 class RunNotFound(NotFoundError):

@@ -150,3 +150,45 @@ class ConnectionRecord(Record):
         super()._update(wire)
         if self.endpoint is None:
             self.endpoint = endpoint
+
+
+@attrs.define
+class ProfileRecord(Record):
+    """Profile: a persistent user-data-dir by name; ``in_use_by`` is its holder or None.
+
+    The holder map names the runtime (``runtime_id``, ``space``, ``name``, ``run_id``,
+    ``since``), or the daemon operation (``operation``) that has the profile now.
+    """
+
+    name: str = ""
+    size_bytes: int = 0
+    in_use_by: dict[str, Any] | None = None
+    last_used_at: str | None = None
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen
+class RuntimeStats:
+    """One measurement of a runtime's whole browser process tree (``runtime.stats()``).
+
+    ``cpu_percent`` is summed over the tree's processes since the previous sample (100 is
+    one core); ``targets`` counts page targets and is None when the browser did not answer.
+    """
+
+    runtime_id: str = ""
+    name: str = ""
+    space: str = ""
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    processes: int = 0
+    targets: int | None = None
+    sampled_at: str = ""
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> RuntimeStats:
+        return cls(**_known(cls, wire), raw=wire)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The measurement as the daemon sent it (all keys, including unknown ones)."""
+        return dict(self.raw)

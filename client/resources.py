@@ -16,8 +16,10 @@ from .errors import ConnectionLost, NoActiveRun
 from .records import (
     ConnectionRecord,
     Event,
+    ProfileRecord,
     RunRecord,
     RuntimeRecord,
+    RuntimeStats,
     SpaceRecord,
     from_wire,
 )
@@ -138,6 +140,10 @@ class AsyncRuntime(RuntimeRecord):
             )
         return await AsyncRuns(self._client).get(self.active_run_id)
 
+    async def stats(self) -> RuntimeStats:
+        """Measure the browser's process tree now; raises RuntimeNotActive when not running."""
+        return RuntimeStats.from_wire(await self._client.call("runtimes.stats", {"id": self.id}))
+
     async def stop(self, timeout_s: float | None = None) -> AsyncRun | None:
         """Stop the browser; returns when its whole process tree is gone.
 
@@ -214,11 +220,17 @@ class AsyncBrowserRuntimes:
         max_lifetime_s: float | None = None,
         args: Collection[str] | None = None,
         idempotency_key: str | None = None,
+        memory_limit_mb: int | None = None,
+        wait_s: float | None = None,
     ) -> AsyncRuntime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
         On an active runtime this returns it as it is, unless ``profile`` differs
         (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
+        ``memory_limit_mb`` (at least 64) stops the run (end reason ``memory_limit``) when
+        the browser tree's RSS exceeds it. ``wait_s`` queues up to that many seconds for
+        a free slot when ``limits.max_runtimes`` are running, instead of failing at once
+        with ConcurrentQuotaExceeded.
         """
         result = await self._client.call(
             "runtimes.launch",
@@ -233,6 +245,8 @@ class AsyncBrowserRuntimes:
                 max_lifetime_s=max_lifetime_s,
                 args=list(args) if args is not None else None,
                 idempotency_key=idempotency_key,
+                memory_limit_mb=memory_limit_mb,
+                wait_s=wait_s,
             ),
         )
         return from_wire(AsyncRuntime, result["runtime"], client=self._client)
@@ -396,3 +410,61 @@ class AsyncConnections:
             self._client, "connections.list", {"runtime_id": self.runtime_id}, None
         )
         return [from_wire(AsyncConnection, wire, client=self._client) for wire in items]
+
+
+# -- profiles ----------------------------------------------------------------------------
+
+
+@attrs.define
+class AsyncProfile(ProfileRecord):
+    """A persistent profile (user-data-dir) by name, held by one runtime at a time."""
+
+    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+
+    async def refresh(self) -> AsyncProfile:
+        """Reload this profile's fields (size, holder, last use); returns self."""
+        self._update(await self._client.call("profiles.get", {"name": self.name}))
+        return self
+
+    async def delete(self) -> None:
+        """Delete the profile (refused with ProfileInUse while a runtime holds it)."""
+        await self._client.call("profiles.delete", {"name": self.name})
+
+    async def clone(self, to: str) -> AsyncProfile:
+        """Copy this profile to the new name ``to``; returns the copy.
+
+        Refused with ProfileInUse while a runtime holds it (a running browser would tear
+        the copy) and with ProfileExists when ``to`` is taken.
+        """
+        wire = await self._client.call("profiles.clone", {"name": self.name, "to": to})
+        return from_wire(AsyncProfile, wire, client=self._client)
+
+
+@attrs.frozen
+class AsyncProfiles:
+    """``bd.profiles``: list, get, delete and clone profiles (a launch creates them)."""
+
+    _client: AsyncClient
+
+    async def list(self) -> list[AsyncProfile]:
+        """Every profile, by name."""
+        items = await _collect(self._client, "profiles.list", {}, None)
+        return [from_wire(AsyncProfile, wire, client=self._client) for wire in items]
+
+    async def get(self, name: str) -> AsyncProfile:
+        """Profile ``name``; raises ProfileNotFound."""
+        wire = await self._client.call("profiles.get", {"name": name})
+        return from_wire(AsyncProfile, wire, client=self._client)
+
+    async def delete(self, name: str) -> None:
+        """Delete profile ``name`` (refused with ProfileInUse while a runtime holds it)."""
+        await self._client.call("profiles.delete", {"name": name})
+
+    async def clone(self, name: str, to: str) -> AsyncProfile:
+        """Copy profile ``name`` to the new name ``to``; returns the copy.
+
+        Refused with ProfileInUse while a runtime holds ``name``, ProfileExists when
+        ``to`` is taken.
+        """
+        wire = await self._client.call("profiles.clone", {"name": name, "to": to})
+        return from_wire(AsyncProfile, wire, client=self._client)

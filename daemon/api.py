@@ -19,6 +19,7 @@ import psutil
 from . import __version__
 from .errors import ApiError
 from .params import Params, invalid
+from .monitor import ResourceMonitor
 from .registry import Registry, Runtime
 from .storage import now_rfc3339
 
@@ -58,6 +59,7 @@ class Api:
         self.started_at = time.time()
         self.started_at_text = now_rfc3339()
         self.clients = 0
+        self.monitor: ResourceMonitor | None = None  # set by the service
         self.own_process = psutil.Process()
         self.own_process.cpu_percent()  # the first reading primes psutil's counter
 
@@ -97,9 +99,16 @@ class Api:
             )
         return await handler(self, caller, Params(raw))
 
-    def runtime(self, params: Params, id_key: str = "runtime_id") -> Runtime:
+    def runtime(self, params: Params, id_key: str = "runtime_id", *, touch: bool = True
+                ) -> Runtime:
+        """The runtime a request addresses. A request that uses it (touch) restarts its idle
+        clock; reads such as get, list or stats do not, so watching a runtime never keeps it
+        alive."""
         space, name, runtime_id = params.runtime_address(id_key)
-        return self.registry.get_runtime(space=space, name=name, runtime_id=runtime_id)
+        rt = self.registry.get_runtime(space=space, name=name, runtime_id=runtime_id)
+        if touch:
+            self.registry.touch(rt)
+        return rt
 
 
 def page(items: list[Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import errno
 import http
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -43,6 +44,7 @@ _PEER_TIMEOUT_S = 5.0  # psutil lookup of the client's pid
 _MAX_HEAD = 16 * 1024
 _MAX_DISCOVERY_BODY = 16 * 1024 * 1024
 _CHUNK = 256 * 1024
+_MAX_UNYIELDED = 16  # chunks a pump may forward back to back before it yields
 _TRANSIENT_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY_S = 0.1
 
@@ -479,8 +481,14 @@ class CdpProxy:
         data: bytes,
         done: trio.CancelScope,
     ) -> None:
+        # The hot path works on the file descriptors: one park in wait_readable per message
+        # instead of the several scheduler passes of receive_some/send_all. This task is the
+        # only reader of src and the only writer of dst while the relay runs; the streams are
+        # closed (through trio) only after both pumps have ended.
         src_name, dst_name = ("client", "browser") if inbound else ("browser", "client")
+        src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
         scanner = FrameScanner(masked=inbound)
+        unyielded = 0
         try:
             while True:
                 if data:
@@ -493,14 +501,21 @@ class CdpProxy:
                     else:
                         sock.bytes_out += len(data)
                         sock.messages_out = scanner.messages
-                    try:
-                        await dst.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if not await _write_all(dst_fd, data):
                         sock.end(f"{sock.close_initiator or dst_name}_closed")
                         return
+                    unyielded += 1
+                    if unyielded >= _MAX_UNYIELDED:  # a busy stream must not starve the others
+                        unyielded = 0
+                        await trio.lowlevel.checkpoint()
                 try:
-                    data = await src.receive_some(_CHUNK)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = os.read(src_fd, _CHUNK)
+                except BlockingIOError:
+                    unyielded = 0
+                    await trio.lowlevel.wait_readable(src_fd)
+                    data = b""
+                    continue
+                except OSError:  # ECONNRESET and friends: the peer is gone
                     data = b""
                 if not data:
                     sock.end(f"{sock.close_initiator or src_name}_closed")
@@ -675,6 +690,21 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.
             return None
 
 
+async def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of data to a non-blocking socket fd; False if the peer is gone."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = os.write(fd, view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+            continue
+        except OSError:  # EPIPE (SIGPIPE is ignored by Python), ECONNRESET
+            return False
+        view = view[sent:]
+    return True
+
+
 async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
     """Read an HTTP response head; returns (head through the blank line, bytes after it)."""
     buf = bytearray()
@@ -728,6 +758,11 @@ async def _open_upstream(
         status = 404 if detail.startswith("No such target") else code if 400 <= code < 500 else 502
         raise _UpstreamError(status, f"the browser refused the WebSocket: {status_line} {detail}")
     return stream, head, rest
+
+
+async def fetch_browser_json(host: str, port: int, path: str) -> Any:
+    """GET a /json document straight from a browser's DevTools HTTP endpoint."""
+    return await _fetch_json(Upstream("", "", host, port, ""), path)
 
 
 async def _fetch_json(upstream: Upstream, path: str) -> Any:

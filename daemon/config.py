@@ -6,7 +6,9 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import grp
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +27,21 @@ class ConfigError(Exception):
         self.key = key
 
 
+def _first_service_dir(variable: str) -> Path | None:
+    """The first path of a systemd exec directory variable ($STATE_DIRECTORY, ...), if set.
+
+    systemd sets these for StateDirectory=/RuntimeDirectory=/ConfigurationDirectory=, as a
+    colon-separated list when the unit names several; the first is the daemon's own.
+    """
+    first = os.environ.get(variable, "").split(":")[0]
+    return Path(first) if os.path.isabs(first) else None
+
+
 def default_state_dir() -> Path:
     if os.environ.get("BROWSERD_STATE_DIR"):
         return Path(os.environ["BROWSERD_STATE_DIR"])
+    if service_dir := _first_service_dir("STATE_DIRECTORY"):
+        return service_dir
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "browserd"
 
@@ -35,6 +49,8 @@ def default_state_dir() -> Path:
 def default_config_path() -> Path:
     if os.environ.get("BROWSERD_CONFIG"):
         return Path(os.environ["BROWSERD_CONFIG"])
+    if service_dir := _first_service_dir("CONFIGURATION_DIRECTORY"):
+        return service_dir / "config.toml"
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(xdg) / "browserd" / "config.toml"
 
@@ -52,17 +68,58 @@ class CdpConfig:
     host: str = "127.0.0.1"
     port: int = 0
     allowed_origins: tuple[str, ...] = ()
+    close_policy: str = "detach"  # what a client's Browser.close does: detach it, or allow it
 
 
 @attrs.frozen
 class LimitsConfig:
     max_runtimes: int = 16
     requests_in_flight: int = 64  # per RPC connection; past it the daemon stops reading
+    memory_limit_mb: int | None = None  # default per-runtime cap on the browser tree's RSS
+
+
+@attrs.frozen
+class RuntimesConfig:
+    """Defaults for launch options a client leaves out."""
+
+    idle_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
+
+
+@attrs.frozen
+class ResourcesConfig:
+    sample_interval_s: float = 5.0  # resource.sample events and memory-limit checks
+
+
+@attrs.frozen
+class PoolConfig:
+    size: int = 0  # pre-started ephemeral browsers kept warm
 
 
 @attrs.frozen
 class EventsConfig:
     fsync: str = "batch"
+    console_level: str = "info"  # the lowest console message level recorded ("off": none)
+    record_commands: str = "commands"  # CDP commands in the run log: off, commands, all
+
+
+@attrs.frozen
+class RetentionConfig:
+    max_runs: int = 100  # ended runs kept per runtime (0: no limit)
+    max_age_days: float = 30.0  # ended runs older than this are removed (0: no limit)
+
+
+@attrs.frozen
+class LogLevelsConfig:
+    """Per-area daemon log levels (`browserd.daemon.logs.AREAS`); unset follows log_level."""
+
+    rpc: str | None = None
+    registry: str | None = None
+    supervisor: str | None = None
+    cdp_proxy: str | None = None
+    cdp_client: str | None = None
+    eventlog: str | None = None
+    systemd: str | None = None
 
 
 @attrs.frozen
@@ -71,10 +128,16 @@ class Config:
     socket: Path
     log_level: str = "info"
     allowed_group: str | None = None  # a group whose members may use the socket (system service)
+    live_restore: bool = False  # adopt browsers left running by a daemon that died
     browser: BrowserConfig = BrowserConfig()
     cdp: CdpConfig = CdpConfig()
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
+    runtimes: RuntimesConfig = RuntimesConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    pool: PoolConfig = PoolConfig()
+    retention: RetentionConfig = RetentionConfig()
+    log_levels: LogLevelsConfig = LogLevelsConfig()
 
 
 # One table of every key: (section, key) -> (type, check). The README's configuration section
@@ -87,6 +150,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "socket": (str, None),
         "log_level": (str, _LOG_LEVELS),
         "allowed_group": (str, None),
+        "live_restore": (bool, None),
     },
     "browser": {
         "executable": (str, None),
@@ -98,12 +162,29 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "host": (str, ("127.0.0.1", "localhost")),
         "port": (int, (0, 65535)),
         "allowed_origins": (list, None),
+        "close_policy": (str, ("detach", "allow")),
     },
     "limits": {
         "max_runtimes": (int, (1, 10_000)),
         "requests_in_flight": (int, (1, 10_000)),
+        "memory_limit_mb": (int, (64, 1_000_000)),
     },
-    "events": {"fsync": (str, _FSYNC)},
+    "runtimes": {
+        "idle_timeout_s": ((int, float), (1, 7 * 86400)),
+        "max_lifetime_s": ((int, float), (1, 30 * 86400)),
+    },
+    "resources": {"sample_interval_s": ((int, float), (0.2, 3600))},
+    "pool": {"size": (int, (0, 64))},
+    "events": {
+        "fsync": (str, _FSYNC),
+        "console_level": (str, ("debug", "info", "warning", "error", "off")),
+        "record_commands": (str, ("off", "commands", "all")),
+    },
+    "retention": {
+        "max_runs": (int, (0, 1_000_000)),
+        "max_age_days": ((int, float), (0, 36_500)),
+    },
+    "log_levels": {area: (str, _LOG_LEVELS) for area in attrs.fields_dict(LogLevelsConfig)},
 }
 
 
@@ -129,7 +210,7 @@ def _check(key: str, value: Any, spec: tuple[type | tuple[type, ...], Any]) -> A
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     if isinstance(kind, tuple):
         return " or ".join(k.__name__ for k in kind)
-    names = {"str": "a string", "int": "an integer", "list": "a list"}
+    names = {"str": "a string", "int": "an integer", "list": "a list", "bool": "a boolean"}
     return names.get(kind.__name__, kind.__name__)
 
 
@@ -163,9 +244,13 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
     table: dict[str, Any] = {}
     if path.exists():
         try:
-            table = tomllib.loads(path.read_text())
+            text = path.read_text()
+            table = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+            raise ConfigError(str(path), f"not valid TOML: {exc}{_quote_line(text, exc)}"
+                              ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
     elif explicit:
         raise ConfigError(str(path), "config file does not exist")
     sections = parse(table)
@@ -174,16 +259,46 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
         top["socket"] = os.environ["BROWSERD_SOCKET"]
     if os.environ.get("BROWSERD_STATE_DIR"):
         top["state_dir"] = os.environ["BROWSERD_STATE_DIR"]
+    for key, variable in (("log_level", "BROWSERD_LOG_LEVEL"),
+                          ("allowed_group", "BROWSERD_ALLOWED_GROUP")):
+        if os.environ.get(variable):
+            top[key] = _check(f"{key} (from ${variable})", os.environ[variable],
+                              _SCHEMA[""][key])
     for key, value in (overrides or {}).items():
         if value is not None:
             top[key] = value
+    if top.get("allowed_group"):
+        try:
+            grp.getgrnam(top["allowed_group"])
+        except KeyError:
+            raise ConfigError("allowed_group", f"there is no group named "
+                              f"{top['allowed_group']!r} on this system") from None
+    # Under systemd, RuntimeDirectory= is where the socket belongs (the socket unit listens
+    # there too); elsewhere the rule every client shares.
+    runtime_dir = _first_service_dir("RUNTIME_DIRECTORY")
+    default_socket = runtime_dir / "browserd.sock" if runtime_dir else default_socket_path()
     return Config(
         state_dir=Path(top.get("state_dir") or default_state_dir()).expanduser(),
-        socket=Path(top.get("socket") or default_socket_path()).expanduser(),
+        socket=Path(top.get("socket") or default_socket).expanduser(),
         log_level=top.get("log_level", "info"),
         allowed_group=top.get("allowed_group"),
+        live_restore=top.get("live_restore", False),
         browser=BrowserConfig(**sections["browser"]),
         cdp=CdpConfig(**sections["cdp"]),
         limits=LimitsConfig(**sections["limits"]),
         events=EventsConfig(**sections["events"]),
+        runtimes=RuntimesConfig(**sections["runtimes"]),
+        resources=ResourcesConfig(**sections["resources"]),
+        pool=PoolConfig(**sections["pool"]),
+        retention=RetentionConfig(**sections["retention"]),
+        log_levels=LogLevelsConfig(**sections["log_levels"]),
     )
+
+
+def _quote_line(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """The offending line of a TOML error, so the message shows which key is broken."""
+    match = re.search(r"at line (\d+)", str(exc))
+    lines = text.splitlines()
+    if match is None or not 0 < int(match[1]) <= len(lines):
+        return ""
+    return f": {lines[int(match[1]) - 1].strip()[:80]!r}"

@@ -1,55 +1,84 @@
-"""`browserd`: parse the command line, load the config, run the daemon."""
+"""`browserd`: parse the command line, load the config, run the daemon.
+
+Under systemd the daemon takes what the service manager passed before anything else runs:
+the notify socket and watchdog interval (notify.py) and an activated listener (listen_fds.py).
+Both sets of variables leave the environment there, so no browser inherits them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
 
+import attrs
 import trio
 
-from . import __version__
+from . import __version__, check_config, logs
 from .config import ConfigError, load
+from .listen_fds import activated_listener, socket_path
+from .notify import Notifier
 from .rpc_server import SocketUnusable
 from .service import serve
+
+log = logging.getLogger("browserd")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="browserd", description="Local browser-runtime daemon (see README.md)."
     )
-    parser.add_argument("--config", type=Path, help="config file (default: $BROWSERD_CONFIG or "
+    parser.add_argument("--config", type=Path, help="config file (default: $BROWSERD_CONFIG, "
+                        "$CONFIGURATION_DIRECTORY/config.toml under systemd, or "
                         "$XDG_CONFIG_HOME/browserd/config.toml)")
     parser.add_argument("--state-dir", type=Path, help="override state_dir")
     parser.add_argument("--socket", type=Path, help="override the RPC socket path")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--check-config", action="store_true",
-                        help="validate the config, print it, and exit")
+                        help="validate the config, print the effective config, and exit")
+    parser.add_argument("--json", action="store_true",
+                        help="with --check-config: print it as one JSON object")
     parser.add_argument("--version", action="version", version=f"browserd {__version__}")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    notifier = Notifier.from_environ()
     try:
         config = load(args.config, {"state_dir": args.state_dir, "socket": args.socket,
                                     "log_level": args.log_level})
     except ConfigError as exc:
         print(f"browserd: {exc}", file=sys.stderr)
+        notifier.status(f"refusing to start: {exc}")
         return 2
     if args.check_config:
-        print(f"config ok: state_dir={config.state_dir} socket={config.socket}")
-        return 0
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return check_config.run(config, config_file=args.config, as_json=args.json)
+    logs.setup(config.log_level, attrs.asdict(config.log_levels))
+    try:
+        listener = activated_listener()
+    except SocketUnusable as exc:
+        log.error("%s", exc)
+        notifier.status(f"refusing to start: {exc}")
+        return 1
+    if listener is not None:
+        # Serve (and report) the path systemd listens on, whatever the config says.
+        activated = socket_path(listener)
+        if activated is not None and activated != config.socket:
+            log.info("socket activation: %s replaces the configured socket %s", activated,
+                     config.socket)
+            config = attrs.evolve(config, socket=activated)
     refused: SocketUnusable | None = None
     try:
-        trio.run(lambda: serve(config, handle_signals=True))
+        trio.run(functools.partial(serve, config, handle_signals=True, listener=listener,
+                                   notifier=notifier))
     except* SocketUnusable as group:
         refused = group.exceptions[0]  # type: ignore[assignment]
     if refused is not None:
-        print(f"browserd: {refused}", file=sys.stderr)
+        log.error("%s", refused)
+        notifier.status(f"refusing to start: {refused}")
         return 1
     return 0
 

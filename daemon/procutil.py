@@ -33,6 +33,7 @@ __all__ = [
     "read_proc",
     "reap_orphans",
     "remember_helpers",
+    "run_orphan_reaper",
     "scan",
     "set_child_subreaper",
     "spawn",
@@ -319,6 +320,20 @@ def reap_orphans() -> list[int]:
     for pid in [pid for pid in _helpers if not os.path.exists(f"/proc/{pid}")]:
         del _helpers[pid]
     return reaped
+
+
+async def run_orphan_reaper(
+    *, interval_s: float = 2.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Call `reap_orphans` every `interval_s` seconds, for the daemon's lifetime.
+
+    For a child subreaper: helpers orphaned while their browser runs (not only during a
+    stop, which reaps as it goes) would otherwise stay zombies until the daemon exits.
+    """
+    task_status.started()
+    while True:
+        reap_orphans()
+        await trio.sleep(interval_s)
 
 
 def iter_group(pgid: int, procs: Iterable[ProcInfo]) -> Iterator[ProcInfo]:

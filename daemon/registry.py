@@ -9,9 +9,7 @@ launch, a stop and a delete of one runtime never interleave.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -49,6 +47,8 @@ from .model import (
     hash_token,
     parse_time,
 )
+from .profiles import HeldProfile, ProfileStore
+from .restart import RestartPolicy
 from .supervisor import BrowserProcess, LaunchSpec, sweep_user_data_dir
 
 log = logging.getLogger("browserd.registry")
@@ -76,13 +76,17 @@ class LaunchOptions:
     idle_timeout_s: float | None = None
     max_lifetime_s: float | None = None
     args: tuple[str, ...] = ()
+    memory_limit_mb: int | None = None
+    wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
 
     def config(self) -> dict[str, Any]:
+        """The options that stay with the runtime (restarts reuse them)."""
         return {
             "headless": self.headless,
             "restart": self.restart,
             "idle_timeout_s": self.idle_timeout_s,
             "max_lifetime_s": self.max_lifetime_s,
+            "memory_limit_mb": self.memory_limit_mb,
             "args": list(self.args),
         }
 
@@ -98,11 +102,14 @@ class Runtime:
     log: EventLog | None = None
     user_data_dir: Path | None = None
     ephemeral: bool = False
-    profile_lock: int | None = None  # fd holding the profile's flock
+    held_profile: HeldProfile | None = None
     end_reason: str | None = None  # set by whoever asks the browser to go
     done: trio.Event = attrs.Factory(trio.Event)  # the supervising task has finished the run
+    restart_policy: RestartPolicy = attrs.Factory(RestartPolicy)
+    restart_scope: trio.CancelScope | None = None  # a pending restart after a crash
     open_sockets: int = 0
     sockets_closed: trio.Event = attrs.Factory(trio.Event)
+    last_activity: float = attrs.Factory(trio.current_time)  # monotonic, for the idle clock
 
     @property
     def id(self) -> str:
@@ -127,6 +134,8 @@ class Registry:
         self.leases: dict[str, Lease] = {}
         self.shutting_down = False
         self.run_services: list[RunService] = []
+        self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
+        self.profiles = ProfileStore(config.state_dir / "profiles")
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ paths and persistence
@@ -136,9 +145,6 @@ class Registry:
 
     def _run_dir(self, run_id: str) -> Path:
         return self.state_dir / "runs" / run_id
-
-    def profile_dir(self, name: str) -> Path:
-        return self.state_dir / "profiles" / name
 
     def save_runtime(self, rt: Runtime) -> None:
         rt.record.updated_at = _now()
@@ -292,7 +298,20 @@ class Registry:
         return rt
 
     def touch(self, rt: Runtime) -> None:
+        """Something used the runtime (an RPC, a socket coming or going): restart idle clock."""
         rt.record.last_activity_at = _now()
+        rt.last_activity = trio.current_time()
+
+    def idle_for(self, rt: Runtime) -> float:
+        """Seconds since the last client left; 0 while a socket is open or a lease is live."""
+        if rt.open_sockets > 0 or any(True for _ in self._live_leases(rt)):
+            return 0.0
+        return trio.current_time() - rt.last_activity
+
+    def request_stop(self, rt: Runtime, reason: str) -> None:
+        """Stop the runtime from a task of its own (for run services, which a stop cancels)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self.stop, rt, reason, None, {"type": "daemon", "reason": reason})
 
     async def launch(
         self, space: str, name: str, options: LaunchOptions, actor: Actor | None
@@ -323,7 +342,9 @@ class Registry:
                     )
                 assert rt.run is not None
                 return rt, rt.run, False
-            self._check_quota()
+            await self._wait_for_slot(options.wait_s)
+            self._cancel_restart(rt)
+            rt.restart_policy.reset()
             rt.record.profile = options.profile
             rt.record.config = options.config()
             if options.metadata:
@@ -333,6 +354,16 @@ class Registry:
             with trio.CancelScope(shield=True):
                 run = await self._start(rt, actor)
             return rt, run, True
+
+    async def _wait_for_slot(self, wait_s: float) -> None:
+        """Queue up to `wait_s` for a runtime slot; then `_check_quota` has the last word."""
+        with trio.move_on_after(wait_s):
+            while self._live_count() >= self.config.limits.max_runtimes:
+                await self._slot_freed.wait()
+        self._check_quota()
+
+    def _live_count(self) -> int:
+        return sum(1 for rt in self.runtimes.values() if rt.record.status in LIVE_RUNTIME)
 
     def _check_quota(self) -> None:
         live = [rt for rt in self.runtimes.values() if rt.record.status in LIVE_RUNTIME]
@@ -375,6 +406,10 @@ class Registry:
         rt.log.append("runtime.lifecycle", {"executable": executable,
                                             "profile": rt.record.profile},
                       status="starting", actor=actor)
+        if rt.held_profile is not None:
+            cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
+            if cleared is not None:
+                rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
         spec = LaunchSpec(
             executable=executable,
             user_data_dir=rt.user_data_dir or Path(),
@@ -393,31 +428,16 @@ class Registry:
             rt.user_data_dir.mkdir(mode=0o700, parents=True)
             rt.ephemeral = True
             return
-        base = self.profile_dir(name)
-        (base / "user-data").mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(base / "browserd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise ApiError(
-                "profile.in_use",
-                f"Profile {name!r} is in use by another runtime.",
-                hint="Stop that runtime first, or clone the profile to a new name.",
-                data={"profile": name, "holder": holder},
-            ) from None
-        holder = {"runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
-                  "run_id": run.id, "since": _now(), "daemon_pid": os.getpid()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        rt.profile_lock, rt.user_data_dir, rt.ephemeral = fd, base / "user-data", False
+        rt.held_profile = self.profiles.acquire(name, {
+            "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
+            "run_id": run.id, "daemon_pid": os.getpid(),
+        })
+        rt.user_data_dir, rt.ephemeral = rt.held_profile.user_data_dir, False
 
     def _release_profile(self, rt: Runtime) -> None:
-        if rt.profile_lock is not None:
-            os.ftruncate(rt.profile_lock, 0)
-            os.close(rt.profile_lock)  # closing drops the flock
-            rt.profile_lock = None
+        if rt.held_profile is not None:
+            self.profiles.release(rt.held_profile)
+            rt.held_profile = None
         if rt.ephemeral and rt.user_data_dir is not None:
             shutil.rmtree(rt.user_data_dir, ignore_errors=True)
         rt.user_data_dir, rt.ephemeral = None, False
@@ -438,6 +458,9 @@ class Registry:
                     # itself rather than an exception group.
                     launch_error = exc
                     failure = {"code": exc.code, "message": exc.message, **exc.data}
+                    if "stderr_tail" in failure:
+                        failure["stderr_tail"] = failure["stderr_tail"][-20:]
+                    self._plan_restart(rt)
                     self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
@@ -479,7 +502,52 @@ class Registry:
         rt.log.append("alert", failure)
         self.proxy.close_runtime(rt.id)
         await process.stop(self.config.browser.stop_grace_s)
+        self._plan_restart(rt)
         self._end_run(rt, Trigger.CRASHED, "crashed", failure)
+
+    def _plan_restart(self, rt: Runtime) -> None:
+        """After a crash or failed launch: schedule the restart that `restart="on-failure"`
+        asks for, or record why there will be none. Logged in the run that just failed."""
+        if rt.record.config.get("restart") != "on-failure" or self.shutting_down:
+            return
+        assert rt.log is not None and self._nursery is not None
+        delay = rt.restart_policy.record_crash(trio.current_time())
+        if delay is None:
+            policy = rt.restart_policy
+            rt.log.append("alert", {
+                "reason": "crash_loop",
+                "message": f"{policy.recent_crashes} crashes within {policy.window_s:g} s: "
+                           "not restarting; launch it again to retry.",
+                "crashes": policy.recent_crashes, "window_s": policy.window_s,
+            })
+            return
+        rt.log.append("alert", {"reason": "restart_scheduled", "delay_s": delay,
+                                "attempt": rt.restart_policy.recent_crashes})
+        rt.restart_scope = trio.CancelScope()
+        self._nursery.start_soon(self._restart_after, rt, delay, rt.restart_scope)
+
+    async def _restart_after(self, rt: Runtime, delay: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(delay)
+            async with rt.lock:
+                # A client may have launched, stopped or deleted it meanwhile.
+                if rt.restart_scope is not scope or rt.record.status != RuntimeStatus.FAILED:
+                    return
+                if self.runtimes.get(rt.id) is not rt:
+                    return
+                rt.restart_scope = None
+                try:
+                    self._check_quota()
+                    with trio.CancelScope(shield=True):
+                        await self._start(rt, {"type": "daemon", "reason": "restart"})
+                except ApiError as exc:
+                    log.warning("restart of %s/%s failed: %s", rt.record.space, rt.record.name,
+                                exc.message)
+
+    def _cancel_restart(self, rt: Runtime) -> None:
+        if rt.restart_scope is not None:
+            rt.restart_scope.cancel()
+            rt.restart_scope = None
 
     def _mark_ready(self, rt: Runtime, process: BrowserProcess) -> None:
         assert rt.run is not None and rt.log is not None
@@ -520,6 +588,8 @@ class Registry:
         rt.record.process = None
         rt.process, rt.log = None, None
         self.save_runtime(rt)
+        self._slot_freed.set()
+        self._slot_freed = trio.Event()
         log.info("runtime %s/%s: run %s %s (%s)", rt.record.space, rt.record.name, run.id,
                  run.status, reason)
 
@@ -537,6 +607,7 @@ class Registry:
     async def _stop_shielded(self, rt: Runtime, reason: str, grace: float,
                              actor: Actor | None) -> tuple[RunRecord | None, bool]:
         async with rt.lock:
+            self._cancel_restart(rt)
             run = rt.run
             if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
                 return run, False
@@ -573,6 +644,7 @@ class Registry:
                 )
             await self.stop(rt, "stopped", None, actor)
         async with rt.lock:
+            self._cancel_restart(rt)
             self.runtimes.pop(rt.id, None)
             shutil.rmtree(self._runtime_dir(rt.id), ignore_errors=True)
 
@@ -665,6 +737,8 @@ class Registry:
     def revoke_lease(self, lease: Lease, force: bool, actor: Actor | None) -> None:
         if lease.status == "active":
             lease.status, lease.revoked_at = "revoked", _now()
+            if (rt := self.runtimes.get(lease.runtime_id)) is not None:
+                self.touch(rt)
             self._log_for(lease.runtime_id, lease.run_id, "connection.revoked",
                           {"connection_id": lease.id, "force": force}, actor=actor)
         if force:
@@ -676,6 +750,8 @@ class Registry:
             for lease in list(self.leases.values()):
                 if lease.status == "active" and parse_time(lease.expires_at) <= now:
                     lease.status = "expired"
+                    if (rt := self.runtimes.get(lease.runtime_id)) is not None:
+                        self.touch(rt)
                     self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
                                   {"connection_id": lease.id})
             await trio.sleep(0.5)
@@ -756,13 +832,6 @@ def _describe_exit(exit_code: int | None, signal: int | None) -> str:
     if signal is not None:
         return f"The browser was killed by signal {signal}."
     return f"The browser exited with code {exit_code} without being asked to."
-
-
-def _read_holder(fd: int) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(os.pread(fd, 4096, 0) or b"null") or {}) or None
-    except (OSError, ValueError):
-        return None
 
 
 @contextlib.contextmanager

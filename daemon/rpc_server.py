@@ -54,13 +54,18 @@ SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
 }
 
 
-def bind_unix_socket(path: Path) -> trio.socket.SocketType:
+def bind_unix_socket(path: Path, gid: int | None = None) -> trio.socket.SocketType:
     """Bind the listening socket: parent dir 0700, socket 0600, a stale socket file replaced.
 
+    With `gid` (the allowed group of a system service) the socket is 0660 in that group and a
+    directory the daemon creates is 0750 in it, as a socket unit with SocketGroup= would make.
     A socket file that still answers belongs to a live daemon: refuse rather than steal it.
     """
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
+        if gid is not None:
+            os.chown(path.parent, -1, gid)
+            os.chmod(path.parent, 0o750)
     owner = path.parent.stat()
     if owner.st_uid != os.geteuid() or owner.st_mode & 0o022:
         # Someone else could swap our socket for theirs: refuse rather than serve through it.
@@ -95,6 +100,9 @@ def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
+    if gid is not None:
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
     sock.listen(128)
     return trio.socket.from_stdlib_socket(sock)
 
@@ -143,7 +151,7 @@ class RpcServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        listener = self._listener or bind_unix_socket(self.socket_path)
+        listener = self._listener or bind_unix_socket(self.socket_path, self.allowed_gid)
         bound_here = self._listener is None
         try:
             async with trio.open_nursery() as nursery:

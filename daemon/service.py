@@ -11,12 +11,18 @@ import signal
 import attrs
 import trio
 
-from . import methods  # noqa: F401 - importing registers every RPC method
+from . import (
+    health,
+    methods,  # noqa: F401 - importing registers every RPC method
+)
 from .api import Api
 from .config import Config
+from .monitor import ResourceMonitor
+from .notify import Notifier
 from .registry import Registry
 from .rpc_server import RpcServer
-from .supervisor import set_child_subreaper
+from .supervisor import run_orphan_reaper, set_child_subreaper
+from .timeouts import Timeouts
 
 log = logging.getLogger("browserd")
 
@@ -40,18 +46,24 @@ class Daemon:
 
 async def serve(config: Config, *, handle_signals: bool = False,
                 listener: trio.socket.SocketType | None = None,
+                notifier: Notifier | None = None,
                 task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the daemon until `Daemon.stop()` (or SIGTERM/SIGINT when handle_signals).
 
     Shutdown is orderly: stop accepting clients, stop every runtime in parallel (each run ends
-    with `daemon_shutdown`), then return.
+    with `daemon_shutdown`), then return. `listener` is a socket-activated listener (else the
+    daemon binds config.socket); `notifier` tells systemd READY/STATUS/WATCHDOG/STOPPING.
     """
+    notifier = notifier or Notifier()
     # Browser helpers that lose their parent get reparented to us, not to init, so nothing of
     # a browser tree escapes supervision.
     set_child_subreaper()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registry = Registry(config)
+    monitor = ResourceMonitor(registry, config)
+    registry.run_services += [Timeouts(registry, config), monitor]
     api = Api(registry, socket_path=str(config.socket))
+    api.monitor = monitor
     server = RpcServer(api, socket_path=config.socket,
                        requests_in_flight=config.limits.requests_in_flight,
                        allowed_group=config.allowed_group, listener=listener)
@@ -61,17 +73,24 @@ async def serve(config: Config, *, handle_signals: bool = False,
             # Installed first, so a SIGTERM that arrives during start-up is still orderly.
             await nursery.start(_stop_on_signal, daemon)
         await nursery.start(registry.proxy.serve)
+        # As subreaper we inherit orphaned browser helpers; this collects their exit statuses.
+        await nursery.start(run_orphan_reaper)
         await nursery.start(registry.run)
         async with trio.open_nursery() as front:
             await front.start(server.serve)
             log.info("browserd serving on %s (CDP endpoint %s, state %s)", config.socket,
                      registry.proxy.base_url(), config.state_dir)
             task_status.started(daemon)
+            # Ready only now: the socket is bound and the state reconciled.
+            notifier.ready(health.status_line(registry, api))
+            front.start_soon(health.watch, registry, api, notifier)
             await daemon.wait_stop_requested()
             front.cancel_scope.cancel()  # no new clients, no new requests
         log.info("shutting down: stopping every runtime")
-        with trio.move_on_after(config.browser.stop_grace_s + 20) as scope:
-            await registry.shutdown()
+        notifier.stopping("stopping every runtime")
+        async with health.extending_stop_timeout(registry, notifier):
+            with trio.move_on_after(config.browser.stop_grace_s + 20) as scope:
+                await registry.shutdown()
         if scope.cancelled_caught:
             log.error("some runtimes did not stop in time; their supervisors force them down")
         nursery.cancel_scope.cancel()

@@ -27,7 +27,12 @@ import trio
 from . import procutil
 from .cdp_client import open_cdp
 from .errors import ApiError
-from .procutil import reap_orphans, set_child_subreaper, sweep_user_data_dir
+from .procutil import (
+    reap_orphans,
+    run_orphan_reaper,
+    set_child_subreaper,
+    sweep_user_data_dir,
+)
 
 __all__ = [
     "BrowserProcess",
@@ -36,6 +41,7 @@ __all__ = [
     "LaunchSpec",
     "browser_args",
     "reap_orphans",
+    "run_orphan_reaper",
     "scrubbed_env",
     "set_child_subreaper",
     "sweep_user_data_dir",

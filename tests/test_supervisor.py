@@ -488,7 +488,8 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import os, subprocess, time, trio
         from browserd.daemon import procutil
-        from browserd.daemon.supervisor import reap_orphans, set_child_subreaper
+        from browserd.daemon.supervisor import (
+            reap_orphans, run_orphan_reaper, set_child_subreaper)
 
         def zombie_children():
             return {p.pid for p in procutil.scan() if p.ppid == os.getpid() and p.zombie}
@@ -506,6 +507,15 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
             assert reaped == sorted(zombies - {own.pid}), (reaped, zombies)
             assert zombie_children() == {own.pid}
             assert await own.wait() == 7
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: run_orphan_reaper(
+                    interval_s=0.1, task_status=task_status))
+                subprocess.Popen(["sh", "-c", "(sleep 0.2 &) ; exit 0"],
+                                 start_new_session=True).wait()
+                await trio.sleep(1.0)
+                assert zombie_children() == set()
+                nursery.cancel_scope.cancel()
             print("ok")
 
         trio.run(main)

@@ -25,7 +25,7 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
 @method("connections.list")
 async def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     has_address = p.has("name") or p.has("runtime_id")
-    rt = api.runtime(p) if has_address else None
+    rt = api.runtime(p, touch=False) if has_address else None
     if not has_address:
         p.name("space", None)
     p.finish()

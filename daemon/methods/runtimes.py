@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api import Api, Caller, method, page
+from ..errors import ApiError
 from ..params import Params, invalid
 from ..registry import LaunchOptions
 
@@ -21,6 +22,8 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
         idle_timeout_s=p.number("idle_timeout_s", None, low=1, high=7 * 86400),
         max_lifetime_s=p.number("max_lifetime_s", None, low=1, high=30 * 86400),
         args=tuple(p.strings("args", [])),
+        memory_limit_mb=p.integer("memory_limit_mb", None, low=64, high=1_000_000),
+        wait_s=p.number("wait_s", 0.0, low=0, high=3600),
     )
     p.text("idempotency_key", None, max_len=256)  # accepted now, honoured from issue 5 on
     p.finish()
@@ -32,13 +35,28 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started}
 
 
+@method("runtimes.stats")
+async def runtimes_stats(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id", touch=False)
+    p.finish()
+    sample = await api.monitor.sample(rt) if api.monitor is not None else None
+    if sample is None:
+        raise ApiError(
+            "runtime.not_active",
+            f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}: no browser to "
+            "measure.",
+            hint="Launch it first.", data={"status": rt.record.status},
+        )
+    return {"runtime_id": rt.id, "name": rt.record.name, "space": rt.record.space, **sample}
+
+
 _RESERVED_ARGS = frozenset({"--user-data-dir", "--remote-debugging-port",
                             "--remote-debugging-pipe", "--remote-debugging-address"})
 
 
 @method("runtimes.get")
 async def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
-    rt = api.runtime(p, "id")
+    rt = api.runtime(p, "id", touch=False)
     p.finish()
     return rt.record.to_wire()
 
@@ -58,7 +76,7 @@ async def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
 
 @method("runtimes.stop")
 async def runtimes_stop(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
-    rt = api.runtime(p, "id")
+    rt = api.runtime(p, "id", touch=False)
     timeout_s = p.number("timeout_s", None, low=0, high=600)
     p.finish()
     run, stopped = await api.registry.stop(rt, "stopped", timeout_s, caller.actor())
@@ -68,7 +86,7 @@ async def runtimes_stop(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
 
 @method("runtimes.delete")
 async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
-    rt = api.runtime(p, "id")
+    rt = api.runtime(p, "id", touch=False)
     force = p.flag("force", False)
     p.finish()
     await api.registry.delete(rt, force, caller.actor())

@@ -1,0 +1,133 @@
+"""The CDP proxy's cost: Playwright through the daemon's endpoint against a direct connection.
+
+One runtime, one Chromium. Its direct DevTools URL comes from DevToolsActivePort in the run's
+user-data-dir (what the daemon itself connects to); the proxied URL is a connection lease.
+Playwright attaches over CDP to one, then the other, alternating rounds, and measures:
+
+- `page.evaluate("1")` round trips (each timed; the median per call),
+- full-page screenshots of a big page (4000x4000 viewport, every cell a different colour so
+  the PNG is megabytes), as megabytes of PNG per second.
+
+With command recording (config `events.record_commands`) the proxy parses client frames and
+logs every command; when the daemon has no such key, only "off" is measured.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from playwright.sync_api import Page, Playwright, sync_playwright
+
+from browserd.client import Client
+from browserd.daemon.supervisor import read_devtools_active_port
+
+from .harness import CHROMIUM, DaemonUnderTest, config_key_known, median
+from .report import Row, Target, skipped
+
+SCENARIO = "proxy"
+ROUND_TRIP_TARGET = Target("<=", 1.10)
+SCREENSHOT_TARGET = Target(">=", 0.90)
+RECORD_KEY = "events.record_commands"
+
+
+def big_page(size: int, cell: int = 50, seed: int = 7) -> str:
+    """A size x size page of coloured, labelled cells: a screenshot of it is megabytes."""
+    rng = random.Random(seed)
+    per_row = size // cell
+    cells = "".join(
+        f'<div style="background:hsl({rng.randrange(360)},{rng.randrange(40, 90)}%,'
+        f'{rng.randrange(30, 80)}%)">{i}</div>'
+        for i in range(per_row * per_row)
+    )
+    return (
+        "<!doctype html><style>html,body{margin:0}"
+        f"#g{{display:grid;grid-template-columns:repeat({per_row},{cell}px);"
+        f"grid-auto-rows:{cell}px;width:{size}px;height:{size}px;font:11px monospace}}</style>"
+        f'<div id="g">{cells}</div>'
+    )
+
+
+def measure(pw: Playwright, url: str, *, evaluates: int, shots: int, html: str,
+            size: int) -> tuple[list[float], list[float]]:
+    """(seconds per evaluate, PNG bytes per second per screenshot) over one attach."""
+    browser = pw.chromium.connect_over_cdp(url, timeout=30_000)
+    try:
+        page: Page = browser.contexts[0].new_page()
+        for _ in range(20):  # warm-up: JIT on both ends, socket buffers
+            page.evaluate("1")
+        round_trips = []
+        for _ in range(evaluates):
+            start = time.perf_counter()
+            page.evaluate("1")
+            round_trips.append(time.perf_counter() - start)
+        page.set_viewport_size({"width": size, "height": size})
+        page.set_content(html)
+        page.screenshot(full_page=True)  # warm-up: raster tiles, encoder
+        rates = []
+        for _ in range(shots):
+            start = time.perf_counter()
+            png = page.screenshot(full_page=True)
+            rates.append(len(png) / (time.perf_counter() - start))
+        page.close()
+        return round_trips, rates
+    finally:
+        browser.close()  # over CDP this only drops the connection
+
+
+def one_daemon(pw: Playwright, *, record: bool | None, quick: bool) -> dict[str, Any]:
+    settings: dict[str, Any] = {"browser.executable": CHROMIUM}
+    if record is not None:
+        settings[RECORD_KEY] = record
+    rounds, evaluates, shots = (2, 100, 1) if quick else (5, 400, 3)
+    size = 4000
+    html = big_page(size)
+    results: dict[str, dict[str, list[float]]] = {
+        way: {"rtt": [], "rate": []} for way in ("direct", "proxy")
+    }
+    with DaemonUnderTest(settings, label="proxy") as daemon, Client(daemon.socket) as client:
+        runtime = client.runtimes.browser.launch(name="proxy-bench")
+        assert runtime.active_run_id is not None
+        user_data_dir = daemon.state_dir / "ephemeral" / runtime.active_run_id
+        endpoint = read_devtools_active_port(user_data_dir)
+        assert endpoint is not None, f"no DevToolsActivePort in {user_data_dir}"
+        lease = runtime.connections.create(ttl_s=3600)
+        assert lease.endpoint is not None
+        urls = {"direct": endpoint.ws_url, "proxy": lease.endpoint.url}
+        for i in range(rounds):
+            order = ("direct", "proxy") if i % 2 == 0 else ("proxy", "direct")
+            for way in order:
+                rtt, rate = measure(pw, urls[way], evaluates=evaluates, shots=shots,
+                                    html=html, size=size)
+                results[way]["rtt"] += rtt
+                results[way]["rate"] += rate
+        runtime.stop()
+    return {way: {"rtt_us": median(r["rtt"]) * 1e6, "mb_s": median(r["rate"]) / 1e6}
+            for way, r in results.items()}
+
+
+def run(*, quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    recording_known = config_key_known(RECORD_KEY, True)
+    modes: list[bool | None] = [False, True] if recording_known else [None]
+    with sync_playwright() as pw:
+        for record in modes:
+            label = "recording on" if record else "recording off"
+            got = one_daemon(pw, record=record, quick=quick)
+            rows += [
+                Row(SCENARIO, f"evaluate('1') round trip, {label}", got["proxy"]["rtt_us"],
+                    "us", baseline=got["direct"]["rtt_us"], target=ROUND_TRIP_TARGET),
+                Row(SCENARIO, f"4000x4000 full-page screenshot, {label}",
+                    got["proxy"]["mb_s"], "MB/s", baseline=got["direct"]["mb_s"],
+                    target=SCREENSHOT_TARGET),
+            ]
+    if not recording_known:
+        note = f"config key {RECORD_KEY} is unknown to this daemon: measured 'off' only"
+        rows += [
+            skipped(SCENARIO, "evaluate('1') round trip, recording on", "us", note,
+                    ROUND_TRIP_TARGET),
+            skipped(SCENARIO, "4000x4000 full-page screenshot, recording on", "MB/s", note,
+                    SCREENSHOT_TARGET),
+        ]
+    return rows

@@ -1,0 +1,245 @@
+"""Supervision that never leaks: restarts, crash loops, idle and lifetime limits, memory limits,
+queues for slots, profiles that survive and stale locks that do not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from playwright.sync_api import sync_playwright
+
+from browserd.client import AsyncClient, errors
+from browserd.daemon.config import Config, LimitsConfig, ResourcesConfig
+from browserd.daemon.profiles import ProfileStore
+from browserd.daemon.restart import RestartPolicy
+from browserd.daemon.service import Daemon, serve
+
+from .conftest import assert_no_processes, make_config, processes_using
+
+SHELL = "/usr/bin/chromium-headless-shell"
+
+
+@attrs.define
+class Running:
+    daemon: Daemon
+    bd: AsyncClient
+
+
+async def _run_daemon(config: Config) -> AsyncIterator[Running]:
+    async with trio.open_nursery() as nursery:
+        daemon: Daemon = await nursery.start(serve, config)
+        async with AsyncClient(config.socket) as bd:
+            yield Running(daemon, bd)
+        daemon.stop()
+    assert_no_processes(config.state_dir)
+
+
+@pytest.fixture
+async def fast(short_dir: Path) -> AsyncIterator[Running]:
+    """A daemon on the light headless shell that samples resources often."""
+    config = attrs.evolve(make_config(short_dir, executable=SHELL),
+                          resources=ResourcesConfig(sample_interval_s=0.3))
+    async for running in _run_daemon(config):
+        yield running
+
+
+async def wait_status(runtime: Any, status: str) -> None:
+    while (await runtime.refresh()).status != status:  # noqa: ASYNC110 - polls the daemon
+        await trio.sleep(0.05)
+
+
+async def test_restart_on_failure_then_crash_loop_breaker(fast: Running) -> None:
+    bd, registry = fast.bd, fast.daemon.registry
+    with trio.fail_after(60):
+        runtime = await bd.runtimes.browser.launch(name="phoenix", restart="on-failure")
+        live = registry.runtimes[runtime.id]
+        live.restart_policy = RestartPolicy(max_crashes=3, window_s=60, base_delay_s=0.2)
+        first_run = runtime.active_run_id
+        seen_runs = [first_run]
+        for _ in range(2):
+            assert live.process is not None
+            os.kill(live.process.pid, signal.SIGKILL)
+            # it comes back by itself, as a new run
+            while True:
+                await runtime.refresh()
+                if runtime.status == "active" and runtime.active_run_id not in seen_runs:
+                    break
+                await trio.sleep(0.05)
+            seen_runs.append(runtime.active_run_id)
+        crashed = await bd.runs.get(first_run)
+        assert crashed.status == "failed" and crashed.end_reason == "crashed"
+        reasons = [e.data.get("reason") for e in await crashed.events.list(types=["alert"])]
+        assert "restart_scheduled" in reasons
+        # the third crash within the window trips the breaker: it stays failed
+        assert live.process is not None
+        os.kill(live.process.pid, signal.SIGKILL)
+        await wait_status(runtime, "failed")
+        last = await bd.runs.get(seen_runs[-1])
+        alerts = [e.data for e in await last.events.list(types=["alert"])]
+        assert any(a.get("reason") == "crash_loop" for a in alerts)
+        await trio.sleep(1.0)
+        assert (await runtime.refresh()).status == "failed", "no restart after the breaker"
+        assert len(await runtime.runs.list()) == 3
+
+
+async def test_idle_timeout_waits_for_the_last_client(fast: Running) -> None:
+    bd = fast.bd
+    with trio.fail_after(60):
+        runtime = await bd.runtimes.browser.launch(name="idle", idle_timeout_s=1)
+        conn = await runtime.connections.create(ttl_s=1)
+        assert conn.endpoint is not None
+        from trio_websocket import open_websocket_url
+
+        async with open_websocket_url(conn.endpoint.url):
+            # an open socket keeps it alive well past the idle timeout (and past the lease)
+            await trio.sleep(2.5)
+            assert (await runtime.refresh()).status == "active"
+        run_id = runtime.active_run_id
+        started = trio.current_time()
+        await wait_status(runtime, "stopped")
+        waited = trio.current_time() - started
+        assert 0.8 <= waited <= 4, waited
+        run = await bd.runs.get(run_id)
+        assert run.end_reason == "idle_timeout"
+
+
+async def test_max_lifetime_ends_the_run(fast: Running) -> None:
+    with trio.fail_after(60):
+        runtime = await fast.bd.runtimes.browser.launch(name="short", max_lifetime_s=1.5)
+        run_id = runtime.active_run_id
+        await wait_status(runtime, "stopped")
+        assert (await fast.bd.runs.get(run_id)).end_reason == "max_lifetime"
+
+
+async def test_memory_limit_and_stats(fast: Running) -> None:
+    bd = fast.bd
+    with trio.fail_after(60):
+        runtime = await bd.runtimes.browser.launch(name="measured")
+        stats = await bd.call("runtimes.stats", {"id": runtime.id})
+        assert stats["rss_bytes"] > 10 * 1024 * 1024
+        assert stats["processes"] >= 2 and stats["targets"] >= 1
+        run = await runtime.current_run()
+        while not await run.events.list(types=["resource.sample"]):
+            await trio.sleep(0.1)
+        await runtime.stop()
+        with pytest.raises(errors.BrowserdError) as not_active:
+            await bd.call("runtimes.stats", {"id": runtime.id})
+        assert not_active.value.code == "runtime.not_active"
+
+        hog = await bd.runtimes.browser.launch(name="hog", memory_limit_mb=64)
+        run_id = hog.active_run_id
+        await wait_status(hog, "stopped")
+        run = await bd.runs.get(run_id)
+        assert run.end_reason == "memory_limit"
+        alert = (await run.events.list(types=["alert"]))[-1]
+        assert alert.data["limit_mb"] == 64 and alert.data["rss_bytes"] > 64 * 1024 * 1024
+
+
+async def test_launch_can_queue_for_a_slot(short_dir: Path) -> None:
+    config = attrs.evolve(make_config(short_dir, executable=SHELL),
+                          limits=LimitsConfig(max_runtimes=1))
+    async for running in _run_daemon(config):
+        bd = running.bd
+        with trio.fail_after(60):
+            first = await bd.runtimes.browser.launch(name="first")
+            queued: list[Any] = []
+
+            async def launch_second() -> None:
+                queued.append(await bd.runtimes.browser.launch(name="second", wait_s=20))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(launch_second)
+                await trio.sleep(0.5)
+                assert not queued, "the second launch waits for a slot"
+                await first.stop()
+            assert queued[0].status == "active"
+            with pytest.raises(errors.BrowserdError) as full:
+                await bd.runtimes.browser.launch(name="third", wait_s=0.3)
+            assert full.value.code == "browser.concurrent_quota_exceeded"
+            await queued[0].stop()
+
+
+def _cookie_roundtrip(url: str, set_value: str | None) -> list[dict[str, Any]]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.connect_over_cdp(url)
+        context = browser.contexts[0]  # the persistent profile's own context
+        if set_value is not None:
+            context.add_cookies([{"name": "session", "value": set_value, "domain": "example.test",
+                                  "path": "/", "expires": 4_000_000_000}])
+        cookies = [dict(c) for c in context.cookies("https://example.test/")]
+        browser.close()
+        return cookies
+
+
+async def test_cookies_survive_a_stop_and_launch(daemon: Daemon) -> None:
+    async with AsyncClient(daemon.config.socket) as bd:
+        with trio.fail_after(90):
+            runtime = await bd.runtimes.browser.launch(name="crm", profile="crm-bot")
+            conn = await runtime.connections.create()
+            assert conn.endpoint is not None
+            await trio.to_thread.run_sync(_cookie_roundtrip, conn.endpoint.url, "s3cret")
+            await runtime.stop()
+            await bd.runtimes.browser.launch(name="crm", profile="crm-bot")
+            conn = await runtime.connections.create()
+            assert conn.endpoint is not None
+            cookies = await trio.to_thread.run_sync(_cookie_roundtrip, conn.endpoint.url, None)
+            assert [c["value"] for c in cookies if c["name"] == "session"] == ["s3cret"]
+            await runtime.stop()
+
+
+async def test_stale_singleton_lock_is_cleared_only_when_provably_dead(fast: Running) -> None:
+    store: ProfileStore = fast.daemon.registry.profiles
+    user_data = store.path("stale") / "user-data"
+    user_data.mkdir(parents=True)
+    # a lock left by a process of this host that no longer exists
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    os.symlink(f"{socket.gethostname()}-{dead}", user_data / "SingletonLock")
+    with trio.fail_after(60):
+        runtime = await fast.bd.runtimes.browser.launch(name="stale", profile="stale")
+        run = await runtime.current_run()
+        cleared = await run.events.list(types=["profile.lock_cleared"])
+        assert cleared and cleared[0].data["pid"] == dead
+        await runtime.stop()
+    # a live pid, or another host: left alone
+    for target in (f"{socket.gethostname()}-{os.getpid()}", f"elsewhere-{dead}"):
+        os.symlink(target, user_data / "SingletonLock")
+        assert store.clear_stale_singleton(user_data) is None
+        assert os.readlink(user_data / "SingletonLock") == target
+        os.unlink(user_data / "SingletonLock")
+
+
+async def test_profiles_api(fast: Running) -> None:
+    bd = fast.bd
+    with trio.fail_after(60):
+        runtime = await bd.runtimes.browser.launch(name="owner", profile="login")
+        listed = (await bd.call("profiles.list"))["data"]
+        assert [p["name"] for p in listed] == ["login"]
+        assert listed[0]["in_use_by"]["runtime_id"] == runtime.id
+        assert listed[0]["size_bytes"] > 0
+        for method, params in (("profiles.delete", {"name": "login"}),
+                               ("profiles.clone", {"name": "login", "to": "copy"})):
+            with pytest.raises(errors.BrowserdError) as busy:
+                await bd.call(method, params)
+            assert busy.value.code == "profile.in_use"
+        await runtime.stop()
+        clone = await bd.call("profiles.clone", {"name": "login", "to": "copy"})
+        assert clone["name"] == "copy" and clone["in_use_by"] is None
+        copy_dir = fast.daemon.registry.profiles.path("copy") / "user-data"
+        assert not (copy_dir / "SingletonLock").exists()
+        other = await bd.runtimes.browser.launch(name="other", profile="copy")
+        assert processes_using(copy_dir)
+        await other.stop()
+        await bd.call("profiles.delete", {"name": "copy"})
+        with pytest.raises(errors.BrowserdError) as gone:
+            await bd.call("profiles.get", {"name": "copy"})
+        assert gone.value.code == "profile.not_found"
