@@ -18,8 +18,8 @@ import psutil
 
 from . import __version__
 from .errors import ApiError
-from .params import Params, invalid
 from .monitor import ResourceMonitor
+from .params import Params, invalid
 from .registry import Registry, Runtime
 from .storage import now_rfc3339
 

@@ -3,6 +3,7 @@ queues for slots, profiles that survive and stale locks that do not."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ class Running:
     bd: AsyncClient
 
 
+@contextlib.asynccontextmanager
 async def _run_daemon(config: Config) -> AsyncIterator[Running]:
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(serve, config)
@@ -46,7 +48,7 @@ async def fast(short_dir: Path) -> AsyncIterator[Running]:
     """A daemon on the light headless shell that samples resources often."""
     config = attrs.evolve(make_config(short_dir, executable=SHELL),
                           resources=ResourcesConfig(sample_interval_s=0.3))
-    async for running in _run_daemon(config):
+    async with _run_daemon(config) as running:
         yield running
 
 
@@ -126,7 +128,7 @@ async def test_memory_limit_and_stats(fast: Running) -> None:
         assert stats["rss_bytes"] > 10 * 1024 * 1024
         assert stats["processes"] >= 2 and stats["targets"] >= 1
         run = await runtime.current_run()
-        while not await run.events.list(types=["resource.sample"]):
+        while not await run.events.list(types=["resource.sample"]):  # noqa: ASYNC110
             await trio.sleep(0.1)
         await runtime.stop()
         with pytest.raises(errors.BrowserdError) as not_active:
@@ -145,7 +147,7 @@ async def test_memory_limit_and_stats(fast: Running) -> None:
 async def test_launch_can_queue_for_a_slot(short_dir: Path) -> None:
     config = attrs.evolve(make_config(short_dir, executable=SHELL),
                           limits=LimitsConfig(max_runtimes=1))
-    async for running in _run_daemon(config):
+    async with _run_daemon(config) as running:
         bd = running.bd
         with trio.fail_after(60):
             first = await bd.runtimes.browser.launch(name="first")
@@ -199,10 +201,9 @@ async def test_stale_singleton_lock_is_cleared_only_when_provably_dead(fast: Run
     user_data = store.path("stale") / "user-data"
     user_data.mkdir(parents=True)
     # a lock left by a process of this host that no longer exists
-    dead = os.fork()
-    if dead == 0:
-        os._exit(0)
-    os.waitpid(dead, 0)
+    exited = await trio.lowlevel.open_process(["true"])
+    await exited.wait()
+    dead = exited.pid
     os.symlink(f"{socket.gethostname()}-{dead}", user_data / "SingletonLock")
     with trio.fail_after(60):
         runtime = await fast.bd.runtimes.browser.launch(name="stale", profile="stale")
