@@ -6,7 +6,9 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit browser setup clean
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: run test lint typecheck unit browser setup clean bench bench-quick
 
 run: setup
 	$(BIN)/browserd
@@ -33,6 +35,18 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# Benchmarks (bench/, results in BENCHMARKS.md): not part of `make test`. bench-quick is the
+# CI smoke run; its report goes to /tmp so it never replaces the real numbers.
+bench: setup $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: setup $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -68,7 +68,8 @@ def selected(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def run_scenario(name: str, runner: Callable[..., list[Row]], quick: bool) -> tuple[list[Row], bool]:
+def run_scenario(name: str, runner: Callable[..., list[Row]],
+                 quick: bool) -> tuple[list[Row], bool]:
     started = time.perf_counter()
     print(f"== {name} ...", file=sys.stderr, flush=True)
     try:
@@ -76,8 +77,9 @@ def run_scenario(name: str, runner: Callable[..., list[Row]], quick: bool) -> tu
         ok = True
     except Exception as exc:
         traceback.print_exc()
-        rows = [Row(name, f"scenario failed: {type(exc).__name__}: {exc}"[:160], None, "",
-                    skipped=True, note="see the traceback on stderr")]
+        first_line = (str(exc).strip().splitlines() or [""])[0].replace("|", "/")
+        rows = [Row(name, f"scenario failed: {type(exc).__name__}: {first_line}"[:160], None,
+                    "", error=True, note="see the traceback on stderr")]
         ok = False
     print(f"== {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     return rows, ok

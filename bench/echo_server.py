@@ -42,7 +42,6 @@ async def serve_connection(stream: trio.SocketStream) -> None:
 
 
 async def main(path: Path) -> None:
-    path.unlink(missing_ok=True)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(str(path))
     sock.listen(128)
@@ -54,4 +53,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m bench.echo_server SOCKET_PATH")
     os.umask(0o077)
+    Path(sys.argv[1]).unlink(missing_ok=True)
     trio.run(main, Path(sys.argv[1]))

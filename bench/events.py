@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from browserd.client import AsyncClient, errors
-from browserd.daemon.eventlog import Event, EventLog
+from browserd.daemon.eventlog import Event, EventLog, FsyncPolicy
 
 from .harness import HEADLESS_SHELL, DaemonUnderTest, median, percentile, scratch_dir
 from .report import Row, Target
@@ -37,10 +37,10 @@ def command_event(i: int) -> dict[str, Any]:
             "duration_ms": 0.412, "outcome": "ok"}
 
 
-def appends_per_second(directory: Path, fsync: str, count: int) -> float:
+def appends_per_second(directory: Path, fsync: FsyncPolicy, count: int) -> float:
     path = directory / f"events-{fsync}.jsonl"
     with EventLog.open(path, run_id="run_bench", runtime_id="rt_bench", space="default",
-                       fsync=fsync) as log:  # type: ignore[arg-type]
+                       fsync=fsync) as log:
         payloads = [command_event(i) for i in range(count)]
         start = time.perf_counter()
         for data in payloads:
@@ -51,25 +51,26 @@ def appends_per_second(directory: Path, fsync: str, count: int) -> float:
 
 async def listener_latency(directory: Path, count: int) -> list[float]:
     """append() -> a reader task holding the event, in seconds, one event at a time."""
-    send, receive = trio.open_memory_channel[tuple[float, Event]](1024)
+    send, receive = trio.open_memory_channel[Event](1024)
     latencies: list[float] = []
+    starts: dict[int, float] = {}
+    arrived = [trio.Event()]
+
+    async def reader() -> None:
+        async for event in receive:
+            latencies.append(time.perf_counter() - starts[event["seq"]])
+            arrived[0].set()
+
     with EventLog.open(directory / "events-follow.jsonl", run_id="run_bench",
                        runtime_id="rt_bench", space="default", fsync="batch") as log:
-        log.add_listener(lambda event: send.send_nowait((time.perf_counter(), event)))
-
-        async def reader() -> None:
-            async for _, event in receive:
-                latencies.append(time.perf_counter() - starts[event["seq"]])
-
-        starts: dict[int, float] = {}
+        log.add_listener(send.send_nowait)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
             for i in range(count):
+                arrived[0] = trio.Event()
                 starts[log.last_seq + 1] = time.perf_counter()
                 log.append("connection.command", command_event(i), source="client")
-                await trio.sleep(0)  # the reader runs before the next append
-                while len(latencies) <= i:
-                    await trio.sleep(0)
+                await arrived[0].wait()  # one event in flight at a time
             send.close()
     return latencies
 
@@ -117,7 +118,7 @@ async def follow_served(client: AsyncClient) -> bool:
     try:
         await client.call("runs.events.follow", {"run_id": "run_00000000000000000000000000"})
     except errors.BrowserdError as exc:
-        return exc.code != "rpc.method_not_found"
+        return bool(exc.code != "rpc.method_not_found")
     return True
 
 

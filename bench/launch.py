@@ -81,8 +81,8 @@ def run(*, quick: bool) -> list[Row]:
         for label, executable in (("chromium", CHROMIUM),
                                   ("chromium-headless-shell", HEADLESS_SHELL)):
             settings = {"browser.executable": executable}
-            with DaemonUnderTest(settings, label=f"launch-{label}") as daemon, Client(daemon.socket) as client, \
-                    scratch_dir("bdb-raw-") as base:
+            with DaemonUnderTest(settings, label=f"launch-{label}") as daemon, \
+                    Client(daemon.socket) as client, scratch_dir("bdb-raw-") as base:
                 ways: dict[str, Callable[[int], float]] = {
                     "raw": lambda i, e=executable: raw_launch(e, base, i),  # type: ignore[misc]
                     "browserd": lambda i: daemon_launch(client, i),

@@ -8,8 +8,9 @@ Playwright attaches over CDP to one, then the other, alternating rounds, and mea
 - full-page screenshots of a big page (4000x4000 viewport, every cell a different colour so
   the PNG is megabytes), as megabytes of PNG per second.
 
-With command recording (config `events.record_commands`) the proxy parses client frames and
-logs every command; when the daemon has no such key, only "off" is measured.
+With command recording (config `events.record_commands = "commands"`, the default) the proxy
+parses client frames and logs every command; "off" is measured with the key set to "off".
+When the daemon has no such key, only "off" is measured.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def measure(pw: Playwright, url: str, *, evaluates: int, shots: int, html: str,
         browser.close()  # over CDP this only drops the connection
 
 
-def one_daemon(pw: Playwright, *, record: bool | None, quick: bool) -> dict[str, Any]:
+def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, Any]:
     settings: dict[str, Any] = {"browser.executable": CHROMIUM}
     if record is not None:
         settings[RECORD_KEY] = record
@@ -109,11 +110,11 @@ def one_daemon(pw: Playwright, *, record: bool | None, quick: bool) -> dict[str,
 
 def run(*, quick: bool) -> list[Row]:
     rows: list[Row] = []
-    recording_known = config_key_known(RECORD_KEY, True)
-    modes: list[bool | None] = [False, True] if recording_known else [None]
+    recording_known = config_key_known(RECORD_KEY, "commands")
+    modes: list[str | None] = ["off", "commands"] if recording_known else [None]
     with sync_playwright() as pw:
         for record in modes:
-            label = "recording on" if record else "recording off"
+            label = "recording on" if record == "commands" else "recording off"
             got = one_daemon(pw, record=record, quick=quick)
             rows += [
                 Row(SCENARIO, f"evaluate('1') round trip, {label}", got["proxy"]["rtt_us"],

@@ -2,7 +2,8 @@
 
 A row is one measured number, optionally beside a baseline (the floor it is compared to) and a
 target (a bound on the ratio or on the value). The verdict is PASS or MISS when there is a
-target, "info" when there is none, SKIP when the scenario could not run here.
+target, "info" when there is none, SKIP when the scenario could not run here, ERROR when it
+crashed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import attrs
 
 COLUMNS = ("scenario", "metric", "browserd", "baseline", "ratio", "target", "result")
-VERDICTS = ("PASS", "MISS", "info", "SKIP")
+VERDICTS = ("PASS", "MISS", "info", "SKIP", "ERROR")
 
 
 @attrs.frozen
@@ -50,6 +51,7 @@ class Row:
     target: Target | None = None
     note: str = ""
     skipped: bool = False
+    error: bool = False  # the scenario crashed: the metric says how
 
     @property
     def ratio(self) -> float | None:
@@ -59,6 +61,8 @@ class Row:
 
     @property
     def verdict(self) -> str:
+        if self.error:
+            return "ERROR"
         if self.skipped or self.value is None:
             return "SKIP"
         if self.target is None:
@@ -73,7 +77,8 @@ class Row:
         return (
             self.scenario,
             self.metric,
-            "skipped" if self.value is None else format_number(self.value, self.unit),
+            ("error" if self.error else "skipped") if self.value is None
+            else format_number(self.value, self.unit),
             "-" if self.baseline is None else format_number(self.baseline, self.unit),
             "-" if ratio is None else f"{ratio:.2f}x",
             "-" if self.target is None else self.target.text(self.unit),

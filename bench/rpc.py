@@ -21,7 +21,7 @@ import trio
 
 from browserd.client import AsyncClient
 
-from .harness import DaemonUnderTest, socket_accepts, median, percentile, scratch_dir
+from .harness import DaemonUnderTest, median, percentile, scratch_dir, socket_accepts
 from .report import Row, Target
 
 SCENARIO = "rpc"

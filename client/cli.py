@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from . import doctor
 from ._sync import Client, Run
 from .cli_format import (
     StatsRow,
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="stop it first if needed")
 
     command("status", cmd_status, "show the daemon's status")
+    # doctor works without a daemon (finding out why there is none is its job): main() runs
+    # it before connecting, so it has no Command.
+    help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"
+    sub.add_parser("doctor", help=help, description=help, parents=[common])
 
     p = command("profiles", cmd_profiles, "list persistent profiles (or show, rm, clone one)")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -339,6 +344,8 @@ def report_error(err: BrowserdError, stream: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``browserctl``; returns the exit status."""
     args = parse_args(argv)
+    if args.command == "doctor":
+        return doctor.run(args.socket, as_json=args.json)
     try:
         with Client(args.socket, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)

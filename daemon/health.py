@@ -53,12 +53,11 @@ async def watch(registry: Registry, api: Api, notifier: Notifier, *,
     interval = notifier.watchdog_interval_s
     period = period_s or (interval / 2 if interval else STATUS_PERIOD_S)
     budget = period / 2  # a round that takes longer than this counts as failed
-    socket_path = Path(api.socket_path)
     next_round = trio.current_time()
     unhealthy = False
     while True:
         status = status_line(registry, api)  # before the probe, which is a client too
-        problem = await check(socket_path, registry.state_dir, budget)
+        problem = await check(Path(api.socket_path), registry.state_dir, budget)
         if problem is None:
             if unhealthy:
                 log.warning("health check passes again")

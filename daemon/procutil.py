@@ -11,9 +11,11 @@ import ctypes
 import logging
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -104,9 +106,11 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
 
 
 async def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], output_fd: int
+    argv: Sequence[str], *, env: Mapping[str, str], output_fd: int,
+    die_with_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session with SIGKILL as its parent-death signal.
+    """Start `argv` in a new session, with SIGKILL as its parent-death signal unless
+    `die_with_parent` is False (live restore: the browser outlives a daemon that dies).
 
     stdout and stderr go to `output_fd`, stdin is /dev/null, no other fd is inherited.
     Raises OSError when the executable cannot be started.
@@ -114,7 +118,7 @@ async def spawn(
     token = trio.lowlevel.current_trio_token()
     done = trio.Event()
     result: list[outcome.Outcome[subprocess.Popen[bytes]]] = []
-    preexec = _die_with_parent(os.getpid())
+    preexec = _die_with_parent(os.getpid()) if die_with_parent else None
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -135,6 +139,37 @@ async def spawn(
     with trio.CancelScope(shield=True):
         await done.wait()
     return result[0].unwrap()
+
+
+class AdoptedPopen:
+    """Stands in for the Popen of a browser an earlier daemon started (live restore).
+
+    It is not our child, so it cannot be waited for: exit shows as its pidfd turning readable,
+    and `returncode` then becomes 0 (meaning "gone"; the real status is unknowable).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd: int | None = os.pidfd_open(pid)
+
+    def poll(self) -> int | None:
+        if self._pidfd is not None:
+            readable, _, _ = select.select([self._pidfd], [], [], 0)
+            if readable:
+                os.close(self._pidfd)
+                self._pidfd = None
+                self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
 
 
 # ------------------------------------------------------------------ /proc

@@ -14,10 +14,11 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -49,7 +50,10 @@ from .model import (
 )
 from .profiles import HeldProfile, ProfileStore
 from .restart import RestartPolicy
-from .supervisor import BrowserProcess, LaunchSpec, sweep_user_data_dir
+from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
+
+if TYPE_CHECKING:
+    from .artifacts import ArtifactStore
 
 log = logging.getLogger("browserd.registry")
 
@@ -134,7 +138,14 @@ class Registry:
         self.leases: dict[str, Lease] = {}
         self.shutting_down = False
         self.run_services: list[RunService] = []
+        # Set by the service once built (artifacts.py imports this module).
+        self.artifacts: ArtifactStore
+        # runtime id -> the download folder a CDP client asked the browser for
+        # (Browser.setDownloadBehavior downloadPath), reported by the proxy; the
+        # observer (observer.py) reads it to find a client's finished downloads.
+        self.download_paths: dict[str, str] = {}
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
+        self._orphans: list[Runtime] = []  # live in the state files at start: to reconcile
         self.profiles = ProfileStore(config.state_dir / "profiles")
         self._nursery: trio.Nursery | None = None
 
@@ -171,6 +182,10 @@ class Registry:
         self._load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for rt in self._orphans:
+                await self._reconcile(rt)
+            self._orphans.clear()
+            self._remove_leftover_ephemeral()
             nursery.start_soon(self._expire_leases)
             task_status.started()
             await trio.sleep_forever()
@@ -195,13 +210,68 @@ class Registry:
                 rt = Runtime(record)
                 self.runtimes[record.id] = rt
                 if record.status in LIVE_RUNTIME:
-                    self._reconcile_lost(rt)
-        # No run is live before the daemon starts one, so every ephemeral profile is a leftover.
+                    self._orphans.append(rt)
+
+    def _remove_leftover_ephemeral(self) -> None:
+        """Every ephemeral profile that no live (or adopted) run uses is a leftover."""
+        in_use = {rt.user_data_dir for rt in self.runtimes.values() if rt.ephemeral}
         for leftover in (self.state_dir / "ephemeral").iterdir():
+            if leftover in in_use:
+                continue
             killed = sweep_user_data_dir(leftover)
             if killed:
                 log.warning("killed %d leftover processes of %s", len(killed), leftover)
             shutil.rmtree(leftover, ignore_errors=True)
+
+    async def _reconcile(self, rt: Runtime) -> None:
+        """A runtime the state says is live, left by a daemon that is gone: adopt its browser
+        when live_restore is on and the browser is still there, else end it as lost."""
+        info = rt.record.process or {}
+        run = self.runs.get(rt.record.active_run_id or "")
+        if self.config.live_restore and run is not None and "port" in info:
+            try:
+                await self._adopt(rt, run, info)
+                return
+            except (ApiError, LookupError, OSError) as exc:
+                log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
+        self._reconcile_lost(rt)
+
+    async def _adopt(self, rt: Runtime, run: RunRecord, info: dict[str, Any]) -> None:
+        user_data_dir = Path(info["user_data_dir"])
+        endpoint = DevToolsEndpoint(info["host"], info["port"], info["browser_path"])
+        spec = LaunchSpec(executable=info["executable"], user_data_dir=user_data_dir,
+                          die_with_daemon=False)
+        # Check before taking anything: a browser that is gone is reconciled as lost.
+        adopt_recorded = partial(BrowserProcess.adopt, spec, pid=info["pid"],
+                                 create_time=info["create_time"], endpoint=endpoint)
+        if rt.record.profile is not None:
+            rt.held_profile = self.profiles.acquire(rt.record.profile, {
+                "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
+                "run_id": run.id, "daemon_pid": os.getpid(), "adopted": True,
+            })
+        rt.user_data_dir, rt.ephemeral = user_data_dir, bool(info.get("ephemeral"))
+        rt.run, rt.log = run, self._open_log(run)
+        rt.end_reason, rt.done = None, trio.Event()
+        assert self._nursery is not None
+
+        async def start(pumps: trio.Nursery) -> BrowserProcess:
+            try:
+                return await adopt_recorded(nursery=pumps)
+            except LookupError as exc:
+                raise ApiError("browser.adopt_failed", str(exc)) from None
+
+        try:
+            await self._nursery.start(partial(self._supervise, rt, start, adopting=True))
+        except ApiError:
+            # Nothing was ended: give back what was taken; the caller reconciles it as lost.
+            if rt.log is not None:
+                rt.log.close()
+            if rt.held_profile is not None:
+                self.profiles.release(rt.held_profile)
+                rt.held_profile = None
+            rt.user_data_dir, rt.ephemeral, rt.log = None, False, None
+            raise
+        log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
 
     def _reconcile_lost(self, rt: Runtime) -> None:
         """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
@@ -416,9 +486,10 @@ class Registry:
             headless=bool(rt.record.config.get("headless", True)),
             extra_args=(*self.config.browser.args, *rt.record.config.get("args", ())),
             startup_timeout_s=self.config.browser.startup_timeout_s,
+            die_with_daemon=not self.config.live_restore,
         )
         assert self._nursery is not None
-        await self._nursery.start(self._supervise, rt, spec)
+        await self._nursery.start(self._supervise, rt, partial(BrowserProcess.launch, spec))
         return run
 
     def _acquire_profile(self, rt: Runtime, run: RunRecord) -> None:
@@ -443,35 +514,44 @@ class Registry:
         rt.user_data_dir, rt.ephemeral = None, False
 
     async def _supervise(
-        self, rt: Runtime, spec: LaunchSpec, *, task_status: trio.TaskStatus[None]
+        self, rt: Runtime, start: Callable[[trio.Nursery], Awaitable[BrowserProcess]],
+        *, adopting: bool = False, task_status: trio.TaskStatus[None],
     ) -> None:
-        """Own one run's browser: launch it, watch it, and end the run however it goes."""
+        """Own one run's browser: start (or adopt) it, watch it, and end the run however it
+        goes. A failed adoption ends nothing: the caller reconciles the run as lost."""
         assert rt.run is not None and rt.log is not None
         process: BrowserProcess | None = None
         launch_error: ApiError | None = None
         try:
             async with trio.open_nursery() as pumps:
                 try:
-                    process = await BrowserProcess.launch(spec, pumps)
+                    process = await start(pumps)
                 except ApiError as exc:
                     # Raised once the nursery has closed, so the caller gets the ApiError
                     # itself rather than an exception group.
                     launch_error = exc
-                    failure = {"code": exc.code, "message": exc.message, **exc.data}
-                    if "stderr_tail" in failure:
-                        failure["stderr_tail"] = failure["stderr_tail"][-20:]
-                    self._plan_restart(rt)
-                    self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
+                    if not adopting:
+                        failure = {"code": exc.code, "message": exc.message, **exc.data}
+                        if "stderr_tail" in failure:
+                            failure["stderr_tail"] = failure["stderr_tail"][-20:]
+                        self._plan_restart(rt)
+                        self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
-                    self._mark_ready(rt, process)
+                    if process.adopted:
+                        rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
+                                                            "cdp_port": process.endpoint.port},
+                                      status="active")
+                    else:
+                        self._mark_ready(rt, process)
                     for service in self.run_services:
                         pumps.start_soon(_attend_guarded, service, rt)
                     task_status.started()
                     await self._watch(rt, process)
                 pumps.cancel_scope.cancel()
         finally:
-            if rt.run is not None and rt.run.status not in FINISHED_RUN:
+            ended_elsewhere = adopting and launch_error is not None
+            if not ended_elsewhere and rt.run is not None and rt.run.status not in FINISHED_RUN:
                 # Cancelled from outside (the daemon is going down hard): still leave nothing.
                 with trio.CancelScope(shield=True):
                     if process is not None:
@@ -553,8 +633,12 @@ class Registry:
         assert rt.run is not None and rt.log is not None
         rt.record.status = runtime_transition(rt.record.status, Trigger.READY)
         rt.run.status = run_transition(rt.run.status, Trigger.READY)
+        endpoint = process.endpoint
         rt.record.process = {"pid": process.pid, "create_time": process.create_time,
-                             "user_data_dir": str(process.user_data_dir)}
+                             "user_data_dir": str(process.user_data_dir),
+                             "executable": process.spec.executable,
+                             "ephemeral": rt.ephemeral, "host": endpoint.host,
+                             "port": endpoint.port, "browser_path": endpoint.browser_path}
         self.touch(rt)
         self.save_runtime(rt)
         self._save_run(rt.run)

@@ -16,6 +16,7 @@ from . import (
     methods,  # noqa: F401 - importing registers every RPC method
 )
 from .api import Api
+from .artifacts import ArtifactStore
 from .config import Config
 from .monitor import ResourceMonitor
 from .notify import Notifier
@@ -60,6 +61,7 @@ async def serve(config: Config, *, handle_signals: bool = False,
     set_child_subreaper()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registry = Registry(config)
+    registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
     api = Api(registry, socket_path=str(config.socket))

@@ -111,6 +111,8 @@ class LaunchSpec:
     headless: bool = True
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = 30.0
+    # False with live_restore: no parent-death signal, so a new daemon can adopt the browser.
+    die_with_daemon: bool = True
 
 
 @attrs.frozen
@@ -203,7 +205,8 @@ class BrowserProcess:
     stop_requested: bool
 
     def __init__(
-        self, spec: LaunchSpec, user_data_dir: Path, popen: subprocess.Popen[bytes]
+        self, spec: LaunchSpec, user_data_dir: Path,
+        popen: subprocess.Popen[bytes] | procutil.AdoptedPopen,
     ) -> None:
         self.spec = spec
         self.user_data_dir = user_data_dir
@@ -223,6 +226,7 @@ class BrowserProcess:
         self._output_done = trio.Event()
         self._stopping: trio.Event | None = None
         self._tree_gone = False
+        self.adopted = isinstance(popen, procutil.AdoptedPopen)
 
     def __repr__(self) -> str:
         return f"<BrowserProcess pid={self.pid} user_data_dir={str(self.user_data_dir)!r}>"
@@ -242,7 +246,8 @@ class BrowserProcess:
         argv = browser_args(spec, user_data_dir)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            popen = await procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd)
+            popen = await procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd,
+                                         die_with_parent=spec.die_with_daemon)
         except OSError as exc:
             os.close(read_fd)
             raise ApiError(
@@ -276,6 +281,27 @@ class BrowserProcess:
             with trio.CancelScope(shield=True):
                 await proc._kill_tree(sweep=not proc._profile_in_use)
             raise
+        return proc
+
+    @classmethod
+    async def adopt(cls, spec: LaunchSpec, *, pid: int, create_time: float,
+                    endpoint: DevToolsEndpoint, nursery: trio.Nursery) -> BrowserProcess:
+        """Take over a browser that an earlier daemon started (live restore).
+
+        Raises LookupError unless `pid` is still that browser: same start time, and a command
+        line that names `spec.user_data_dir`. Its output went to the dead daemon, so the
+        stderr tail stays empty; its exit is seen through a pidfd, its exit status is unknown.
+        """
+        info = procutil.read_proc(pid)
+        if info is None or info.zombie or abs(info.create_time - create_time) > 0.05:
+            raise LookupError(f"pid {pid} is not the browser that was recorded")
+        user_data_dir = spec.user_data_dir  # recorded absolute by the daemon that launched it
+        if not any(p.pid == pid for p in procutil.dir_users(user_data_dir, [info])):
+            raise LookupError(f"pid {pid} does not run on {user_data_dir}")
+        proc = cls(spec, user_data_dir, procutil.AdoptedPopen(pid))
+        proc._endpoint = endpoint
+        proc._output_done.set()
+        nursery.start_soon(proc._watch_exit)
         return proc
 
     async def _wait_started(self) -> None:
@@ -393,7 +419,7 @@ class BrowserProcess:
         if self._popen.poll() is None:
             return False
         if self._exit_status is None:
-            self._exit_status = ExitStatus.from_returncode(self._popen.returncode, self.stderr_tail)
+            self._exit_status = self._status_now()
             self._startup_news.set()
             self._exited.set()
             log.info("browser pid %d exited (%s)%s", self.pid, _describe(self._exit_status),
@@ -473,7 +499,7 @@ class BrowserProcess:
                     self._stopping = None
             with trio.move_on_after(0.5):  # lines written while dying, for the final tail
                 await self._output_done.wait()
-        status = ExitStatus.from_returncode(self._popen.returncode, self.stderr_tail)
+        status = self._status_now()
         if self._exit_status is not None:
             self._exit_status = status
         return status
@@ -556,9 +582,14 @@ class BrowserProcess:
             log.error("browser pid %d: processes survive SIGKILL: %s", self.pid,
                       self.tree_pids())
 
+    def _status_now(self) -> ExitStatus:
+        # An adopted browser is not our child: it exited, but how is not ours to know.
+        returncode = None if self.adopted else self._popen.returncode
+        return ExitStatus.from_returncode(returncode, self.stderr_tail)
+
     def _final_status(self) -> ExitStatus:
         self._poll_main()
-        return ExitStatus.from_returncode(self._popen.returncode, self.stderr_tail)
+        return self._status_now()
 
 
 def _describe(status: ExitStatus) -> str:

@@ -244,3 +244,67 @@ async def test_profiles_api(fast: Running) -> None:
         with pytest.raises(errors.BrowserdError) as gone:
             await bd.call("profiles.get", {"name": "copy"})
         assert gone.value.code == "profile.not_found"
+
+
+def test_live_restore_adopts_browsers_of_a_killed_daemon(short_dir: Path) -> None:
+    import json
+    import time
+
+    from trio_websocket import open_websocket_url
+
+    from browserd.client import Client
+
+    from .conftest import DaemonProcess
+
+    config = f'live_restore = true\n[browser]\nexecutable = "{SHELL}"\n'
+    (short_dir / "config.toml").write_text(config)
+    first = DaemonProcess(short_dir)
+    first.start()
+    with Client(first.socket) as bd:
+        kept = bd.runtimes.browser.launch(name="kept", profile="kept")
+        temp = bd.runtimes.browser.launch(name="temp")
+        runs = {kept.id: kept.active_run_id, temp.id: temp.active_run_id}
+        pids = {rt.id: first_pid(short_dir, rt.id) for rt in (kept, temp)}
+    first.kill()
+    time.sleep(0.5)
+    for pid in pids.values():
+        assert psutil_alive(pid), "with live_restore the browsers outlive the daemon"
+    second = DaemonProcess(short_dir)
+    second.start()
+    try:
+        with Client(second.socket) as bd:
+            for runtime in bd.runtimes.list():
+                assert runtime.status == "active"
+                assert runtime.active_run_id == runs[runtime.id], "the same run goes on"
+                conn = runtime.connections.create()
+                assert conn.endpoint is not None
+
+                async def version(url: str) -> str:
+                    async with open_websocket_url(url) as ws:
+                        await ws.send_message(json.dumps({"id": 1, "method": "Browser.getVersion"}))
+                        return str(json.loads(await ws.get_message())["result"]["product"])
+
+                assert "Chrome" in trio.run(version, conn.endpoint.url)
+                events = runtime.current_run().events.list(types=["runtime.lifecycle"])
+                assert events[-1].data.get("adopted") is True
+                runtime.stop()
+            assert not any((short_dir / "state" / "ephemeral").iterdir())
+    finally:
+        assert second.stop() == 0
+    assert_no_processes(short_dir / "state")
+
+
+def first_pid(base: Path, runtime_id: str) -> int:
+    import json
+
+    record = json.loads((base / "state" / "runtimes" / runtime_id / "runtime.json").read_text())
+    return int(record["process"]["pid"])
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
