@@ -48,6 +48,7 @@ from .model import (
     hash_token,
     parse_time,
 )
+from .pool import WarmPool
 from .profiles import HeldProfile, ProfileStore
 from .restart import RestartPolicy
 from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
@@ -146,6 +147,7 @@ class Registry:
         self.download_paths: dict[str, str] = {}
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
         self._orphans: list[Runtime] = []  # live in the state files at start: to reconcile
+        self.pool: WarmPool | None = None
         self.profiles = ProfileStore(config.state_dir / "profiles")
         self._nursery: trio.Nursery | None = None
 
@@ -187,6 +189,14 @@ class Registry:
             self._orphans.clear()
             self._remove_leftover_ephemeral()
             nursery.start_soon(self._expire_leases)
+            if self.config.pool.size > 0:
+                self.pool = WarmPool(
+                    size=self.config.pool.size, directory=self.state_dir / "ephemeral",
+                    spec_for=self._pool_spec,
+                    free_slots=self._free_slots_for_pool,
+                    stop_grace_s=self.config.browser.stop_grace_s,
+                )
+                await nursery.start(self.pool.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -426,7 +436,15 @@ class Registry:
             return rt, run, True
 
     async def _wait_for_slot(self, wait_s: float) -> None:
-        """Queue up to `wait_s` for a runtime slot; then `_check_quota` has the last word."""
+        """Queue up to `wait_s` for a runtime slot; then `_check_quota` has the last word.
+
+        Pooled browsers hold slots too; one is given back when only that frees room (the
+        launch may still take another pooled browser, which changes nothing in the count)."""
+        limit = self.config.limits.max_runtimes
+        while (self.pool is not None and self._live_count() + len(self.pool) >= limit
+               and self._live_count() < limit):
+            if not await self.pool.give_back_one():
+                break
         with trio.move_on_after(wait_s):
             while self._live_count() >= self.config.limits.max_runtimes:
                 await self._slot_freed.wait()
@@ -460,7 +478,11 @@ class Registry:
         executable = find_browser(self.config.browser.executable)
         run = RunRecord(id=storage.make_id("run"), runtime_id=rt.id, space=rt.record.space,
                         status=RunStatus.STARTING, started_at=_now())
-        self._acquire_profile(rt, run)
+        pooled = self.pool.take() if self.pool is not None and self._poolable(rt) else None
+        if pooled is not None:
+            rt.user_data_dir, rt.ephemeral = pooled.user_data_dir, True
+        else:
+            self._acquire_profile(rt, run)
         try:
             self._save_run(run)
             rt.run, rt.log = run, self._open_log(run)
@@ -474,23 +496,49 @@ class Registry:
         rt.record.active_run_id = run.id
         self.save_runtime(rt)
         rt.log.append("runtime.lifecycle", {"executable": executable,
-                                            "profile": rt.record.profile},
+                                            "profile": rt.record.profile,
+                                            "from_pool": pooled is not None},
                       status="starting", actor=actor)
         if rt.held_profile is not None:
             cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
             if cleared is not None:
                 rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
-        spec = LaunchSpec(
-            executable=executable,
-            user_data_dir=rt.user_data_dir or Path(),
+        assert self._nursery is not None
+        if pooled is not None:
+            await self._nursery.start(self._supervise, rt, partial(_already_started, pooled))
+            return run
+        spec = self._launch_spec(
+            executable, rt.user_data_dir or Path(),
             headless=bool(rt.record.config.get("headless", True)),
-            extra_args=(*self.config.browser.args, *rt.record.config.get("args", ())),
+            args=tuple(rt.record.config.get("args", ())),
+        )
+        await self._nursery.start(self._supervise, rt, partial(BrowserProcess.launch, spec))
+        return run
+
+    def _launch_spec(self, executable: str, user_data_dir: Path, *, headless: bool = True,
+                     args: tuple[str, ...] = ()) -> LaunchSpec:
+        return LaunchSpec(
+            executable=executable,
+            user_data_dir=user_data_dir,
+            headless=headless,
+            extra_args=(*self.config.browser.args, *args),
             startup_timeout_s=self.config.browser.startup_timeout_s,
             die_with_daemon=not self.config.live_restore,
         )
-        assert self._nursery is not None
-        await self._nursery.start(self._supervise, rt, partial(BrowserProcess.launch, spec))
-        return run
+
+    def _free_slots_for_pool(self) -> int:
+        if self.shutting_down:
+            return 0
+        return self.config.limits.max_runtimes - self._live_count()
+
+    def _poolable(self, rt: Runtime) -> bool:
+        """Can a pooled browser serve this launch? Only one started exactly as it would be."""
+        options = rt.record.config
+        return (rt.record.profile is None and options.get("headless", True)
+                and not options.get("args"))
+
+    def _pool_spec(self, user_data_dir: Path) -> LaunchSpec:
+        return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir)
 
     def _acquire_profile(self, rt: Runtime, run: RunRecord) -> None:
         name = rt.record.profile
@@ -674,6 +722,8 @@ class Registry:
         self.save_runtime(rt)
         self._slot_freed.set()
         self._slot_freed = trio.Event()
+        if self.pool is not None:
+            self.pool.poke()
         log.info("runtime %s/%s: run %s %s (%s)", rt.record.space, rt.record.name, run.id,
                  run.status, reason)
 
@@ -898,6 +948,10 @@ class Registry:
             self._log_for(lease.runtime_id, lease.run_id, "connection.refused",
                           {"connection_id": lease.id, "status": status, "reason": reason},
                           actor={"type": "cdp_client", **peer})
+
+
+async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:
+    return process
 
 
 async def _attend_guarded(service: RunService, rt: Runtime) -> None:

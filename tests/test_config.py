@@ -67,10 +67,13 @@ def test_check_config_output_is_the_effective_config_as_toml(clean_env: Path) ->
     printed = tomllib.loads(done.stdout)  # key = value lines are TOML; unset keys are comments
     expected = {k: v for k, v in flatten(load(config_file)).items() if v is not None}
     expected["state_dir"] = str(clean_env / "state")
-    flat = {f"{section}.{key}" if isinstance(values, dict) else section: None
-            for section, values in printed.items()
-            for key in (values if isinstance(values, dict) else [None])}
-    assert sorted(flat) == sorted(expected)
+    flat = {}
+    for key, value in printed.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": subvalue for sub, subvalue in value.items()})
+        else:
+            flat[key] = value
+    assert flat == expected
     assert printed["log_level"] == "debug"
     assert printed["cdp"]["close_policy"] == "allow"
     assert printed["retention"]["max_runs"] == 7

@@ -1,0 +1,115 @@
+"""The daemon log: one line per event, sd-daemon priority prefixes when stderr is the journal,
+levels per area from the config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from browserd.daemon.logs import LineFormatter, journal_stream, setup
+
+from .conftest import DaemonProcess
+
+
+def record(level: int, message: str, name: str = "browserd.rpc",
+           exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc else None
+    return logging.LogRecord(name, level, __file__, 1, message, None, exc_info)
+
+
+def test_journal_lines_carry_the_priority_and_no_timestamp() -> None:
+    fmt = LineFormatter(journal=True)
+    assert fmt.format(record(logging.DEBUG, "d")) == "<7>browserd.rpc: d"
+    assert fmt.format(record(logging.INFO, "i")) == "<6>browserd.rpc: i"
+    assert fmt.format(record(logging.WARNING, "w")) == "<4>browserd.rpc: w"
+    assert fmt.format(record(logging.ERROR, "e")) == "<3>browserd.rpc: e"
+    assert fmt.format(record(logging.CRITICAL, "c")) == "<2>browserd.rpc: c"
+
+
+def test_terminal_lines_carry_a_utc_timestamp_and_the_level() -> None:
+    line = LineFormatter(journal=False).format(record(logging.WARNING, "careful"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING browserd\.rpc: careful",
+                        line)
+
+
+def test_one_event_is_one_line_even_with_a_traceback() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError as exc:
+        caught = exc
+    line = LineFormatter(journal=True).format(record(logging.ERROR, "two\nlines", exc=caught))
+    assert "\n" not in line
+    assert line.startswith("<3>browserd.rpc: two\\nlines | Traceback (most recent call last):")
+    assert line.endswith("ValueError: bad\\nvalue")
+
+
+def test_journal_stream_must_name_our_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "stream"
+    with open(path, "w") as stream:
+        st = os.fstat(stream.fileno())
+        assert journal_stream(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        # Inherited by a process whose stderr went elsewhere: not the journal.
+        assert not journal_stream(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
+        assert not journal_stream(stream, {"JOURNAL_STREAM": "garbage"})
+        assert not journal_stream(stream, {})
+
+
+@pytest.fixture
+def saved_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name in logging.root.manager.loggerDict:
+        if name.startswith("browserd"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+@pytest.mark.usefixtures("saved_logging")
+def test_area_levels_override_the_daemon_level(tmp_path: Path) -> None:
+    with open(tmp_path / "log", "w") as stream:
+        setup("info", {"rpc": "debug", "supervisor": "error"}, stream=stream, environ={})
+        logging.getLogger("browserd.rpc").debug("rpc detail")
+        logging.getLogger("browserd.registry").debug("registry detail")
+        logging.getLogger("browserd.supervisor").warning("supervisor warning")
+        logging.getLogger("browserd.supervisor").error("supervisor error")
+        logging.getLogger("browserd").info("daemon info")
+    text = (tmp_path / "log").read_text()
+    assert "rpc detail" in text and "registry detail" not in text
+    assert "supervisor warning" not in text and "supervisor error" in text
+    assert "daemon info" in text
+    assert len(text.splitlines()) == 3
+
+
+def test_the_daemon_writes_journal_lines_under_systemd(short_dir: Path) -> None:
+    running = DaemonProcess(short_dir)
+    running.log.touch()  # the daemon's stderr: tell it that this file is the journal stream
+    st = running.log.stat()
+    running.env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    running.start()
+    assert running.stop() == 0
+    lines = running.log.read_text().splitlines()
+    assert lines and all(re.match(r"<[2-7]>browserd[\w.]*: ", line) for line in lines), lines
+    assert "<6>browserd: browserd serving on" in "\n".join(lines)
+
+
+def test_the_daemon_writes_terminal_lines_elsewhere(short_dir: Path) -> None:
+    running = DaemonProcess(short_dir, {"BROWSERD_LOG_LEVEL": "warning"})
+    running.env.pop("JOURNAL_STREAM", None)
+    running.start()
+    assert running.stop() == 0
+    assert running.log.read_text() == ""  # info lines held back at level warning
+    running = DaemonProcess(short_dir)
+    running.start()
+    assert running.stop() == 0
+    lines = running.log.read_text().splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z (INFO|WARNING) ", x) for x in lines)
