@@ -1,10 +1,12 @@
-"""Sans-io WebSocket frame-header scanner (RFC 6455 section 5.2).
+"""Sans-io WebSocket frame and message scanners (RFC 6455 section 5.2).
 
 The CDP proxy forwards WebSocket bytes as they are; it only needs to know where frames begin and
-end (to count messages now, and later to read client-to-browser commands and the first bytes of
-browser-to-client replies). `FrameScanner` follows one direction of one connection: feed it every
+end (to count messages), to read client-to-browser commands, and to read the first bytes of
+browser-to-client replies. `FrameScanner` follows one direction of one connection: feed it every
 chunk in order with `receive_data`, and it returns the headers that completed inside that chunk.
-It never copies or unmasks payloads; it only skips over them.
+It never copies or unmasks payloads; it only skips over them. `MessageScanner` sits on top and
+returns whole messages with the first (and optionally last) bytes of their payload, unmasked,
+plus the stream offsets where they start and end.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class FrameHeader:
     mask: bytes | None  # 4-byte masking key, or None for an unmasked frame
     payload_length: int
     payload_offset: int
+    header_length: int = 2  # bytes of the header itself (2 to 14)
 
     @property
     def is_control(self) -> bool:
@@ -122,8 +125,8 @@ class FrameScanner:
                     return headers
                 header_len = parsed[0]
                 pos += header_len
-            _, fin, rsv, opcode, mask, length = parsed
-            headers.append(FrameHeader(fin, rsv, opcode, mask, length, pos))
+            header_len, fin, rsv, opcode, mask, length = parsed
+            headers.append(FrameHeader(fin, rsv, opcode, mask, length, pos, header_len))
             self._remaining = length
 
     def _parse(
