@@ -7,13 +7,15 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
+# Third-party CDP clients the tests attach with (puppeteer-core: never downloads a browser).
+JS_STAMP    := node_modules/.installed
 
 .PHONY: run test lint typecheck unit browser setup clean bench bench-quick
 
 run: setup
 	$(BIN)/browserd
 
-test: setup lint typecheck unit
+test: setup $(JS_STAMP) lint typecheck unit
 
 setup: $(STAMP) browser
 
@@ -26,6 +28,10 @@ $(STAMP): pyproject.toml
 
 browser:
 	scripts/ensure-browser.sh
+
+$(JS_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon client tests

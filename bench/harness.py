@@ -27,6 +27,8 @@ from browserd.daemon.config import ConfigError, parse
 from .profile import Sampler
 
 BIN = Path(sys.executable).parent
+# Where daemons and scratch dirs go: short, because Unix socket paths are limited to 107 bytes.
+TMP_ROOT = os.environ.get("BROWSERD_BENCH_TMPDIR", "/tmp")
 CHROMIUM = "/usr/bin/chromium"
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 
@@ -105,7 +107,7 @@ class DaemonUnderTest:
                  prefix: str = "bdb-") -> None:
         self.label = label
         # Unix socket paths are limited to 107 bytes: keep the base short.
-        self.base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.base = Path(tempfile.mkdtemp(prefix=prefix, dir=TMP_ROOT))
         self.socket = self.base / "run" / "browserd.sock"
         self.state_dir = self.base / "state"
         self.config_path = self.base / "config.toml"
@@ -232,7 +234,7 @@ def kill_group(proc: subprocess.Popen[bytes], directory: Path) -> None:
 
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=TMP_ROOT))
     try:
         yield path
     finally:

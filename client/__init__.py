@@ -25,8 +25,26 @@ from ._sync import (
     Space,
     Spaces,
 )
+from ._sync_artifacts import RunArtifacts
+from ._sync_control import Files, Invocation, Invocations, Targets
+from .artifacts import AsyncRunArtifacts
+from .control import (
+    AsyncFiles,
+    AsyncInvocation,
+    AsyncInvocations,
+    AsyncTargets,
+    CollectedFile,
+)
 from .errors import BrowserdError
-from .records import Endpoint, Event, RuntimeStats
+from .records import (
+    Artifact,
+    ArtifactChunk,
+    Endpoint,
+    Event,
+    RuntimeFile,
+    RuntimeStats,
+    Target,
+)
 from .resources import (
     AsyncBrowserRuntimes,
     AsyncConnection,
@@ -43,36 +61,51 @@ from .resources import (
 )
 
 __all__ = [
+    "Artifact",
+    "ArtifactChunk",
     "AsyncBrowserRuntimes",
     "AsyncClient",
     "AsyncConnection",
     "AsyncConnections",
+    "AsyncFiles",
+    "AsyncInvocation",
+    "AsyncInvocations",
     "AsyncProfile",
     "AsyncProfiles",
     "AsyncRun",
+    "AsyncRunArtifacts",
     "AsyncRunEvents",
     "AsyncRuns",
     "AsyncRuntime",
     "AsyncRuntimes",
     "AsyncSpace",
     "AsyncSpaces",
+    "AsyncTargets",
     "BrowserRuntimes",
     "BrowserdError",
     "Client",
+    "CollectedFile",
     "Connection",
     "Connections",
     "Endpoint",
     "Event",
+    "Files",
+    "Invocation",
+    "Invocations",
     "Profile",
     "Profiles",
     "Run",
+    "RunArtifacts",
     "RunEvents",
     "Runs",
     "Runtime",
+    "RuntimeFile",
     "RuntimeStats",
     "Runtimes",
     "Space",
     "Spaces",
     "Subscription",
+    "Target",
+    "Targets",
     "errors",
 ]

@@ -21,6 +21,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import wire
 from ._async import AsyncClient
+from ._sync_artifacts import RunArtifacts
+from ._sync_control import Files, Invocations, Targets
 from .records import (
     ConnectionRecord,
     Event,
@@ -227,6 +229,21 @@ class Runtime(_Mirror, RuntimeRecord):
         """This runtime's runs, newest first."""
         return Runs(self._bd, self._impl.runs)
 
+    @property
+    def invocations(self) -> Invocations:
+        """Browser actions the daemon runs on this runtime's pages."""
+        return Invocations(self._bd, self._impl.invocations)
+
+    @property
+    def targets(self) -> Targets:
+        """This runtime's pages: list, create, activate, close."""
+        return Targets(self._bd, self._impl.targets)
+
+    @property
+    def files(self) -> Files:
+        """This runtime's file area: stage files in, list them, collect them as artifacts."""
+        return Files(self._bd, self._impl.files)
+
     def refresh(self) -> Runtime:
         """Reload this runtime's fields; returns self."""
         self._run(self._impl.refresh)
@@ -271,6 +288,11 @@ class Run(_Mirror, RunRecord):
     def events(self) -> RunEvents:
         """This run's event log."""
         return RunEvents(self._bd, self._impl.events)
+
+    @property
+    def artifacts(self) -> RunArtifacts:
+        """This run's artifacts: downloads, screenshots, PDFs, collected files."""
+        return RunArtifacts(self._bd, self._impl.artifacts)
 
     def refresh(self) -> Run:
         """Reload this run's fields; returns self."""
@@ -503,6 +525,10 @@ class Connections:
         """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
         conn = self._bd._run(self._impl.create, protocol, ttl_s, exclusive, label)
         return _mirror(self._bd, conn)
+
+    def get(self, connection_id: str) -> Connection:
+        """Lease ``connection_id`` (metadata only: the URL is never shown again)."""
+        return _mirror(self._bd, self._bd._run(self._impl.get, connection_id))
 
     def list(self) -> list[Connection]:
         """This runtime's leases (metadata only, never URLs)."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from . import doctor
+from . import cli_artifacts, cli_control, doctor
 from ._sync import Client, Run
 from .cli_format import (
     StatsRow,
@@ -29,6 +29,7 @@ from .cli_format import (
     table,
     to_json,
 )
+from .cli_timeline import print_timeline
 from .errors import BrowserdError, RunNotFound, RuntimeNotActive, RuntimeNotFound
 
 # The formatting helpers moved to cli_format; they stay importable from here.
@@ -68,6 +69,8 @@ def cmd_connect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     endpoint = conn.endpoint
     if endpoint is None:
         return conn, "-"
+    if args.browser_url:
+        return conn, endpoint.browser_url
     return conn, endpoint.http_url if args.http else endpoint.url
 
 
@@ -88,8 +91,18 @@ def _run_of(bd: Client, args: argparse.Namespace) -> Run:
 
 def cmd_events(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     run = _run_of(bd, args)
-    events = run.events.list(after_seq=args.after, types=args.type)
     header = f"run {run.id} ({run.status}{', ' + run.end_reason if run.end_reason else ''})"
+    if args.follow:
+        # Until the run ends or Ctrl-C (the normal way out: exit 0), printing as it goes.
+        if not args.json:
+            print(header, flush=True)
+        try:
+            print_timeline(run.events.follow(after_seq=args.after, types=args.type),
+                           sys.stdout, as_json=args.json)
+        except KeyboardInterrupt:
+            pass
+        return None, ""
+    events = run.events.list(after_seq=args.after, types=args.type)
     return events, f"{header}\n{event_table(events)}" if events else f"{header}\nno events"
 
 
@@ -281,17 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclusive", action="store_true", help="refuse other controllers")
     p.add_argument("--label", help="a note shown in connection listings")
     p.add_argument("--http", action="store_true", help="print the http:// discovery URL")
+    p.add_argument("--browser-url", action="store_true",
+                   help="print the lease's own origin (for Puppeteer's browserURL)")
 
     p = named("events", cmd_events, "show a run's event timeline")
     p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after SEQ")
     p.add_argument("--type", action="append", metavar="T", help="only this type, repeatable")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new events until the run ends (Ctrl-C to stop)")
 
     p = named("stop", cmd_stop, "stop a runtime (returns when the browser is gone)")
     p.add_argument("--timeout", type=_positive, metavar="S", help="grace period in seconds")
 
     p = named("rm", cmd_rm, "delete a stopped runtime")
     p.add_argument("--force", action="store_true", help="stop it first if needed")
+
+    cli_control.add_commands(named)  # invoke, tabs, files
+    cli_artifacts.add_commands(named, _run_of)
 
     command("status", cmd_status, "show the daemon's status")
     # doctor works without a daemon (finding out why there is none is its job): main() runs
@@ -349,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with Client(args.socket, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)
-        output = to_json(result) if args.json else text
+        # A command that printed as it went (stats, events -f) returns (None, "").
+        output = to_json(result) if args.json and result is not None else text
         if output:  # empty when the command printed as it went (stats)
             print(output)
     except BrowserdError as err:

@@ -36,6 +36,7 @@ __all__ = [
     "InvocationCancelled",
     "InvocationError",
     "InvocationFailed",
+    "InvocationNotFound",
     "InvocationTimedOut",
     "MethodNotFound",
     "NoActiveRun",
@@ -48,12 +49,14 @@ __all__ = [
     "RemoteError",
     "RpcError",
     "RunNotFound",
+    "RuntimeFileNotFound",
     "RuntimeNameConflict",
     "RuntimeNotActive",
     "RuntimeNotFound",
     "RuntimeNotStopped",
     "SpaceNotEmpty",
     "SpaceNotFound",
+    "TargetNotFound",
     "TooLarge",
     "error_from_wire",
 ]
@@ -257,6 +260,24 @@ class ArtifactNotFound(NotFoundError):
 
 class ConnectionNotFound(NotFoundError):
     code = "connection.not_found"
+
+
+class TargetNotFound(NotFoundError):
+    """The runtime's browser has no page (target) with that id."""
+
+    code = "target.not_found"
+
+
+class InvocationNotFound(NotFoundError):
+    """No such invocation (the daemon keeps the last 10000 and forgets them on restart)."""
+
+    code = "invocation.not_found"
+
+
+class RuntimeFileNotFound(NotFoundError):
+    """No file at that path in the runtime's file area."""
+
+    code = "runtime_file.not_found"
 
 
 class PathInvalid(BrowserdError):

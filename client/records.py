@@ -16,17 +16,21 @@ R = TypeVar("R", bound="Record")
 
 @attrs.frozen
 class Endpoint:
-    """Where to attach a CDP client: ``url`` (ws://, for connect_over_cdp) and ``http_url``."""
+    """Where to attach a CDP client: ``url`` (ws://, for connect_over_cdp), ``http_url``
+    (the same over http: /json discovery), and ``browser_url``, a bare origin for clients
+    that resolve /json/version against the origin (Puppeteer's ``browserURL``)."""
 
     url: str
     http_url: str
+    browser_url: str = ""
 
 
 def _endpoint(value: Any) -> Endpoint | None:
     if isinstance(value, Endpoint) or value is None:
         return value
     if isinstance(value, dict):
-        return Endpoint(url=str(value.get("url", "")), http_url=str(value.get("http_url", "")))
+        return Endpoint(url=str(value.get("url", "")), http_url=str(value.get("http_url", "")),
+                        browser_url=str(value.get("browser_url", "")))
     return None
 
 
@@ -124,6 +128,8 @@ class RunRecord(Record):
     end_reason: str | None = None
     failure: dict[str, Any] | None = None
     counts: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    degraded: bool = False  # a disk error hit the run's files; see degraded_reason
+    degraded_reason: str | None = None
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
@@ -141,6 +147,8 @@ class ConnectionRecord(Record):
     created_at: str = ""
     expires_at: str | None = None
     revoked_at: str | None = None
+    closed_at: str | None = None
+    open_sockets: int = 0
     endpoint: Endpoint | None = attrs.field(default=None, converter=_endpoint)
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
@@ -165,6 +173,102 @@ class ProfileRecord(Record):
     in_use_by: dict[str, Any] | None = None
     last_used_at: str | None = None
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.define
+class InvocationRecord(Record):
+    """Invocation: one browser action run by the daemon.
+
+    ``status`` is queued, running, succeeded, failed, cancelled or timed_out. ``output`` is
+    the action's result: ``{url, title}`` (navigate), ``{artifact}`` (screenshot, pdf), the
+    value (evaluate), the text (content). ``error`` is ``{code, message, hint}`` unless it
+    succeeded.
+    """
+
+    id: str = ""
+    runtime_id: str = ""
+    run_id: str = ""
+    space: str = ""
+    action: str = ""
+    params: dict[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    target_id: str | None = None
+    timeout_s: float = 0.0
+    idempotency_key: str | None = None
+    status: str = ""
+    output: Any = None
+    error: dict[str, Any] | None = None
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def finished(self) -> bool:
+        """True once the invocation has a final status."""
+        return self.status in ("succeeded", "failed", "cancelled", "timed_out")
+
+
+@attrs.frozen
+class Target:
+    """A page (or other target) of a runtime's browser; ``active`` marks the page that
+    invocations act on by default."""
+
+    id: str = ""
+    type: str = ""
+    url: str = ""
+    title: str = ""
+    active: bool = False
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Target:
+        return cls(**_known(cls, wire), raw=wire)
+
+
+@attrs.frozen
+class RuntimeFile:
+    """A file in a runtime's file area; ``path`` is relative to the area, ``local_path``
+    is where the browser can read it (for ``<input type=file>``)."""
+
+    path: str = ""
+    size_bytes: int = 0
+    modified_at: str = ""
+    local_path: str = ""
+    sha256: str | None = None
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> RuntimeFile:
+        return cls(**_known(cls, wire), raw=wire)
+
+
+@attrs.frozen
+class Artifact:
+    """A file a run produced: ``kind`` is download, screenshot, pdf or file; ``name`` its
+    real name; ``path`` where it is, relative to the run's directory on the daemon's side."""
+
+    id: str = ""
+    run_id: str = ""
+    kind: str = ""
+    name: str = ""
+    path: str = ""
+    content_type: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    created_at: str = ""
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Artifact:
+        return cls(**_known(cls, wire), raw=wire)
+
+
+@attrs.frozen
+class ArtifactChunk:
+    """Bytes of an artifact from ``runs.artifacts.read``; ``eof`` when they reach its end."""
+
+    data: bytes = b""
+    eof: bool = False
 
 
 @attrs.frozen

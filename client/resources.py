@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .artifacts import AsyncRunArtifacts
+from .control import AsyncFiles, AsyncInvocations, AsyncTargets
 from .errors import ConnectionLost, NoActiveRun
 from .records import (
     ConnectionRecord,
@@ -123,6 +125,21 @@ class AsyncRuntime(RuntimeRecord):
     def runs(self) -> AsyncRuns:
         """This runtime's runs, newest first."""
         return AsyncRuns(self._client, runtime_id=self.id)
+
+    @property
+    def invocations(self) -> AsyncInvocations:
+        """Browser actions the daemon runs on this runtime's pages."""
+        return AsyncInvocations(self._client, self.id)
+
+    @property
+    def targets(self) -> AsyncTargets:
+        """This runtime's pages: list, create, activate, close."""
+        return AsyncTargets(self._client, self.id)
+
+    @property
+    def files(self) -> AsyncFiles:
+        """This runtime's file area: stage files in, list them, collect them as artifacts."""
+        return AsyncFiles(self._client, self.id)
 
     async def refresh(self) -> AsyncRuntime:
         """Reload this runtime's fields; returns self."""
@@ -266,6 +283,11 @@ class AsyncRun(RunRecord):
         """This run's event log."""
         return AsyncRunEvents(self._client, self.id)
 
+    @property
+    def artifacts(self) -> AsyncRunArtifacts:
+        """This run's artifacts: downloads, screenshots, PDFs, collected files."""
+        return AsyncRunArtifacts(self._client, self.id)
+
     async def refresh(self) -> AsyncRun:
         """Reload this run's fields; returns self."""
         self._update(await self._client.call("runs.get", {"run_id": self.id}))
@@ -402,6 +424,11 @@ class AsyncConnections:
                 label=label,
             ),
         )
+        return from_wire(AsyncConnection, wire, client=self._client)
+
+    async def get(self, connection_id: str) -> AsyncConnection:
+        """Lease ``connection_id`` (metadata only: the URL is never shown again)."""
+        wire = await self._client.call("connections.get", {"id": connection_id})
         return from_wire(AsyncConnection, wire, client=self._client)
 
     async def list(self) -> list[AsyncConnection]:

@@ -40,6 +40,10 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 # can make the decoder reserve. Lists in the API are paginated far below it.
 DEFAULT_MAX_CONTAINER_LEN: Final = 1 << 16
 MAX_MSGID: Final = 2**32 - 1
+_PARSE_HINT: Final = (
+    "send msgpack (use_bin_type=True, valid UTF-8 strings, no ext types) framed as "
+    "[0, msgid, method, [params]]; the browserd client does this"
+)
 
 
 class Sentinel(enum.Enum):
@@ -140,6 +144,17 @@ def _invalid(msgid: int | None, message: str) -> InvalidMessage:
     return InvalidMessage(msgid, make_error("rpc.invalid_request", message, hint))
 
 
+def _show(value: object) -> str:
+    """A short description of a peer's value: repr() of a deeply nested container would
+    recurse past Python's limit, and of a long one would flood the error message."""
+    if value is None or type(value) in (bool, int, float):
+        return repr(value)
+    if type(value) in (str, bytes):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"({type(value).__name__})"
+
+
 def _is_msgid(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_MSGID
 
@@ -160,7 +175,7 @@ def _to_event(obj: Any, bad_keys: bool) -> Event:
         return _invalid(None, "a message must be a non-empty array")
     kind = obj[0]
     if type(kind) is not int or kind not in (REQUEST, RESPONSE, NOTIFICATION):
-        return _invalid(None, f"unknown message type {kind!r}")
+        return _invalid(None, f"unknown message type {_show(kind)}")
     msgid: int | None = None
     if kind != NOTIFICATION and len(obj) > 1 and _is_msgid(obj[1]):
         msgid = obj[1]
@@ -268,7 +283,9 @@ class Connection:
                     return NEED_DATA
                 if self._fed != self._frame_start:
                     raise RemoteProtocolError(
-                        "rpc.parse_error", "connection closed in the middle of a message"
+                        "rpc.parse_error",
+                        "connection closed in the middle of a message",
+                        "send whole msgpack frames before closing the connection",
                     ) from None
                 return CLOSED
             except msgpack.StackError:
@@ -288,7 +305,9 @@ class Connection:
                     ) from None
                 detail = str(exc) or type(exc).__name__
                 raise RemoteProtocolError(
-                    "rpc.parse_error", f"undecodable msgpack data ({detail})"
+                    "rpc.parse_error",
+                    f"undecodable msgpack data ({detail})",
+                    _PARSE_HINT,
                 ) from None
             self._frame_start = self._unpacker.tell()
             bad_keys, self._bad_keys = self._bad_keys, False

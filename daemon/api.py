@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import psutil
 
 from . import __version__
+from .control import Control
 from .errors import ApiError
 from .monitor import ResourceMonitor
 from .params import Params, invalid
@@ -25,16 +26,29 @@ from .storage import now_rfc3339
 
 API_LEVEL = 1
 API_COMPATIBLE = 1  # the oldest level this daemon still serves
-CAPABILITIES = ["cdp.proxy", "runs.events", "leases"]
+CAPABILITIES = ["cdp.proxy", "runs.events", "leases", "subscriptions"]
+
+
+class CallerSession(Protocol):
+    """The RPC connection a call came in on, for methods that push notifications
+    (`*.follow`): its tasks end when the connection closes."""
+
+    subscriptions: dict[str, Any]  # subscription id -> the stream's handle (see follow.py)
+
+    async def notify(self, method: str, payload: dict[str, Any]) -> None: ...
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None: ...
 
 
 @attrs.frozen
 class Caller:
-    """Who is calling: the peer process of the RPC connection (from SO_PEERCRED)."""
+    """Who is calling: the peer process of the RPC connection (from SO_PEERCRED), and that
+    connection (None for calls made without one)."""
 
     pid: int
     uid: int
     name: str | None
+    session: CallerSession | None = attrs.field(default=None, eq=False, repr=False)
 
     def actor(self) -> dict[str, Any]:
         return {"type": "client", "pid": self.pid, "uid": self.uid, "name": self.name}
@@ -60,6 +74,8 @@ class Api:
         self.started_at_text = now_rfc3339()
         self.clients = 0
         self.monitor: ResourceMonitor | None = None  # set by the service
+        # targets, invocations, files and idempotency keys (the control surface)
+        self.control = Control.build(registry)
         self.own_process = psutil.Process()
         self.own_process.cpu_percent()  # the first reading primes psutil's counter
 

@@ -99,7 +99,7 @@ class PoolConfig:
 @attrs.frozen
 class EventsConfig:
     fsync: str = "batch"
-    console_level: str = "info"  # the lowest console message level recorded ("off": none)
+    console_level: str = "error"  # the lowest console message level recorded ("off": none)
     record_commands: str = "commands"  # CDP commands in the run log: off, commands, all
 
 

@@ -113,6 +113,9 @@ class EventLog:
     _dropped_events: int = 0
     _failing: bool = False  # the last write failed
     _closed: bool = False
+    # Set by a background syncer (durability.sync_live_logs): "batch" then never fsyncs on
+    # the appending thread, the syncer does it in a worker thread every interval.
+    sync_in_background: bool = False
 
     @classmethod
     def open(
@@ -177,6 +180,16 @@ class EventLog:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def dirty(self) -> bool:
+        """Written since the last fsync."""
+        return self._dirty
+
+    @property
+    def listener_count(self) -> int:
+        """How many listeners are registered (followers, observers)."""
+        return len(self._listeners)
 
     def add_listener(self, fn: Listener) -> None:
         """Call `fn(event)` after each append, in order of registration.
@@ -256,6 +269,23 @@ class EventLog:
         if self._fd is not None and self._dirty:
             self._sync()
 
+    async def aflush(self) -> None:
+        """flush() without blocking the trio thread: the fdatasync runs in a worker thread,
+        on a duplicate of the descriptor (so a close meanwhile cannot pull it away)."""
+        if self._fd is None or not self._dirty or self._closed:
+            return
+        try:
+            fd = os.dup(self._fd)
+        except OSError as exc:
+            self._mark_degraded(exc)
+            return
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+        try:
+            await trio.to_thread.run_sync(_fdatasync_and_close, fd)
+        except OSError as exc:
+            self._mark_degraded(exc)
+
     def close(self) -> None:
         """fsync (unless the policy is "never") and close; idempotent."""
         if self._closed:
@@ -316,7 +346,9 @@ class EventLog:
                 self._dropped_events,
             )
         if self.fsync == "always" or (
-            self.fsync == "batch" and time.monotonic() - self._last_fsync >= BATCH_FSYNC_INTERVAL_S
+            self.fsync == "batch"
+            and not self.sync_in_background
+            and time.monotonic() - self._last_fsync >= BATCH_FSYNC_INTERVAL_S
         ):
             self._sync()
 
@@ -351,6 +383,13 @@ class EventLog:
             self.path,
             self._degraded_reason,
         )
+
+
+def _fdatasync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _encode_line(

@@ -45,13 +45,12 @@ def status_line(registry: Registry, api: Api) -> str:
             f"{api.clients} client(s)")
 
 
-async def watch(registry: Registry, api: Api, notifier: Notifier, *,
-                period_s: float | None = None) -> None:
+async def watch(registry: Registry, api: Api, notifier: Notifier) -> None:
     """Run health rounds forever: every half watchdog interval, else every STATUS_PERIOD_S."""
     if not notifier.enabled:
         return
     interval = notifier.watchdog_interval_s
-    period = period_s or (interval / 2 if interval else STATUS_PERIOD_S)
+    period = interval / 2 if interval else STATUS_PERIOD_S
     budget = period / 2  # a round that takes longer than this counts as failed
     next_round = trio.current_time()
     unhealthy = False

@@ -60,7 +60,11 @@ def listen_fds(environ: MutableMapping[str, str] | None = None, *,
     fds = []
     for i in range(max(n, 0)):
         fd = LISTEN_FDS_START + i
-        os.set_inheritable(fd, False)
+        try:
+            os.set_inheritable(fd, False)
+        except OSError as exc:
+            log.warning("LISTEN_FDS names fd %d, which is not open: %s", fd, exc)
+            continue
         fds.append(ListenFd(fd, labels[i] if i < len(labels) and labels[i] else "unknown"))
     return fds
 
@@ -70,8 +74,9 @@ def activated_listener(environ: MutableMapping[str, str] | None = None, *,
     """The activated RPC listener, or None when the daemon must bind its own socket.
 
     Raises SocketUnusable when sockets were passed but none is usable: several without one
-    named `name`, or one that is not a listening Unix stream socket (peer credentials, which
-    authorise every client, exist only on those).
+    named `name`, or one that is not a listening Unix stream socket bound to a path (peer
+    credentials, which authorise every client, exist only on Unix sockets; clients and the
+    health probe connect by path).
     """
     fds = listen_fds(environ)
     if not fds:
@@ -89,14 +94,17 @@ def activated_listener(environ: MutableMapping[str, str] | None = None, *,
         )
     sock = socket.socket(fileno=chosen.fd)
     listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+    usable = (sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM
+              and listening and socket_path(sock) is not None)
+    if not usable:
         sock.detach()  # leave the fd to the manager; we only refuse it
         raise SocketUnusable(
             f"the activated socket {chosen.name!r} (fd {chosen.fd}) is not a listening Unix "
-            "stream socket; use ListenStream=/path/to/browserd.sock in the socket unit"
+            "stream socket bound to a path; use ListenStream=/path/to/browserd.sock in the "
+            "socket unit"
         )
     log.info("socket activation: serving fd %d (%s) at %s", chosen.fd, chosen.name,
-             socket_path(sock) or "an unnamed socket")
+             socket_path(sock))
     return trio.socket.from_stdlib_socket(sock)
 
 

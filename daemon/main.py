@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.check_config:
+        parser.error("--json goes with --check-config")
     notifier = Notifier.from_environ()
     try:
         config = load(args.config, {"state_dir": args.state_dir, "socket": args.socket,
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if listener is not None:
         # Serve (and report) the path systemd listens on, whatever the config says.
         activated = socket_path(listener)
-        if activated is not None and activated != config.socket:
+        assert activated is not None  # activated_listener refuses sockets without a path
+        if activated != config.socket:
             log.info("socket activation: %s replaces the configured socket %s", activated,
                      config.socket)
             config = attrs.evolve(config, socket=activated)

@@ -86,6 +86,10 @@ class RunRecord:
     counts: dict[str, int] = attrs.Factory(
         lambda: {"events": 0, "artifacts": 0, "connections": 0, "invocations": 0}
     )
+    # A disk error hit the run's files (ENOSPC, EIO): its log or record may be incomplete on
+    # disk, while the browser and the live stream went on. The first reason is kept.
+    degraded: bool = False
+    degraded_reason: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)

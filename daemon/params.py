@@ -49,6 +49,18 @@ class Params:
             raise invalid(key, f"longer than {max_len} characters")
         return value
 
+    def binary(self, key: str, default: Any = _MISSING, *, max_len: int | None = None) -> Any:
+        """Bytes (a msgpack bin), not text."""
+        value = self._take(key, default)
+        if value is default:
+            return value
+        if not isinstance(value, bytes):
+            raise invalid(key, f"expected binary, got {_type_name(value)}",
+                          "Send the bytes as msgpack bin (bytes in Python), not as text.")
+        if max_len is not None and len(value) > max_len:
+            raise invalid(key, f"larger than {max_len} bytes")
+        return value
+
     def name(self, key: str, default: Any = _MISSING) -> Any:
         value = self.text(key, default, max_len=64)
         if value is not default and not NAME_RE.match(value):

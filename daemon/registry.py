@@ -27,6 +27,7 @@ from . import storage
 from .cdp_proxy import CdpProxy, Refused, Upstream
 from .config import Config
 from .discovery import find_browser
+from .durability import degrade, describe_os_error, note_log_state, sync_live_logs
 from .errors import ApiError
 from .eventlog import EventLog, read_events
 from .lifecycle import (
@@ -131,7 +132,9 @@ class Registry:
         # The proxy asks the registry (its hooks) who may attach; the registry tells the proxy
         # which sockets to close.
         self.proxy = CdpProxy(self, host=config.cdp.host, port=config.cdp.port,
-                              allowed_origins=config.cdp.allowed_origins)
+                              allowed_origins=config.cdp.allowed_origins,
+                              record_commands=config.events.record_commands,
+                              close_policy=config.cdp.close_policy)
         self.state_dir = config.state_dir
         self.spaces: dict[str, Space] = {}
         self.runtimes: dict[str, Runtime] = {}
@@ -141,10 +144,10 @@ class Registry:
         self.run_services: list[RunService] = []
         # Set by the service once built (artifacts.py imports this module).
         self.artifacts: ArtifactStore
-        # runtime id -> the download folder a CDP client asked the browser for
-        # (Browser.setDownloadBehavior downloadPath), reported by the proxy; the
-        # observer (observer.py) reads it to find a client's finished downloads.
-        self.download_paths: dict[str, str] = {}
+        # runtime id -> the params of the last Browser.setDownloadBehavior a CDP client sent
+        # for the default context (no browserContextId), reported by the proxy; downloads.py
+        # reads it (see the findings there) and drops it when the daemon takes downloads back.
+        self.download_behaviors: dict[str, dict[str, Any]] = {}
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
         self._orphans: list[Runtime] = []  # live in the state files at start: to reconcile
         self.pool: WarmPool | None = None
@@ -165,10 +168,17 @@ class Registry:
         directory.mkdir(mode=0o700, exist_ok=True)
         storage.write_json_atomic(directory / "runtime.json", rt.record.to_json())
 
-    def _save_run(self, run: RunRecord) -> None:
+    def _save_run(self, run: RunRecord, *, strict: bool = False) -> None:
+        """Write run.json. Only a launch (strict) fails on a disk error; a live or ending run
+        goes on with its record in memory, marked degraded (durability.py)."""
         directory = self._run_dir(run.id)
-        directory.mkdir(mode=0o700, exist_ok=True)
-        storage.write_json_atomic(directory / "run.json", run.to_json())
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            storage.write_json_atomic(directory / "run.json", run.to_json())
+        except OSError as exc:
+            if strict:
+                raise
+            degrade(run, f"run.json: {describe_os_error(exc)}")
 
     def _save_spaces(self) -> None:
         spaces = [space.to_json() for space in self.spaces.values()]
@@ -189,6 +199,7 @@ class Registry:
             self._orphans.clear()
             self._remove_leftover_ephemeral()
             nursery.start_soon(self._expire_leases)
+            nursery.start_soon(sync_live_logs, self._live_logs)
             if self.config.pool.size > 0:
                 self.pool = WarmPool(
                     size=self.config.pool.size, directory=self.state_dir / "ephemeral",
@@ -484,7 +495,7 @@ class Registry:
         else:
             self._acquire_profile(rt, run)
         try:
-            self._save_run(run)
+            self._save_run(run, strict=True)
             rt.run, rt.log = run, self._open_log(run)
         except OSError:
             # The state dir refused the run (disk full, permissions): leave nothing held.
@@ -713,6 +724,7 @@ class Registry:
                          status=run.status)
         run.counts["events"] = event_log.last_seq
         event_log.close()
+        note_log_state(run, event_log)
         self._save_run(run)
         self.proxy.close_runtime(rt.id)
         self._release_profile(rt)
@@ -792,11 +804,17 @@ class Registry:
         return run
 
     def live_counts(self, run: RunRecord) -> RunRecord:
-        """The run with its event count brought up to date (the file is the truth)."""
+        """The run with its event count (and disk health) brought up to date."""
         rt = self.runtimes.get(run.runtime_id)
         if rt is not None and rt.run is run and rt.log is not None:
             run.counts["events"] = rt.log.last_seq
+            note_log_state(run, rt.log)
         return run
+
+    def _live_logs(self) -> Iterator[tuple[RunRecord, EventLog]]:
+        for rt in self.runtimes.values():
+            if rt.run is not None and rt.log is not None:
+                yield rt.run, rt.log
 
     async def list_events(self, run: RunRecord, after_seq: int, limit: int,
                           types: list[str] | None) -> list[dict[str, Any]]:
@@ -860,6 +878,10 @@ class Registry:
             if lease.runtime_id == rt.id and live:
                 yield lease
 
+    def exclusive_lease(self, rt: Runtime) -> Lease | None:
+        """The live exclusive lease holding the runtime's controller lock, if any."""
+        return next((lease for lease in self._live_leases(rt) if lease.exclusive), None)
+
     def get_lease(self, lease_id: str) -> Lease:
         lease = self.leases.get(lease_id)
         if lease is None:
@@ -891,11 +913,11 @@ class Registry:
             await trio.sleep(0.5)
 
     def _log_for(self, runtime_id: str, run_id: str, type: str, data: dict[str, Any],
-                 actor: Actor | None = None) -> None:
+                 actor: Actor | None = None, source: str = "daemon") -> None:
         """Append to a run's log if that run is still the live one (else it has ended)."""
         rt = self.runtimes.get(runtime_id)
         if rt is not None and rt.run is not None and rt.run.id == run_id and rt.log is not None:
-            rt.log.append(type, data, actor=actor)
+            rt.log.append(type, data, actor=actor, source=source)
 
     # ------------------------------------------------------------------ CDP proxy hooks
 
@@ -938,6 +960,40 @@ class Registry:
             self.touch(rt)
             if rt.open_sockets == 0:
                 rt.sockets_closed.set()
+
+    def command(self, upstream: Upstream, socket_id: str, record: dict[str, Any]) -> None:
+        # Called for every CDP command a client sends: one append, nothing else.
+        lease = self.leases.get(upstream.connection_id)
+        if lease is not None:
+            self._log_for(lease.runtime_id, lease.run_id, "connection.command",
+                          {"connection_id": lease.id, "socket_id": socket_id, **record},
+                          source="client")
+
+    def browser_close(self, upstream: Upstream, socket_id: str, action: str) -> None:
+        """A client's Browser.close: "detached" (the proxy answered it; the browser lives on)
+        or "forwarded" (close_policy "allow": the run ends as stopped by that client)."""
+        lease = self.leases.get(upstream.connection_id)
+        if lease is None:
+            return
+        self._log_for(lease.runtime_id, lease.run_id, "connection.browser_close",
+                      {"connection_id": lease.id, "socket_id": socket_id, "action": action,
+                       "policy": self.config.cdp.close_policy}, source="client")
+        rt = self.runtimes.get(upstream.runtime_id)
+        if action == "forwarded" and rt is not None and self._nursery is not None:
+            # Chromium takes far longer to exit than this task takes to mark the stop, so the
+            # exit is seen as asked for, not as a crash.
+            self._nursery.start_soon(self.stop, rt, "stopped", None,
+                                     {"type": "cdp_client", "connection_id": lease.id,
+                                      "socket_id": socket_id})
+
+    def download_behavior(self, upstream: Upstream, socket_id: str, method: str,
+                          params: dict[str, Any]) -> None:
+        # Only the default context's setting: the daemon's own is per context as well.
+        if method == "Browser.setDownloadBehavior" and "browserContextId" not in params:
+            self.download_behaviors[upstream.runtime_id] = {
+                key: params[key] for key in ("behavior", "downloadPath", "eventsEnabled")
+                if key in params
+            }
 
     def refused(self, connection_id: str | None, status: int, reason: str,
                 peer: dict[str, Any]) -> None:

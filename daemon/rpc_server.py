@@ -13,10 +13,12 @@ import logging
 import os
 import socket as stdlib_socket
 import struct
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psutil
 import trio
 
@@ -198,10 +200,14 @@ class Session:
                  *, allowed: bool) -> None:
         self.server = server
         self.stream = stream
-        self.caller = caller
+        self.caller = attrs.evolve(caller, session=self)  # methods reach their connection
         self.allowed = allowed
         self.state = SessionState.AWAITING_HELLO
         self.wire = wire.Connection()
+        self.subscriptions: dict[str, Any] = {}  # server-pushed streams (see follow.py)
+        self._nursery: trio.Nursery | None = None
+        # FIFO: a reply queued before a notification is sent before it (a subscription's
+        # first notification never overtakes the reply that names it).
         self._send_lock = trio.Lock()
         # Past this many requests in flight the session stops reading: backpressure on the client.
         self._slots = trio.Semaphore(server.requests_in_flight)
@@ -209,8 +215,14 @@ class Session:
     def _transition(self, trigger: str) -> None:
         self.state = SESSION_TRANSITIONS[self.state, trigger]
 
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run a task for this connection; it is cancelled when the connection closes."""
+        assert self._nursery is not None, "the session is not running"
+        self._nursery.start_soon(fn, *args)
+
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             try:
                 await self._read_loop(nursery)
             except wire.RemoteProtocolError as exc:

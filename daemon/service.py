@@ -20,6 +20,7 @@ from .artifacts import ArtifactStore
 from .config import Config
 from .monitor import ResourceMonitor
 from .notify import Notifier
+from .observer import Observer
 from .registry import Registry
 from .rpc_server import RpcServer
 from .supervisor import run_orphan_reaper, set_child_subreaper
@@ -64,8 +65,12 @@ async def serve(config: Config, *, handle_signals: bool = False,
     registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
+    registry.run_services.append(Observer(registry, config))
     api = Api(registry, socket_path=str(config.socket))
     api.monitor = monitor
+    # The control link (targets, invocations) is a run service too; keys survive restarts.
+    registry.run_services.append(api.control.targets)
+    api.control.idempotency.load()
     server = RpcServer(api, socket_path=config.socket,
                        requests_in_flight=config.limits.requests_in_flight,
                        allowed_group=config.allowed_group, listener=listener)
@@ -78,6 +83,7 @@ async def serve(config: Config, *, handle_signals: bool = False,
         # As subreaper we inherit orphaned browser helpers; this collects their exit statuses.
         await nursery.start(run_orphan_reaper)
         await nursery.start(registry.run)
+        await nursery.start(api.control.origins.serve)  # endpoint.browser_url listeners
         async with trio.open_nursery() as front:
             await front.start(server.serve)
             log.info("browserd serving on %s (CDP endpoint %s, state %s)", config.socket,

@@ -18,6 +18,7 @@ The `targets.*` methods call `list/create/activate/close` here.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,13 +32,23 @@ from .errors import ApiError
 from .lifecycle import RuntimeStatus
 from .registry import Registry, Runtime
 
-__all__ = ["Link", "Targets", "target_not_found"]
+__all__ = ["Link", "Targets", "require_url", "target_not_found"]
 
 log = logging.getLogger("browserd.targets")
 
 LINK_WAIT_S = 10.0  # how long a request waits for a just-launched runtime's link to come up
 _LISTENER_QUEUE = 1000
 _PAGE_TYPES = ("page",)
+
+
+def require_url(url: str, field: str = "url") -> str:
+    """An absolute URL (with a scheme), else `rpc.invalid_params` naming `field`."""
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url):
+        raise ApiError("rpc.invalid_params", f"{field}: {url[:200]!r} is not an absolute URL",
+                       hint="Give a URL with its scheme: https://..., http://..., data:..., "
+                            "about:blank.",
+                       data={"field": field})
+    return url
 
 
 def target_not_found(target_id: str) -> ApiError:
@@ -82,6 +93,10 @@ class Link:
                 "title": info.get("title", ""), "active": target_id == self.active_page()}
 
     # -------------------------------------------------------------- sessions and events
+
+    def attached(self) -> set[str]:
+        """The pages the daemon holds a session on: only those invocations have acted on."""
+        return set(self._sessions)
 
     async def session(self, target_id: str) -> str:
         """A flat session attached to the page (made on first use, kept while it lives)."""
@@ -223,6 +238,7 @@ class Targets:
 
     async def create(self, rt: Runtime, url: str) -> dict[str, Any]:
         """Open a new page on `url`; it becomes the active page."""
+        require_url(url)
         link = await self.link(rt)
         try:
             reply = await link.cdp.call("Target.createTarget", {"url": url})

@@ -1,12 +1,10 @@
-"""Sans-io WebSocket frame and message scanners (RFC 6455 section 5.2).
+"""Sans-io WebSocket frame-header scanner (RFC 6455 section 5.2).
 
 The CDP proxy forwards WebSocket bytes as they are; it only needs to know where frames begin and
-end (to count messages), to read client-to-browser commands, and to read the first bytes of
-browser-to-client replies. `FrameScanner` follows one direction of one connection: feed it every
-chunk in order with `receive_data`, and it returns the headers that completed inside that chunk.
-It never copies or unmasks payloads; it only skips over them. `MessageScanner` sits on top and
-returns whole messages with the first (and optionally last) bytes of their payload, unmasked,
-plus the stream offsets where they start and end.
+end. `FrameScanner` follows one direction of one connection: feed it every chunk in order with
+`receive_data`, and it returns the headers that completed inside that chunk. It never copies or
+unmasks payloads; it only skips over them. Its header checks (`parse_header`) are shared with
+`ws_messages.MessageScanner`, which also reads the payloads' first bytes.
 """
 
 from __future__ import annotations
@@ -85,6 +83,11 @@ class FrameScanner:
         self.bytes_seen = 0
 
     @property
+    def error(self) -> str | None:
+        """Why the stream broke framing (then every later call raises), or None."""
+        return self._error
+
+    @property
     def at_frame_boundary(self) -> bool:
         """True when the bytes fed so far end exactly at the end of a frame."""
         return self._remaining == 0 and not self._partial
@@ -111,7 +114,7 @@ class FrameScanner:
                 # worth of bytes; payloads are never copied.
                 have = len(self._partial)
                 buf = self._partial + bytes(data[pos : pos + _MAX_HEADER - have])
-                parsed = self._parse(buf, 0)
+                parsed = self.parse_header(buf, 0)
                 if parsed is None:
                     self._partial = buf
                     return headers
@@ -119,7 +122,7 @@ class FrameScanner:
                 pos += header_len - have
                 self._partial = b""
             else:
-                parsed = self._parse(data, pos)
+                parsed = self.parse_header(data, pos)
                 if parsed is None:
                     self._partial = bytes(data[pos:])
                     return headers
@@ -129,10 +132,11 @@ class FrameScanner:
             headers.append(FrameHeader(fin, rsv, opcode, mask, length, pos, header_len))
             self._remaining = length
 
-    def _parse(
+    def parse_header(
         self, buf: bytes | bytearray | memoryview, pos: int
     ) -> tuple[int, bool, int, int, bytes | None, int] | None:
-        """Parse and check the header at buf[pos:]; None if it is not complete yet."""
+        """Parse, check and count the header at buf[pos:]: (header length, fin, rsv, opcode,
+        mask, payload length), or None if it is not complete yet. Raises FrameError."""
         avail = len(buf) - pos
         if avail < 2:
             return None
@@ -191,3 +195,4 @@ class FrameScanner:
     def _fail(self, reason: str) -> None:
         self._error = reason
         raise FrameError(reason)
+

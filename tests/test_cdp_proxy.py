@@ -31,14 +31,14 @@ from trio_websocket import (
 )
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
+from browserd.daemon.cdp_http import is_loopback_host as _is_loopback_host
 from browserd.daemon.cdp_proxy import (
     CdpProxy,
     Refused,
     Upstream,
-    _is_loopback_host,
     rewrite_discovery,
 )
 
@@ -135,6 +135,9 @@ class LeaseHooks:
         self.attached_calls: list[tuple[Upstream, str, dict[str, Any]]] = []
         self.detached_calls: list[tuple[Upstream, str, dict[str, Any]]] = []
         self.refused_calls: list[tuple[str | None, int, str, dict[str, Any]]] = []
+        self.commands: list[dict[str, Any]] = []
+        self.closes: list[tuple[str, str]] = []  # (socket_id, action)
+        self.downloads: list[tuple[str, dict[str, Any]]] = []  # (method, params)
         self._changed = trio.Event()
 
     def _notify(self) -> None:
@@ -165,6 +168,20 @@ class LeaseHooks:
         self, connection_id: str | None, status: int, reason: str, peer: dict[str, Any]
     ) -> None:
         self.refused_calls.append((connection_id, status, reason, peer))
+        self._notify()
+
+    def command(self, upstream: Upstream, socket_id: str, record: dict[str, Any]) -> None:
+        self.commands.append({"socket_id": socket_id, **record})
+        self._notify()
+
+    def browser_close(self, upstream: Upstream, socket_id: str, action: str) -> None:
+        self.closes.append((socket_id, action))
+        self._notify()
+
+    def download_behavior(
+        self, upstream: Upstream, socket_id: str, method: str, params: dict[str, Any]
+    ) -> None:
+        self.downloads.append((method, params))
         self._notify()
 
 
@@ -449,6 +466,50 @@ async def test_frames_sent_with_the_handshake_are_forwarded(
     assert reply["id"] == 7 and "product" in reply["result"]
 
 
+async def test_browser_close_is_cut_out_of_a_chunk(proxy: CdpProxy, hooks: LeaseHooks) -> None:
+    """Three commands in one segment (with the handshake): the one before Browser.close
+    reaches the browser, Browser.close is answered by the proxy, nothing after it is sent."""
+    client = WSConnection(ConnectionType.CLIENT)
+    handshake = client.send(
+        Request(host=f"127.0.0.1:{proxy.port}", target=f"/cdp/{CID}/{hooks.token}")
+    )
+    frames = FrameProtocol(client=True, extensions=[])
+    early = b"".join(
+        frames.send_data(json.dumps(doc))
+        for doc in (
+            {"id": 1, "method": "Target.createTarget", "params": {"url": "about:blank"}},
+            {"id": 2, "method": "Browser.close"},
+            {"id": 3, "method": "Target.createTarget", "params": {"url": "about:blank"}},
+        )
+    )
+    with trio.fail_after(15):
+        async with open_websocket_url(lease_url(proxy, hooks)) as watcher:
+            before = await cdp_call(watcher, 1, "Target.getTargets", {})
+            stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+            async with stream:
+                await stream.send_all(handshake + early)
+                events: list[object] = []
+                while not any(isinstance(e, CloseConnection) for e in events):
+                    data = await stream.receive_some(65536)
+                    assert data, "proxy closed the connection without a Close frame"
+                    client.receive_data(data)
+                    events.extend(client.events())
+            replies = [json.loads(e.data) for e in events if isinstance(e, TextMessage)]
+            assert {"id": 2, "result": {}} in replies
+            await hooks.wait_for(lambda: len(hooks.detached_calls) == 1)
+            after = await cdp_call(watcher, 2, "Target.getTargets", {})
+            new = [t for t in after["result"]["targetInfos"]
+                   if t not in before["result"]["targetInfos"] and t["type"] == "page"]
+            assert len(new) == 1  # the first createTarget went through, the third did not
+            await cdp_call(watcher, 3, "Target.closeTarget", {"targetId": new[0]["targetId"]})
+    assert [action for _, action in hooks.closes] == ["detached"]
+    assert hooks.detached_calls[0][2]["ended_by"] == "detached"
+    detached_socket = hooks.detached_calls[0][1]
+    outcomes = {c["method"]: c["outcome"] for c in hooks.commands
+                if c["socket_id"] == detached_socket}
+    assert outcomes["Browser.close"] == "detached"
+
+
 @pytest.mark.parametrize("scope", ["connection", "runtime"])
 async def test_close_ends_open_sockets_promptly(
     proxy: CdpProxy, hooks: LeaseHooks, scope: str
@@ -637,6 +698,9 @@ class Hooks:
     def attached(self, *args): pass
     def detached(self, *args): pass
     def refused(self, *args): pass
+    def command(self, *args): pass
+    def browser_close(self, *args): pass
+    def download_behavior(self, *args): pass
 
 async def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))

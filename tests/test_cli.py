@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from browserd.client import cli
-from browserd.client.records import Event
+from browserd.client import cli, cli_format
+from browserd.client.records import Event, ProfileRecord, RuntimeRecord, RuntimeStats
 
 
 def test_launch_options() -> None:
@@ -59,6 +59,13 @@ def test_global_options_before_or_after_the_command() -> None:
         ["connect", "crm", "--ttl", "soon"],
         ["ls", "--status", "sleeping"],
         ["events", "crm", "--after", "x"],
+        ["launch", "crm", "--memory-limit", "10"],
+        ["launch", "crm", "--memory-limit", "1.5"],
+        ["launch", "crm", "--wait", "-1"],
+        ["profiles", "show"],
+        ["profiles", "clone", "bot"],
+        ["profiles", "frobnicate"],
+        ["stats", "--interval", "0"],
         ["frobnicate"],
     ],
 )
@@ -118,3 +125,74 @@ def test_stale_socket_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli.main(["ls", "--socket", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: client.daemon_unavailable: nothing is listening on")
+
+
+def test_supervision_options() -> None:
+    args = cli.parse_args(["launch", "crm", "--memory-limit", "512", "--wait", "30"])
+    assert (args.memory_limit, args.wait) == (512, 30.0)
+    args = cli.parse_args(["launch", "crm", "--wait", "0"])
+    assert (args.memory_limit, args.wait) == (None, 0.0)
+    args = cli.parse_args(["stats"])
+    assert args.fn is cli.cmd_stats
+    assert (args.names, args.space, args.no_stream, args.interval) == ([], None, False, 2.0)
+    args = cli.parse_args(["stats", "a", "b", "--space", "lab", "--no-stream", "--json"])
+    assert (args.names, args.space, args.no_stream, args.json) == (["a", "b"], "lab", True, True)
+
+
+def test_profiles_subcommands() -> None:
+    assert cli.parse_args(["profiles"]).fn is cli.cmd_profiles
+    assert cli.parse_args(["profiles", "ls", "--json"]).json
+    args = cli.parse_args(["profiles", "show", "bot"])
+    assert (args.fn, args.profile) == (cli.cmd_profile_show, "bot")
+    args = cli.parse_args(["profiles", "rm", "bot", "--socket", "/s.sock"])
+    assert (args.fn, args.profile, args.socket) == (cli.cmd_profile_rm, "bot", "/s.sock")
+    args = cli.parse_args(["--json", "profiles", "clone", "bot", "bot2"])
+    assert (args.fn, args.profile, args.to) == (cli.cmd_profile_clone, "bot", "bot2")
+    assert args.json
+
+
+def test_human_bytes() -> None:
+    human = cli_format.human_bytes
+    assert (human(None), human(0), human(1023), human(1024)) == (None, "0 B", "1023 B", "1.0 KiB")
+    assert human(438_976_512) == "418.6 MiB"
+    assert human(3 * 2**30) == "3.0 GiB" and human(2**50) == "1024.0 TiB"
+
+
+def test_profile_table() -> None:
+    profiles = [
+        ProfileRecord(name="crm-bot", size_bytes=1_800_918,
+                      last_used_at="2026-11-28T10:06:45.110000Z",
+                      in_use_by={"runtime_id": "rt_1", "space": "sales", "name": "crm"}),
+        ProfileRecord(name="spare", size_bytes=512, in_use_by=None),
+        ProfileRecord(name="copying", in_use_by={"operation": "clone", "to": "x"}),
+    ]  # fmt: skip
+    assert cli_format.profile_table(profiles).splitlines() == [
+        "NAME     SIZE     IN-USE-BY  LAST-USED",
+        "crm-bot  1.7 MiB  sales/crm  2026-11-28 10:06:45.110",
+        "spare    512 B    -          -",
+        "copying  0 B      (clone)    -",
+    ]
+    details = cli_format.profile_details(profiles[0]).splitlines()
+    assert "size        1.7 MiB (1800918 bytes)" in details
+    assert "in use by   sales/crm" in details
+
+
+def test_stats_table_and_document() -> None:
+    active = RuntimeRecord(id="rt_1", space="default", name="crm", status="active")
+    stopped = RuntimeRecord(id="rt_2", space="lab", name="old", status="stopped")
+    wire = {"runtime_id": "rt_1", "name": "crm", "space": "default", "cpu_percent": 12.25,
+            "rss_bytes": 150 * 2**20, "processes": 6, "targets": 1,
+            "sampled_at": "2026-11-28T10:06:46.822312Z"}  # fmt: skip
+    rows = [(active, RuntimeStats.from_wire(wire)), (stopped, None)]
+    assert cli_format.stats_table(rows).splitlines() == [
+        "NAME  SPACE    CPU %  MEM        PROCS  TARGETS",
+        "crm   default  12.2%  150.0 MiB  6      1",
+        "old   lab      -      -          -      -",
+    ]
+    assert cli_format.stats_document(rows) == [
+        {**wire, "status": "active"},
+        {"runtime_id": "rt_2", "name": "old", "space": "lab", "cpu_percent": None,
+         "rss_bytes": None, "processes": None, "targets": None, "sampled_at": None,
+         "status": "stopped"},
+    ]  # fmt: skip
+    assert cli_format.stats_table([]) == "NAME  SPACE  CPU %  MEM  PROCS  TARGETS"

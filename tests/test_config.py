@@ -183,4 +183,4 @@ def test_defaults_need_no_file(clean_env: Path) -> None:
     assert isinstance(config, Config)
     assert (config.live_restore, config.cdp.close_policy, config.events.record_commands,
             config.events.console_level, config.retention.max_runs, config.pool.size) == (
-        False, "detach", "commands", "info", 100, 0)
+        False, "detach", "commands", "error", 100, 0)

@@ -41,6 +41,11 @@ DESIGN_CODES = [
     "invocation.cancelled",
     "daemon.shutting_down",
     "request.idempotency_conflict",
+    "profile.exists",
+    # the control surface (README's API section): additions to DESIGN.md
+    "target.not_found",
+    "invocation.not_found",
+    "runtime_file.not_found",
 ]
 
 

@@ -200,7 +200,8 @@ def test_garbage_is_a_parse_error(garbage: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         conn.next_event()
     assert info.value.code == "rpc.parse_error"
-    assert info.value.error == make_error("rpc.parse_error", info.value.message)
+    assert info.value.hint  # every error a peer is sent says what to do
+    assert info.value.error == make_error("rpc.parse_error", info.value.message, info.value.hint)
 
 
 def test_eof_on_a_frame_boundary() -> None:

@@ -1,5 +1,18 @@
 """The RPC methods, one module per resource; importing this package registers them all."""
 
-from . import connections, daemon_status, profiles, runs, runtimes, spaces
+from . import (
+    artifacts,
+    connections,
+    daemon_status,
+    files,
+    invocations,
+    profiles,
+    runs,
+    runtimes,
+    spaces,
+    subscriptions,
+    targets,
+)
 
-__all__ = ["connections", "daemon_status", "profiles", "runs", "runtimes", "spaces"]
+__all__ = ["artifacts", "connections", "daemon_status", "files", "invocations", "profiles", "runs",
+           "runtimes", "spaces", "subscriptions", "targets"]

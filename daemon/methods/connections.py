@@ -19,7 +19,12 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     lease, token = api.registry.create_lease(rt, protocol=protocol, ttl_s=ttl_s,
                                              exclusive=exclusive, label=label,
                                              actor=caller.actor())
-    return {**lease.to_wire(), "endpoint": api.registry.endpoint(lease, token)}
+    endpoint = api.registry.endpoint(lease, token)
+    # A bare origin for clients that drop the URL's path (Puppeteer's browserURL).
+    browser_url = await api.control.origins.open(lease, token, caller.uid)
+    if browser_url is not None:
+        endpoint["browser_url"] = browser_url
+    return {**lease.to_wire(), "endpoint": endpoint}
 
 
 @method("connections.list")
@@ -32,6 +37,14 @@ async def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any
     leases = [lease for lease in api.registry.leases.values()
               if rt is None or lease.runtime_id == rt.id]
     return page([lease.to_wire() for lease in leases])
+
+
+@method("connections.get")
+async def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    """One lease's metadata (never its URL)."""
+    lease_id = p.text("id", max_len=64)
+    p.finish()
+    return api.registry.get_lease(lease_id).to_wire()
 
 
 @method("connections.delete")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ..api import Api, Caller, method, page
 from ..errors import ApiError
 from ..params import Params, invalid
@@ -25,14 +27,23 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
         memory_limit_mb=p.integer("memory_limit_mb", None, low=64, high=1_000_000),
         wait_s=p.number("wait_s", 0.0, low=0, high=3600),
     )
-    p.text("idempotency_key", None, max_len=256)  # accepted now, honoured from issue 5 on
+    key = p.text("idempotency_key", None, max_len=256)
     p.finish()
     for arg in options.args:
         if arg.split("=", 1)[0] in _RESERVED_ARGS:
             raise invalid("args", f"{arg!r} is set by the daemon and cannot be overridden",
                           "Use the launch params (profile, headless) instead.")
-    rt, run, started = await api.registry.launch(space, name, options, caller.actor())
-    return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started}
+
+    async def launch() -> dict[str, Any]:
+        rt, run, started = await api.registry.launch(space, name, options, caller.actor())
+        return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started}
+
+    if key is None:
+        return await launch()
+    # The same key with the same params replays the first result for 24 h (idempotency.py).
+    fingerprint = {"space": space, "name": name, **attrs.asdict(options)}
+    result, _ = await api.control.idempotency.run("runtimes.launch", key, fingerprint, launch)
+    return dict(result)
 
 
 @method("runtimes.stats")

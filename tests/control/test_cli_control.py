@@ -1,0 +1,91 @@
+"""`browserctl invoke`, `tabs` and `files` against a real `browserd` subprocess."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from browserd.client.cli import parse_args
+from browserd.client.cli_control import _param
+
+from ..conftest import DaemonProcess, assert_no_processes
+from .conftest import HEADLESS_SHELL, png_size
+
+
+@pytest.fixture
+def shell_process(short_dir: Path) -> Iterator[DaemonProcess]:
+    """`browserd` as a subprocess, on chromium-headless-shell."""
+    (short_dir / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
+    running = DaemonProcess(short_dir)
+    running.start()
+    yield running
+    assert running.stop() == 0, running.log.read_text()
+    assert_no_processes(running.state_dir)
+
+
+def test_params_parse_as_json_when_they_can() -> None:
+    assert _param("full_page=true") == ("full_page", True)
+    assert _param("n=3") == ("n", 3)
+    assert _param("url=http://x/?a=b") == ("url", "http://x/?a=b")
+    assert _param("expression=document.title") == ("expression", "document.title")
+    assert _param("expression=1") == ("expression", "1"), "JavaScript stays text"
+    args = parse_args(["invoke", "crm", "screenshot", "--param", "full_page=true", "-o", "x.png"])
+    assert args.param == [("full_page", True)] and args.output == "x.png"
+    with pytest.raises(SystemExit):
+        parse_args(["invoke", "crm", "dance"])
+
+
+def test_invoke_tabs_files(shell_process: DaemonProcess, site: str, tmp_path: Path) -> None:
+    ctl = shell_process.ctl
+    ctl("launch", "crm")
+
+    out = ctl("invoke", "crm", "navigate", "--param", f"url={site}/tall").stdout
+    assert "succeeded" in out and "tall page" in out
+    value = ctl("invoke", "crm", "evaluate", "--param", "expression=6*7").stdout
+    assert value.splitlines()[-1] == "42"
+
+    shot = tmp_path / "shot.png"
+    out = ctl("invoke", "crm", "screenshot", "--param", "full_page=true", "-o", str(shot)).stdout
+    assert "saved" in out
+    assert png_size(shot.read_bytes())[1] >= 3000
+    text = tmp_path / "page.txt"
+    ctl("invoke", "crm", "content", "--param", "format=text", "-o", str(text))
+    assert text.read_text().strip() == "tall"
+
+    record = json.loads(ctl("invoke", "crm", "evaluate", "--param", "expression=1",
+                            "--no-wait", "--json").stdout)
+    assert record["status"] in ("queued", "running", "succeeded")
+    failed = ctl("invoke", "crm", "evaluate", "--param", "expression=nope()", check=False)
+    assert failed.returncode == 1 and "invocation.failed" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+    tabs = json.loads(ctl("tabs", "crm", "--json").stdout)
+    assert len(tabs) == 1 and tabs[0]["active"]
+    opened = json.loads(ctl("tabs", "crm", "--new", f"{site}/other", "--json").stdout)
+    listing = ctl("tabs", "crm").stdout
+    assert opened["id"] in listing and "*" in listing
+    ctl("tabs", "crm", "--activate", tabs[0]["id"])
+    assert json.loads(ctl("tabs", "crm", "--json").stdout)[0]["active"]
+    ctl("tabs", "crm", "--close", opened["id"])
+    assert [t["id"] for t in json.loads(ctl("tabs", "crm", "--json").stdout)] == [tabs[0]["id"]]
+    missing = ctl("tabs", "crm", "--close", "NO-SUCH", check=False)
+    assert missing.returncode == 1 and "target.not_found" in missing.stderr
+
+    local = tmp_path / "notes.txt"
+    local.write_text("staged by browserctl")
+    assert "staged docs/notes.txt" in ctl("files", "crm", "--put", str(local),
+                                          "--as", "docs/notes.txt").stdout
+    files = json.loads(ctl("files", "crm", "--json").stdout)
+    assert [f["path"] for f in files] == ["docs/notes.txt"]
+    collected = json.loads(ctl("files", "crm", "--collect", "docs/notes.txt", "--json").stdout)
+    assert collected["artifact"]["kind"] == "file"
+    bad = ctl("files", "crm", "--collect", "../runtime.json", check=False)
+    assert bad.returncode == 1 and "runtime_file.path_invalid" in bad.stderr
+
+    origin = ctl("connect", "crm", "--browser-url").stdout.strip()
+    assert origin.startswith("http://127.0.0.1:") and origin.count("/") == 2
+
+    ctl("stop", "crm")

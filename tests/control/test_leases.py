@@ -1,0 +1,120 @@
+"""Connection leases, complete: TTL bounds, every status with its time, connections.get, no URL
+after create, and the exclusive controller lock over leases, invocations and pages.
+
+(test_runtimes.py covers the endpoint gate itself: bad tokens, 410 after expiry and revoke,
+force closing open sockets.)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from browserd.client import errors
+
+from .conftest import Launched, eventually
+
+
+def seconds_between(start: str, end: str) -> float:
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))
+            ).total_seconds()
+
+
+async def test_ttl_bounds_and_default(launched: Launched) -> None:
+    connections = launched.runtime.connections
+    with trio.fail_after(30):
+        default = await connections.create()
+        assert seconds_between(default.created_at, default.expires_at or "") == 600
+        longest = await connections.create(ttl_s=86400)
+        assert seconds_between(longest.created_at, longest.expires_at or "") == 86400
+        shortest = await connections.create(ttl_s=1)
+        assert seconds_between(shortest.created_at, shortest.expires_at or "") == 1
+        for bad in (0.5, 86401, -1):
+            with pytest.raises(errors.InvalidParams) as refused:
+                await connections.create(ttl_s=bad)
+            assert refused.value.data["field"] == "ttl_s"
+
+
+async def test_statuses_and_their_times(launched: Launched) -> None:
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        short = await runtime.connections.create(ttl_s=1, label="short")
+        revoked = await runtime.connections.create(ttl_s=60)
+        kept = await runtime.connections.create(ttl_s=60)
+        assert kept.status == "active" and kept.revoked_at is None and kept.closed_at is None
+
+        await revoked.delete()
+        assert revoked.status == "revoked" and revoked.revoked_at is not None
+        got = await runtime.connections.get(revoked.id)
+        assert got.status == "revoked" and got.revoked_at == revoked.revoked_at
+        assert got.endpoint is None, "get never shows the URL"
+
+        expired = await eventually(lambda: runtime.connections.get(short.id),
+                                   lambda lease: lease.status == "expired")
+        assert expired.label == "short" and expired.revoked_at is None
+
+        with pytest.raises(errors.ConnectionNotFound):
+            await runtime.connections.get("conn_nope")
+
+        await runtime.stop()
+        closed = await runtime.connections.get(kept.id)
+        assert closed.status == "closed" and closed.closed_at is not None
+        # statuses that were final already stay as they were
+        assert (await runtime.connections.get(revoked.id)).status == "revoked"
+        assert (await runtime.connections.get(short.id)).status == "expired"
+
+
+async def test_no_url_or_token_after_create(launched: Launched) -> None:
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        conn = await runtime.connections.create()
+        assert conn.endpoint is not None
+        token = conn.endpoint.url.rsplit("/", 1)[1]
+        listed = await launched.bd.call("connections.list", {"runtime_id": runtime.id})
+        every = await launched.bd.call("connections.list", {})
+        got = await launched.bd.call("connections.get", {"id": conn.id})
+        for wire in (listed, every, got):
+            text = json.dumps(wire)
+            assert token not in text and "ws://" not in text and "http://" not in text
+            assert "endpoint" not in text and "token" not in text
+
+
+async def test_open_sockets_are_counted(launched: Launched) -> None:
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        conn = await runtime.connections.create()
+        assert conn.endpoint is not None
+        async with open_websocket_url(conn.endpoint.url):
+            await eventually(lambda: runtime.connections.get(conn.id),
+                             lambda lease: lease.open_sockets == 1)
+        await eventually(lambda: runtime.connections.get(conn.id),
+                         lambda lease: lease.open_sockets == 0)
+
+
+async def test_the_exclusive_lock(launched: Launched) -> None:
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        shared = await runtime.connections.create()
+        with pytest.raises(errors.ControllerBusy):
+            await runtime.connections.create(exclusive=True)  # others are live
+        await shared.delete()
+
+        lock = await runtime.connections.create(exclusive=True, ttl_s=1)
+        for attempt in (
+            runtime.connections.create(),
+            runtime.invocations.create("evaluate", {"expression": "1"}),
+            runtime.targets.create(),
+        ):
+            with pytest.raises(errors.ControllerBusy) as busy:
+                await attempt
+            assert busy.value.data["connection_id"] == lock.id
+        # the lock lasts while the lease is live: expiry frees the runtime
+        await eventually(lambda: runtime.connections.get(lock.id),
+                         lambda lease: lease.status == "expired", interval_s=0.1)
+        assert (await runtime.invocations.create("evaluate", {"expression": "2"})).output == 2
+        await runtime.connections.create()
