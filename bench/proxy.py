@@ -81,7 +81,7 @@ def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, 
     settings: dict[str, Any] = {"browser.executable": CHROMIUM}
     if record is not None:
         settings[RECORD_KEY] = record
-    rounds, evaluates, shots = (2, 100, 1) if quick else (4, 400, 2)
+    rounds, evaluates, shots = (2, 100, 1) if quick else (3, 300, 2)
     size = 2000 if quick else 4000
     html = big_page(size)
     results: dict[str, dict[str, list[float]]] = {

@@ -264,6 +264,8 @@ def _hash_file(path: Path) -> tuple[int, str]:
 def _read_chunk(path: Path, offset: int, length: int) -> tuple[bytes, bool]:
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
+        if offset >= size:
+            return b"", True
         file.seek(offset)
         data = file.read(length)
     return data, offset + len(data) >= size

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 import attrs
 import h11
-import psutil
 import trio
 
 from .cdp_commands import (
@@ -53,24 +52,18 @@ from .cdp_http import (
     open_upstream,
     rewrite_discovery,
 )
+from .tcp_peers import PeerLookup
 from .ws_frames import OP_CLOSE, OP_TEXT, FrameError
 from .ws_messages import MessageScanner, encode_frame
 
-__all__ = [
-    "CLOSE_POLICIES",
-    "CdpProxy",
-    "ProxyHooks",
-    "Refused",
-    "Upstream",
-    "fetch_browser_json",
-    "is_loopback_host",
-    "rewrite_discovery",
-]
+# Refused, Upstream, fetch_browser_json, is_loopback_host and rewrite_discovery live in
+# cdp_http; other modules import them from here, as before the split.
+__all__ = ["CLOSE_POLICIES", "CdpProxy", "ProxyHooks", "Refused", "Upstream",
+           "fetch_browser_json", "is_loopback_host", "rewrite_discovery"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_POLICIES = ("detach", "allow")
-_PEER_TIMEOUT_S = 5.0  # psutil lookup of the client's pid
 _DETACH_LINGER_S = 2.0  # after answering Browser.close, how long the client may take to leave
 _CHUNK = 256 * 1024
 _MAX_UNYIELDED = 16  # chunks a pump may forward back to back before it yields
@@ -171,12 +164,12 @@ class CdpProxy:
         self._requested_port = port
         self.record_commands = record_commands
         self.close_policy = close_policy
+        self._peer_of = PeerLookup()
         self._http = HttpFront(hooks, allowed_origins=allowed_origins, port=lambda: self.port,
                                peer_of=self._peer_of, upgrade=self._upgrade)
         self._sockets: dict[str, _Socket] = {}
         self._by_connection: dict[str, set[_Socket]] = {}
         self._by_runtime: dict[str, set[_Socket]] = {}
-        self._peer_limiter = trio.CapacityLimiter(4)
         self.port = 0
 
     def base_url(self) -> str:
@@ -357,7 +350,7 @@ class CdpProxy:
                     base = held_at
                     for message in messages:
                         command = sock.tracker.client_message(message)
-                        if command is None or command.method is None:
+                        if command is None:
                             continue
                         if self._intercepts(command) and message.start >= base:
                             # Forward what came before it; the rest of the client's bytes
@@ -532,47 +525,6 @@ class CdpProxy:
             hook(*args)
         except Exception:
             log.exception("cdp proxy: hook %s failed", getattr(hook, "__name__", hook))
-
-    async def _peer_of(self, stream: trio.SocketStream) -> dict[str, Any]:
-        """{pid, uid, name, addr} of the local process at the other end; None where unknown."""
-        try:
-            client = stream.socket.getpeername()
-            server = stream.socket.getsockname()
-        except OSError:
-            return {"pid": None, "uid": None, "name": None, "addr": None}
-        peer: dict[str, Any] = {"pid": None, "uid": None, "name": None}
-        try:
-            with trio.fail_after(_PEER_TIMEOUT_S):
-                peer = await trio.to_thread.run_sync(
-                    _find_peer_process,
-                    (client[0], client[1]),
-                    (server[0], server[1]),
-                    limiter=self._peer_limiter,
-                    abandon_on_cancel=True,
-                )
-        except Exception as exc:  # attribution is best effort; never fail the request over it
-            log.debug("cdp proxy: peer lookup failed: %r", exc)
-        return {**peer, "addr": f"{client[0]}:{client[1]}"}
-
-
-def _find_peer_process(client: tuple[str, int], server: tuple[str, int]) -> dict[str, Any]:
-    """Runs in a thread: the pid owning the client end of a loopback TCP connection."""
-    peer: dict[str, Any] = {"pid": None, "uid": None, "name": None}
-    for c in psutil.net_connections(kind="tcp"):
-        if c.pid is None or not c.laddr or not c.raddr:
-            continue
-        if (c.laddr.ip, c.laddr.port) == client and (c.raddr.ip, c.raddr.port) == server:
-            peer["pid"] = c.pid
-            break
-    else:
-        return peer
-    try:
-        proc = psutil.Process(peer["pid"])
-        peer["name"] = proc.name()
-        peer["uid"] = proc.uids().real
-    except psutil.Error:
-        pass
-    return peer
 
 
 async def _write_all(fd: int, data: bytes) -> bool:

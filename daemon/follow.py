@@ -76,6 +76,8 @@ class Follow:
         self._cancelled = False
         self._wake = trio.Event()
         self._log: EventLog | None = None
+        self._live_from: int | None = None  # the first seq the listener delivers
+        self._latest = after_seq  # the last seq the listener saw, wanted or not
         self._last_sent = trio.current_time()  # heartbeats come after this much silence
 
     def start(self) -> None:
@@ -87,6 +89,8 @@ class Follow:
         """
         self._log = live_log(self._registry, self._run)
         if self._log is not None:
+            # From here on every append reaches the listener; the file has the rest.
+            self._live_from = self._log.last_seq + 1
             self._log.add_listener(self._on_event)
         self._session.subscriptions[self.id] = self
         self._session.start_soon(self._stream)
@@ -99,8 +103,9 @@ class Follow:
     # -- the listener: runs inside EventLog.append, so it only queues ----------------------
 
     def _on_event(self, event: Event) -> None:
-        if self._overflowed:
-            return
+        self._latest = event["seq"]
+        if self._overflowed or not (self._matches(event["type"]) or is_final(event)):
+            return  # filtered out here, so a narrow filter on a busy run never overflows
         if len(self._queue) >= self._queue_size:
             self._overflowed = True
             self._detach()
@@ -118,6 +123,8 @@ class Follow:
         reason = "cancelled"
         try:
             reason = await self._replay_then_live()
+        except Exception:  # a bug here ends this stream, not the client's connection
+            log.exception("subscription %s of run %s failed", self.id, self._run.id)
         finally:
             self._detach()
             self._session.subscriptions.pop(self.id, None)
@@ -126,7 +133,7 @@ class Follow:
                                    {"subscription": self.id, "reason": reason})
 
     async def _replay_then_live(self) -> str:
-        live_from = self._log.last_seq + 1 if self._log is not None else None
+        live_from = self._live_from
         reason = await self._replay(live_from)
         if reason is not None:
             return reason
@@ -145,8 +152,9 @@ class Follow:
             with trio.move_on_at(self._last_sent + self._heartbeat_s) as idle:
                 await self._wake.wait()
             if idle.cancelled_caught:
+                last_seq = max(self._cursor, self._latest)
                 await self._notify("subscription.heartbeat",
-                                   {"subscription": self.id, "last_seq": self._cursor})
+                                   {"subscription": self.id, "last_seq": last_seq})
 
     async def _replay(self, live_from: int | None) -> str | None:
         """Send the logged events after the cursor and before `live_from` (all if None)."""

@@ -134,6 +134,8 @@ class _RunObserver:
                 # Caught here, inside the nursery, so it never arrives as an exception group.
                 log.debug("observer of %s: the browser went away: %r", self.rt.id, exc)
             finally:
+                # A client's download behaviour dies with this browser.
+                self.registry.download_behaviors.pop(self.rt.id, None)
                 with trio.CancelScope(shield=True):
                     await self.downloads.cleanup()
             nursery.cancel_scope.cancel()

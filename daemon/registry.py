@@ -162,11 +162,20 @@ class Registry:
     def _run_dir(self, run_id: str) -> Path:
         return self.state_dir / "runs" / run_id
 
-    def save_runtime(self, rt: Runtime) -> None:
+    def save_runtime(self, rt: Runtime, *, strict: bool = True) -> None:
+        """Write runtime.json. A lifecycle step (strict=False) goes on when the disk refuses:
+        a stop must finish and a crash must be recorded even on a full disk. The record stays
+        right in memory, the next save writes it whole, and a restart reconciles a stale file."""
         rt.record.updated_at = _now()
         directory = self._runtime_dir(rt.id)
-        directory.mkdir(mode=0o700, exist_ok=True)
-        storage.write_json_atomic(directory / "runtime.json", rt.record.to_json())
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            storage.write_json_atomic(directory / "runtime.json", rt.record.to_json())
+        except OSError as exc:
+            if strict:
+                raise
+            log.error("runtime %s: could not save runtime.json (%s); going on with the record "
+                      "in memory", rt.id, describe_os_error(exc))
 
     def _save_run(self, run: RunRecord, *, strict: bool = False) -> None:
         """Write run.json. Only a launch (strict) fails on a disk error; a live or ending run
@@ -497,15 +506,21 @@ class Registry:
         try:
             self._save_run(run, strict=True)
             rt.run, rt.log = run, self._open_log(run)
-        except OSError:
+        except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
             self._release_profile(rt)
-            raise
+            raise ApiError(
+                "state.unwritable",
+                f"The state directory cannot take a new run: {describe_os_error(exc)}.",
+                hint=f"Free space on the disk holding {self.state_dir} (or fix its "
+                     "permissions), then launch again.",
+                data={"state_dir": str(self.state_dir)},
+            ) from None
         self.runs[run.id] = run
         rt.end_reason, rt.done = None, trio.Event()
         rt.record.status = runtime_transition(rt.record.status, Trigger.LAUNCH)
         rt.record.active_run_id = run.id
-        self.save_runtime(rt)
+        self.save_runtime(rt, strict=False)
         rt.log.append("runtime.lifecycle", {"executable": executable,
                                             "profile": rt.record.profile,
                                             "from_pool": pooled is not None},
@@ -699,7 +714,7 @@ class Registry:
                              "ephemeral": rt.ephemeral, "host": endpoint.host,
                              "port": endpoint.port, "browser_path": endpoint.browser_path}
         self.touch(rt)
-        self.save_runtime(rt)
+        self.save_runtime(rt, strict=False)
         self._save_run(rt.run)
         rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
                       status="active")
@@ -731,7 +746,7 @@ class Registry:
         rt.record.active_run_id = None
         rt.record.process = None
         rt.process, rt.log = None, None
-        self.save_runtime(rt)
+        self.save_runtime(rt, strict=False)
         self._slot_freed.set()
         self._slot_freed = trio.Event()
         if self.pool is not None:
@@ -761,7 +776,7 @@ class Registry:
             rt.end_reason = reason
             rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
             run.status = run_transition(run.status, Trigger.STOP)
-            self.save_runtime(rt)
+            self.save_runtime(rt, strict=False)
             rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
                           actor=actor)
             await self._close_sockets(rt)

@@ -294,7 +294,7 @@ class Session:
                 await self._reply_error(request.msgid, exc)
                 return
             except Exception as exc:
-                api_error = _single_api_error(exc)
+                api_error = _single_api_error(exc) or _resource_error(exc, request.method)
                 if api_error is None:
                     log.exception("method %s failed", request.method)
                     api_error = ApiError("rpc.internal_error",
@@ -328,6 +328,39 @@ class Session:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # The client left; the read loop sees the same and ends the session.
                 log.debug("dropped a reply to pid %s: connection gone", self.caller.pid)
+
+
+# OS errors that say the machine is short of something (not a bug, not a bad request): the
+# request fails with a clean error and the daemon goes on serving.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def _resource_error(exc: BaseException, method: str) -> ApiError | None:
+    """`state.unwritable` or `daemon.resources_exhausted` for a request that failed on a full
+    disk or out of file descriptors or memory; None for anything else."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if not isinstance(exc, OSError) or exc.errno not in _DISK_ERRNOS | _RESOURCE_ERRNOS:
+        return None
+    code = errno.errorcode[exc.errno]
+    reason = f"{code}: {exc.strerror or exc}"
+    log.warning("method %s failed: %s", method, reason)
+    if exc.errno in _DISK_ERRNOS:
+        return ApiError(
+            "state.unwritable",
+            f"The daemon could not write its state while serving {method} ({reason}).",
+            hint="Free space on the disk holding the state directory (or fix its "
+                 "permissions), then retry.",
+            data={"errno": code},
+        )
+    return ApiError(
+        "daemon.resources_exhausted",
+        f"The daemon ran out of file descriptors or memory while serving {method} ({reason}).",
+        hint="Close idle clients or stop runtimes, or raise the daemon's limits "
+             "(LimitNOFILE= for the service), then retry.",
+        data={"errno": code},
+    )
 
 
 def _single_api_error(exc: BaseException) -> ApiError | None:

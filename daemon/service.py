@@ -22,6 +22,7 @@ from .monitor import ResourceMonitor
 from .notify import Notifier
 from .observer import Observer
 from .registry import Registry
+from .retention import Retention
 from .rpc_server import RpcServer
 from .supervisor import run_orphan_reaper, set_child_subreaper
 from .timeouts import Timeouts
@@ -83,6 +84,8 @@ async def serve(config: Config, *, handle_signals: bool = False,
         # As subreaper we inherit orphaned browser helpers; this collects their exit statuses.
         await nursery.start(run_orphan_reaper)
         await nursery.start(registry.run)
+        # Old runs go by count and age (config retention.*), in the background.
+        await nursery.start(Retention(registry, config.retention).run)
         await nursery.start(api.control.origins.serve)  # endpoint.browser_url listeners
         async with trio.open_nursery() as front:
             await front.start(server.serve)

@@ -24,9 +24,10 @@ import pytest
 import trio
 from playwright.sync_api import sync_playwright
 
-from browserd.client import AsyncClient, errors
+from browserd.client import AsyncClient, Client, errors
 from browserd.daemon.artifacts import ArtifactStore, safe_file_name
 from browserd.daemon.cdp_client import open_cdp
+from browserd.daemon.downloads import DownloadTracker
 from browserd.daemon.errors import ApiError
 from browserd.daemon.registry import Registry, Runtime
 from browserd.daemon.service import Daemon
@@ -264,6 +265,34 @@ def _epoch(rfc3339: str) -> float:
     return datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
+async def test_a_client_folder_set_first_is_mirrored_not_overridden(
+    short_dir: Path, files_site: str
+) -> None:
+    """The proxy reported a client's download folder before the daemon set its own (a client
+    faster than the observer): the daemon's claim keeps the client's folder in force."""
+    client_folder = short_dir / "client-downloads"
+    client_folder.mkdir()
+    async with trio.open_nursery() as nursery:
+        daemon = await start_daemon(nursery, short_dir)
+        reg = daemon.registry
+        with trio.fail_after(60):
+            rt = await launch(reg)
+            assert rt.process is not None
+            reg.download_behaviors[rt.id] = {"behavior": "allow",
+                                             "downloadPath": str(client_folder)}
+            async with open_cdp(rt.process.endpoint.ws_url) as cdp, \
+                    trio.open_nursery() as claims:
+                # A second claim as the observer makes it at start.
+                await DownloadTracker(reg, rt, cdp, lambda *a, **k: None, claims).claim()
+                await click_download(reg, rt, f"{files_site}/", "dl")
+                finished = await wait_for(reg, rt, finished_download(REPORT_NAME))
+            await reg.stop(rt)
+        daemon.stop()
+    assert finished["status"] == "finished", finished
+    assert (client_folder / REPORT_NAME).read_bytes() == REPORT, "the client's folder and name"
+    assert finished["data"]["client_path"] == str(client_folder / REPORT_NAME)
+
+
 # -- reading artifacts back: the client and browserctl -----------------------------------
 
 
@@ -315,37 +344,49 @@ async def test_client_lists_reads_and_downloads(short_dir: Path, files_site: str
 
 
 def test_browserctl_artifacts(daemon_process: DaemonProcess, files_site: str) -> None:
-    daemon_process.ctl("launch", "dl")
-    url = daemon_process.ctl("connect", "dl").stdout.strip()
+    with Client(daemon_process.socket) as bd:
+        runtime = bd.runtimes.browser.launch(name="dl")
+        conn = runtime.connections.create(ttl_s=60)
+        assert conn.endpoint is not None
+        url = conn.endpoint.url
 
-    async def download() -> None:
-        async with open_cdp(url) as cdp:
-            _, session = await open_page(cdp, f"{files_site}/")
-            with trio.fail_after(20):
-                while True:
-                    listed = json.loads(daemon_process.ctl("artifacts", "dl", "--json").stdout)
-                    if listed:
-                        return
-                    await cdp.call("Runtime.evaluate", {
-                        "expression": "document.getElementById('dl')?.click()"},
-                        session_id=session)
-                    await trio.sleep(1)
+        async def click() -> None:
+            async with open_cdp(url) as cdp:
+                _, session = await open_page(cdp, f"{files_site}/")
+                clicked = False
+                with trio.fail_after(20):
+                    while not clicked:  # once the page has loaded
+                        result = await cdp.call("Runtime.evaluate", {"expression": (
+                            "(() => { const a = document.getElementById('dl');"
+                            " a?.click(); return !!a; })()")}, session_id=session)
+                        clicked = bool(result["result"].get("value"))
+                        await trio.sleep(0.05)
 
-    trio.run(download)
-    listed = json.loads(daemon_process.ctl("artifacts", "dl", "--json").stdout)
-    assert listed[0]["name"] == REPORT_NAME and listed[0]["kind"] == "download"
-    table = daemon_process.ctl("artifacts", "dl", "--kind", "download").stdout
-    assert listed[0]["id"] in table and REPORT_NAME in table
-    assert "no artifacts" in daemon_process.ctl("artifacts", "dl", "--kind", "pdf").stdout
+        T = time.monotonic(); print("launched", T)
+        trio.run(click)
+        print("clicked", time.monotonic() - T)
+        run = runtime.current_run()
+        deadline = time.monotonic() + 20
+        while not run.artifacts.list():
+            assert time.monotonic() < deadline, "the download never became an artifact"
+            time.sleep(0.05)
 
-    out = daemon_process.base / "out.csv"
-    got = daemon_process.ctl("artifacts", "dl", "--get", listed[0]["id"], "-o", str(out))
-    assert out.read_bytes() == REPORT and "saved" in got.stdout
-    missing = daemon_process.ctl("artifacts", "dl", "--get", "art_nope", check=False)
-    assert missing.returncode == 1 and "artifact.not_found" in missing.stderr
-    assert "Traceback" not in missing.stderr
-    daemon_process.ctl("stop", "dl")
+        print("listed", time.monotonic() - T)
+        listed = json.loads(daemon_process.ctl("artifacts", "dl", "--json").stdout)
+        print("ctl1", time.monotonic() - T)
+        assert listed[0]["name"] == REPORT_NAME and listed[0]["kind"] == "download"
+        table = daemon_process.ctl("artifacts", "dl", "--kind", "download").stdout
+        assert listed[0]["id"] in table and REPORT_NAME in table and run.id in table
+
+        out = daemon_process.base / "out.csv"
+        got = daemon_process.ctl("artifacts", "dl", "--get", listed[0]["id"], "-o", str(out))
+        assert out.read_bytes() == REPORT and "saved" in got.stdout
+        missing = daemon_process.ctl("artifacts", "dl", "--get", "art_nope", check=False)
+        assert missing.returncode == 1 and "artifact.not_found" in missing.stderr
+        assert "Traceback" not in missing.stderr
+        print("ctls", time.monotonic() - T)
+        runtime.stop()
+        print("stopped", time.monotonic() - T)
     # After the run: --run still finds it.
-    run_id = listed[0]["run_id"]
-    again = json.loads(daemon_process.ctl("artifacts", "dl", "--run", run_id, "--json").stdout)
+    again = json.loads(daemon_process.ctl("artifacts", "dl", "--run", run.id, "--json").stdout)
     assert [a["id"] for a in again] == [a["id"] for a in listed]

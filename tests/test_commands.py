@@ -7,6 +7,8 @@ Browser.close), and Playwright drives a page, through connection leases of the d
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from browserd.client import AsyncClient
 from browserd.daemon.config import CdpConfig, EventsConfig
 from browserd.daemon.service import Daemon, serve
 
-from .conftest import assert_no_processes, make_config
+from .conftest import REPO, assert_no_processes, make_config
 from .test_tour import drive_page, web_page  # noqa: F401 - web_page is a fixture
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
@@ -66,7 +68,7 @@ async def events_of(bd: AsyncClient, run_id: str, types: list[str]) -> list[Any]
 
 async def wait_for_events(bd: AsyncClient, run_id: str, types: list[str], count: int
                           ) -> list[Any]:
-    while len(events := await events_of(bd, run_id, types)) < count:
+    while len(events := await events_of(bd, run_id, types)) < count:  # noqa: ASYNC110 - polls
         await trio.sleep(0.05)
     return events
 
@@ -195,6 +197,34 @@ async def test_browser_close_detaches_on_an_ephemeral_runtime_too(daemon_off: Da
                 with pytest.raises(ConnectionClosed):
                     await ws.get_message()
             assert (await runtime.refresh()).status == "active"
+            await runtime.stop()
+
+
+def run_puppeteer_close(endpoint: str) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node is not None, "node is required (the machine has node 20)"
+    assert (REPO / "node_modules" / "puppeteer-core").is_dir(), (
+        "puppeteer-core is not installed: run `make test` (it runs npm ci) or `npm ci`"
+    )
+    result = subprocess.run([node, str(REPO / "tests" / "js" / "puppeteer_close.mjs"), endpoint],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, f"puppeteer failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def test_puppeteer_browser_close_leaves_the_runtime_running(daemon_off: Daemon) -> None:
+    with trio.fail_after(90):
+        async with AsyncClient(daemon_off.config.socket) as bd:
+            runtime = await bd.runtimes.browser.launch(name="pptr", profile="pptr-bot")
+            conn = await runtime.connections.create()
+            assert conn.endpoint is not None and runtime.active_run_id is not None
+            seen = await trio.to_thread.run_sync(run_puppeteer_close, conn.endpoint.url)
+            assert seen["closed"] and not seen["connected"]
+            assert seen["ms"] < 5000  # answered, not timed out
+            assert (await runtime.refresh()).status == "active"
+            (close,) = await wait_for_events(bd, runtime.active_run_id,
+                                             ["connection.browser_close"], 1)
+            assert close.data["action"] == "detached"
             await runtime.stop()
 
 

@@ -22,6 +22,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from browserd.client import AsyncClient
+from browserd.client.errors import BrowserdError
 from browserd.daemon.eventlog import BATCH_FSYNC_INTERVAL_S
 from browserd.daemon.service import Daemon, serve
 
@@ -71,10 +72,9 @@ def tiny_runs_disk(short_dir: Path) -> Iterator[Path]:
 
 def fill(directory: Path) -> None:
     """Write a file until the filesystem is full."""
-    with open(directory / "filler", "wb", buffering=0) as filler:
-        with contextlib.suppress(OSError):
-            while True:
-                filler.write(b"\0" * 4096)
+    with open(directory / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
     probe = directory / "probe"
     with pytest.raises(OSError) as full:
         probe.write_bytes(b"x" * 8192)
@@ -114,7 +114,7 @@ async def test_a_full_disk_never_stops_the_runtime(
                                                           "method": "Browser.getVersion"}))
                         reply = json.loads(await ws.get_message())
                         assert "product" in reply["result"]
-                while "connection.detached" not in got:  # the live stream misses nothing
+                while "connection.detached" not in got:  # noqa: ASYNC110 - the live stream misses nothing
                     await trio.sleep(0.05)
                 run = await run.refresh()
                 assert run.status == "active" and run.degraded
@@ -126,10 +126,9 @@ async def test_a_full_disk_never_stops_the_runtime(
             final = await bd.runs.get(run.id)
             assert final.status == "ended" and final.degraded
             # A later launch on the same full disk is refused cleanly, not half-done.
-            with pytest.raises(Exception) as refused:  # noqa: PT011 - the code is checked
+            with pytest.raises(BrowserdError) as refused:
                 await bd.runtimes.browser.launch(name="full")
-            print("LAUNCH CODE", getattr(refused.value, "code", None), refused.value)
-            assert getattr(refused.value, "code", "").startswith(("rpc.", "state.", "browser."))
+            assert getattr(refused.value, "code", None) == "state.unwritable"
             assert (await runtime.refresh()).status in ("stopped", "failed")
     assert any("degraded" in r.getMessage() and "ENOSPC" in r.getMessage()
                for r in caplog.records)

@@ -23,6 +23,7 @@ import trio
 
 from browserd.client import AsyncClient, Client
 from browserd.client.cli_timeline import timeline_line
+from browserd.client.errors import BrowserdError
 from browserd.client.records import Event
 from browserd.daemon import follow
 from browserd.daemon.registry import Runtime
@@ -68,7 +69,7 @@ async def test_follow_replays_then_streams_live_until_the_run_ends(daemon: Daemo
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(collect)
-                while not any(e.type == "connection.created" for e in got):
+                while not any(e.type == "connection.created" for e in got):  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
                 await runtime.connections.create()  # live
                 await live.wait()
@@ -113,10 +114,10 @@ async def test_blocking_follow_iterates_until_the_run_ends(daemon: Daemon) -> No
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.to_thread.run_sync, follow_blocking,
                                    daemon.config.socket, run.id, 0, got)
-                while len(got) < 2:
+                while len(got) < 2:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.02)
                 await runtime.connections.create()
-                while "connection.created" not in [e.type for e in got]:
+                while "connection.created" not in [e.type for e in got]:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.02)
                 await runtime.stop()
             assert got[-1].status == "ended"
@@ -208,11 +209,11 @@ async def test_overflow_ends_the_stream_and_the_client_resubscribes(
                             got.append(event)
 
                 nursery.start_soon(collect)
-                while len(got) < 1:
+                while len(got) < 1:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
                 for i in range(20, 40):
                     rt.log.append("test.burst", {"i": i})
-                while len([e for e in got if e.type == "test.burst"]) < 40:
+                while len([e for e in got if e.type == "test.burst"]) < 40:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
                 await runtime.stop()
             bursts = [e.data["i"] for e in got if e.type == "test.burst"]
@@ -231,7 +232,7 @@ async def test_connection_close_releases_the_subscription(daemon: Daemon) -> Non
             async with AsyncClient(daemon.config.socket) as other:
                 await other.subscribe("runs.events.follow", {"run_id": run.id})
                 assert rt.log.listener_count == listeners + 1
-            while rt.log.listener_count != listeners:
+            while rt.log.listener_count != listeners:  # noqa: ASYNC110 - polls
                 await trio.sleep(0.01)
             rt.log.append("test.after", {})  # no listener of a gone connection is called
             await runtime.stop()
@@ -245,8 +246,8 @@ async def test_follow_refuses_bad_input(daemon: Daemon) -> None:
                            {"run_id": "x", "typos": []}):
                 try:
                     await bd.call("runs.events.follow", params)
-                except Exception as exc:  # noqa: BLE001 - the code is what is checked
-                    errors[str(params)] = getattr(exc, "code", None)
+                except BrowserdError as exc:
+                    errors[str(params)] = exc.code
             assert list(errors.values()) == ["run.not_found", "rpc.invalid_params",
                                              "rpc.invalid_params"]
 

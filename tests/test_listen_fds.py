@@ -70,8 +70,15 @@ def _wait_for(path: Path) -> None:
 
 def _connect(path: Path) -> None:
     _wait_for(path)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(path))
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(path))
+                return
+            except ConnectionRefusedError:  # bound, not yet listening
+                assert time.monotonic() < deadline, f"{path} never listened"
+        time.sleep(0.02)
 
 
 @needs_activate

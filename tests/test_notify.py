@@ -130,27 +130,31 @@ async def test_health_loop_pings_only_after_passing_rounds(daemon: Daemon,
                                                            short_dir: Path) -> None:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await sock.bind(str(short_dir / "wd.sock"))
-    notifier = Notifier(str(short_dir / "wd.sock"), watchdog_usec=400_000)
+    notifier = Notifier(str(short_dir / "wd.sock"), watchdog_usec=1_000_000)
 
     async def next_message() -> list[str]:
-        with trio.fail_after(5):
-            return (await sock.recv(65536)).decode().split("\n")
+        return (await sock.recv(65536)).decode().split("\n")
 
     with sock:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(health.watch, daemon.registry, daemon.api, notifier)
-            first = await next_message()
-            assert first[0] == "WATCHDOG=1"
+            with trio.fail_after(10):
+                message = await next_message()
+                while message[0] != "WATCHDOG=1":  # a loaded machine may fail a round
+                    message = await next_message()
             assert re.fullmatch(r"STATUS=serving .*: 0 runtime\(s\) active of 0, \d client\(s\)",
-                                first[1])
+                                message[1])
             # The socket stops serving: rounds fail, the pings stop, STATUS says why.
             daemon.api.socket_path = str(short_dir / "nothing-here.sock")
-            for _ in range(2):  # one ping may already be on its way
+            with trio.fail_after(10):
                 message = await next_message()
-                if message[0].startswith("STATUS=unhealthy"):
-                    break
-            assert message[0].startswith("STATUS=unhealthy: the RPC socket")
-            assert (await next_message())[0].startswith("STATUS=unhealthy")
+                while message[0] == "WATCHDOG=1":  # one ping may already be on its way
+                    message = await next_message()
+            assert message == [f"STATUS=unhealthy: the RPC socket {short_dir}/nothing-here.sock "
+                               "does not serve: [Errno 2] No such file or directory"]
+            for _ in range(2):
+                with trio.fail_after(10):
+                    assert (await next_message())[0].startswith("STATUS=unhealthy")
             nursery.cancel_scope.cancel()
 
 
@@ -159,22 +163,21 @@ def test_daemon_reports_ready_status_watchdog_stopping(receiver: NotifyReceiver,
     (short_dir / "config.toml").write_text(
         '[browser]\nexecutable = "/usr/bin/chromium-headless-shell"\n')
     running = DaemonProcess(short_dir, {"NOTIFY_SOCKET": str(receiver.path),
-                                        "WATCHDOG_USEC": "2000000"})
+                                        "WATCHDOG_USEC": "4000000"})
     running.start()
     try:
         ready = receiver.wait_for("READY=1", 10)
         assert ready[0] == "READY=1" and ready[1].startswith("STATUS=serving ")
         assert running.socket.is_socket()  # READY only once the socket is bound
-        assert receiver.wait_for("WATCHDOG=1", 5)
+        assert receiver.wait_for("WATCHDOG=1", 15)
         running.ctl("launch", "w")
         browsers = processes_using(running.state_dir)
         assert browsers
         for proc in browsers:  # nothing of systemd's protocol reaches a browser
             environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
             assert not [v for v in environ if SYSTEMD_VARS.match(v.decode(errors="replace"))]
-        deadline = time.monotonic() + 10
-        while "STATUS=" not in " ".join(receiver.flat()) or not any(
-                "1 runtime(s) active of 1" in line for line in receiver.flat()):
+        deadline = time.monotonic() + 20  # the next health round counts the runtime
+        while not any("1 runtime(s) active of 1" in line for line in receiver.flat()):
             assert time.monotonic() < deadline, receiver.messages
             receiver.receive(1)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -74,7 +75,7 @@ def test_messages_survive_any_chunking(client: bool, cuts: list[int], capture: i
     assert messages[4].frames == 3 and messages[0].frames == 1
     # Offsets: messages tile the stream, except the ping (inside message 4) and the close.
     assert messages[0].start == 0
-    for before, after in zip(messages, messages[1:], strict=False):
+    for before, after in itertools.pairwise(messages):
         assert after.start == before.end
     assert scanner.close_seen and scanner.messages == len(EXPECTED)
     assert scanner.last_boundary == scanner.bytes_seen == len(wire)

@@ -29,7 +29,7 @@ async def runs_artifacts_read(api: Api, caller: Caller, p: Params) -> dict[str, 
     """`length` bytes of an artifact from `offset`: `{data: bin, eof}`."""
     run_id = p.text("run_id", max_len=64)
     artifact_id = p.text("artifact_id", max_len=64)
-    offset = p.integer("offset", 0, low=0)
+    offset = p.integer("offset", 0, low=0, high=2**62)
     length = p.integer("length", DEFAULT_READ, low=1, high=MAX_READ)
     p.finish()
     run = api.registry.get_run(run_id)

@@ -201,12 +201,15 @@ class CdpSocket:
         self.ws.receive_data(data)
         return list(self.ws.events())
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             session_id: str | None = None) -> dict[str, Any]:
         """Send one CDP command and return its answer (events in between are kept aside)."""
         self.next_id += 1
         msgid = self.next_id
-        self.sock.sendall(self.ws.send(TextMessage(
-            json.dumps({"id": msgid, "method": method, "params": params or {}}))))
+        message: dict[str, Any] = {"id": msgid, "method": method, "params": params or {}}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        self.sock.sendall(self.ws.send(TextMessage(json.dumps(message))))
         deadline = time.monotonic() + self.timeout_s
         while True:
             for event in self._receive(deadline):
@@ -328,8 +331,9 @@ class Daemon(DaemonProcess):
 
     def start(self, timeout_s: float = 20.0) -> None:
         def limits() -> None:
-            if self.nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+            if self.nofile is not None:  # the hard limit stays: Chromium raises its own
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
             if self.fsize is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize, self.fsize))
 
@@ -372,14 +376,37 @@ def browser_pids(state_dir: Path) -> list[psutil.Process]:
     return processes_using(state_dir)
 
 
-def renderer_of(state_dir: Path) -> psutil.Process | None:
-    for proc in processes_using(state_dir):
+def descendants(pid: int) -> list[psutil.Process]:
+    """The live process tree under `pid` (Chromium's helpers do not name the user-data-dir in
+    their command lines, so a cmdline search alone would miss them)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def renderer_of(daemon_pid: int) -> psutil.Process | None:
+    for proc in descendants(daemon_pid):
         try:
             if "--type=renderer" in proc.cmdline():
                 return proc
         except psutil.Error:
             continue
     return None
+
+
+def assert_gone(procs: list[psutil.Process], within_s: float = 10.0) -> None:
+    """Every one of these processes has exited (psutil compares create times, so a reused pid
+    does not count)."""
+    _, alive = psutil.wait_procs(procs, timeout=within_s)
+    left = []
+    for proc in alive:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                left.append((proc.pid, proc.cmdline()[:2]))
+        except psutil.Error:
+            continue
+    assert not left, f"orphaned processes: {left}"
 
 
 def assert_no_orphans(state_dir: Path, within_s: float = 10.0) -> None:
