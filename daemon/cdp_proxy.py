@@ -414,11 +414,6 @@ class CdpProxy:
                         sock.close_initiator = "browser"
                     sock.bytes_out += len(data)
                     sock.messages_out = scanner.messages
-                    if recording:
-                        for message in messages:
-                            record = sock.tracker.browser_message(message)
-                            if record is not None:
-                                self._record(sock, record)
                     if sock.detach is not None and scanner.last_boundary >= base:
                         # Answer at the last message boundary; what follows is dropped.
                         cut = scanner.last_boundary - base
@@ -427,6 +422,11 @@ class CdpProxy:
                     if not await _write_all(dst_fd, data):
                         sock.end(f"{sock.close_initiator or 'client'}_closed")
                         return
+                    if recording:  # after the write: logging never delays the client
+                        for message in messages:
+                            record = sock.tracker.browser_message(message)
+                            if record is not None:
+                                self._record(sock, record)
                     unyielded += 1
                     if unyielded >= _MAX_UNYIELDED:
                         unyielded = 0

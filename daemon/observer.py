@@ -123,14 +123,20 @@ class _RunObserver:
                                              nursery)
             try:
                 await self.cdp.call("Target.setDiscoverTargets", {"discover": True})
-                await self.downloads.claim()
+                try:
+                    await self.downloads.claim()
+                except CdpError as exc:
+                    # Seen while a browser shuts down ("Browser context management is not
+                    # supported"): observe anyway; downloads stay as the browser has them.
+                    log.info("observer of %s: no download behaviour: %s", self.rt.id, exc)
                 await self.cdp.call("Target.setAutoAttach", {
                     "autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True,
                 })
                 nursery.start_soon(self.downloads.watch_clients)
                 async for event in self.cdp.events:
                     self.dispatch(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
+                    CdpError) as exc:
                 # Caught here, inside the nursery, so it never arrives as an exception group.
                 log.debug("observer of %s: the browser went away: %r", self.rt.id, exc)
             finally:

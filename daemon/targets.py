@@ -36,7 +36,8 @@ __all__ = ["Link", "Targets", "require_url", "target_not_found"]
 
 log = logging.getLogger("browserd.targets")
 
-LINK_WAIT_S = 10.0  # how long a request waits for a just-launched runtime's link to come up
+LINK_WAIT_S = 10.0
+CLOSE_WAIT_S = 5.0  # how long a request waits for a just-launched runtime's link to come up
 _LISTENER_QUEUE = 1000
 _PAGE_TYPES = ("page",)
 
@@ -73,6 +74,7 @@ class Link:
     _sessions: dict[str, str] = attrs.Factory(dict)  # target id -> session id
     _attaching: dict[str, trio.Lock] = attrs.Factory(dict)
     _listeners: dict[str, set[trio.MemorySendChannel[CdpEvent]]] = attrs.Factory(dict)
+    _gone: dict[str, trio.Event] = attrs.Factory(dict)  # target id -> set when destroyed
 
     # -------------------------------------------------------------- what the daemon knows
 
@@ -111,6 +113,14 @@ class Link:
                     raise target_not_found(target_id) from None
                 session_id = self._sessions[target_id] = str(reply["sessionId"])
             return session_id
+
+    async def wait_gone(self, target_id: str, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for the browser to report the target destroyed."""
+        if target_id not in self.targets:
+            return
+        gone = self._gone.setdefault(target_id, trio.Event())
+        with trio.move_on_after(timeout_s):
+            await gone.wait()
 
     @contextmanager
     def listen(self, session_id: str) -> Iterator[trio.MemoryReceiveChannel[CdpEvent]]:
@@ -155,6 +165,8 @@ class Link:
         elif event.method == "Target.targetDestroyed":
             target_id = params.get("targetId")
             self.targets.pop(str(target_id), None)
+            if (gone := self._gone.pop(str(target_id), None)) is not None:
+                gone.set()
             self._sessions.pop(str(target_id), None)
             self._attaching.pop(str(target_id), None)
             if self.active_id == target_id:
@@ -263,6 +275,8 @@ class Targets:
         link = await self.link(rt)
         info = await self._info(link, target_id)
         await link.cdp.call("Target.closeTarget", {"targetId": target_id})
+        # Closing is asynchronous in the browser: return once it is gone from its list.
+        await link.wait_gone(target_id, CLOSE_WAIT_S)
         link.targets.pop(target_id, None)
         if link.active_id == target_id:
             link.active_id = None

@@ -362,18 +362,14 @@ def test_browserctl_artifacts(daemon_process: DaemonProcess, files_site: str) ->
                         clicked = bool(result["result"].get("value"))
                         await trio.sleep(0.05)
 
-        T = time.monotonic(); print("launched", T)
         trio.run(click)
-        print("clicked", time.monotonic() - T)
         run = runtime.current_run()
         deadline = time.monotonic() + 20
         while not run.artifacts.list():
             assert time.monotonic() < deadline, "the download never became an artifact"
             time.sleep(0.05)
 
-        print("listed", time.monotonic() - T)
         listed = json.loads(daemon_process.ctl("artifacts", "dl", "--json").stdout)
-        print("ctl1", time.monotonic() - T)
         assert listed[0]["name"] == REPORT_NAME and listed[0]["kind"] == "download"
         table = daemon_process.ctl("artifacts", "dl", "--kind", "download").stdout
         assert listed[0]["id"] in table and REPORT_NAME in table and run.id in table
@@ -384,9 +380,7 @@ def test_browserctl_artifacts(daemon_process: DaemonProcess, files_site: str) ->
         missing = daemon_process.ctl("artifacts", "dl", "--get", "art_nope", check=False)
         assert missing.returncode == 1 and "artifact.not_found" in missing.stderr
         assert "Traceback" not in missing.stderr
-        print("ctls", time.monotonic() - T)
         runtime.stop()
-        print("stopped", time.monotonic() - T)
     # After the run: --run still finds it.
     again = json.loads(daemon_process.ctl("artifacts", "dl", "--run", run.id, "--json").stdout)
     assert [a["id"] for a in again] == [a["id"] for a in listed]

@@ -82,8 +82,9 @@ async def test_sweep_keeps_the_newest_runs_of_each_runtime(small_limits: Daemon)
                 await bd.runtimes.browser.launch(name="cycle")
             live = (await runtime.current_run()).id
             sweeper = Retention(daemon.registry, daemon.config.retention)
+            # The daemon's own sweeper may have been first (it runs 5 s after start).
             removed = await sweeper.sweep()
-            assert sorted(removed) == ids[:2]  # the two oldest finished runs
+            assert set(removed) <= set(ids[:2])
             for run_id in ids[:2]:
                 assert not (runs_dir / run_id).exists()
                 with pytest.raises(BrowserdError) as missing:

@@ -20,7 +20,7 @@ import trio
 from browserd.client import AsyncClient, AsyncRuntime
 from browserd.daemon.service import Daemon, serve
 
-from ..conftest import assert_no_processes, make_config
+from ..conftest import DaemonProcess, assert_no_processes, make_config
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 
@@ -59,6 +59,17 @@ def site() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def shell_process(short_dir: Path) -> Iterator[DaemonProcess]:
+    """`browserd` as a subprocess, on chromium-headless-shell."""
+    (short_dir / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
+    running = DaemonProcess(short_dir)
+    running.start()
+    yield running
+    assert running.stop() == 0, running.log.read_text()
+    assert_no_processes(running.state_dir)
 
 
 @pytest.fixture

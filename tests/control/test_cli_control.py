@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,19 +10,8 @@ import pytest
 from browserd.client.cli import parse_args
 from browserd.client.cli_control import _param
 
-from ..conftest import DaemonProcess, assert_no_processes
-from .conftest import HEADLESS_SHELL, png_size
-
-
-@pytest.fixture
-def shell_process(short_dir: Path) -> Iterator[DaemonProcess]:
-    """`browserd` as a subprocess, on chromium-headless-shell."""
-    (short_dir / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
-    running = DaemonProcess(short_dir)
-    running.start()
-    yield running
-    assert running.stop() == 0, running.log.read_text()
-    assert_no_processes(running.state_dir)
+from ..conftest import DaemonProcess
+from .conftest import png_size
 
 
 def test_params_parse_as_json_when_they_can() -> None:

@@ -53,8 +53,7 @@ def make_daemon(short_dir: Path) -> Iterator[Any]:
     yield make
     for daemon in started:
         if daemon.alive():
-            print("T", round(time.monotonic()%1000,2), 'daemon.kill()', flush=True)
-        daemon.kill()
+            daemon.kill()
     assert_no_orphans(short_dir / "state")
 
 
@@ -223,22 +222,18 @@ def test_kill_9_of_the_daemon_mid_write(make_daemon: Any) -> None:
     for cycle in range(3):
         daemon = make_daemon()
         churn = Churn(daemon)
-        print("T", round(time.monotonic()%1000,2), 'churn.start()', flush=True)
         churn.start()
         time.sleep(rng.uniform(1.5, 3.0) if cycle else 0.6)  # the first kill lands mid-launch
         tree = descendants(daemon.pid)
         daemon.kill()
-        print("T", round(time.monotonic()%1000,2), 'churn.join()', flush=True)
         churn.join()
         assert not churn.unexpected, churn.unexpected[:3]
         # Browsers die with their daemon (parent-death signal), helpers included.
-        print("T", round(time.monotonic()%1000,2), 'assert_gone(tree)', flush=True)
         assert_gone(tree)
         assert_no_orphans(daemon.state_dir)
         check_run_logs(daemon.state_dir)
         check_state_files(daemon.state_dir)
 
-        print("T", round(time.monotonic()%1000,2), 'daemon = make_daemon()  # reco', flush=True)
         daemon = make_daemon()  # reconciles what the dead daemon left
         with Client(daemon.socket) as bd:
             for runtime in bd.runtimes.list():
@@ -251,14 +246,11 @@ def test_kill_9_of_the_daemon_mid_write(make_daemon: Any) -> None:
                     seen[run_id] = {e["data"].get("connection_id") for e in events_of(bd, run_id)
                                     if e["type"] == "connection.created"}
                 lost += lease_id not in seen[run_id]
-            print("T", round(time.monotonic()%1000,2), 'for run_id in churn.runs:', flush=True)
             for run_id in churn.runs:
                 assert events_of(bd, run_id)[0]["type"] == "runtime.lifecycle"
             assert bd.runtimes.browser.launch(name="steady").status == "active"
-            print("T", round(time.monotonic()%1000,2), 'bd.runtimes.get("steady").stop', flush=True)
             bd.runtimes.get("steady").stop()
         REPORT.events_checked += check_run_logs(daemon.state_dir).events
-        print("T", round(time.monotonic()%1000,2), 'assert daemon.stop() == 0', flush=True)
         assert daemon.stop() == 0
         REPORT.faults["daemon kill -9"] += 1
         assert churn.leases or cycle == 0, "the churn never got going"
