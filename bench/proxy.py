@@ -91,8 +91,12 @@ def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, 
         runtime = client.runtimes.browser.launch(name="proxy-bench")
         assert runtime.active_run_id is not None
         user_data_dir = daemon.state_dir / "ephemeral" / runtime.active_run_id
-        endpoint = read_devtools_active_port(user_data_dir)
-        assert endpoint is not None, f"no DevToolsActivePort in {user_data_dir}"
+        # The daemon answers on Chromium's stderr line; the file may land a moment later.
+        deadline = time.monotonic() + 10
+        while (endpoint := read_devtools_active_port(user_data_dir)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no DevToolsActivePort in {user_data_dir} after 10 s")
+            time.sleep(0.01)
         lease = runtime.connections.create(ttl_s=3600)
         assert lease.endpoint is not None
         urls = {"direct": endpoint.ws_url, "proxy": lease.endpoint.url}
