@@ -32,7 +32,7 @@ from .harness import (
 )
 from .soak import STEADY, Load, drive
 
-WARM_UP_S = 5.0
+WARM_UP_S = 10.0
 SETTLE_S = 12.0
 TOLERANCE = 0.10
 
@@ -105,6 +105,9 @@ async def hold_load(base: Path, name: str, duration_s: float) -> None:
         assert daemon.stop() == 0, daemon.log_text()[-3000:]
         assert_gone(tree)
         assert_no_orphans(daemon.state_dir)
+    except BaseException:
+        print(f"daemon log (tail):\n{daemon.log_text()[-6000:]}")  # shown with the failure
+        raise
     finally:
         if daemon.alive():
             daemon.kill()
