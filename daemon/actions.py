@@ -24,7 +24,8 @@ import trio
 from .cdp_client import CdpError
 from .errors import ApiError
 from .params import Params
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 from .targets import Link, require_url
 
 __all__ = ["ACTIONS", "Action", "ActionFailed", "Step", "check_params"]

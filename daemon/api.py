@@ -21,7 +21,8 @@ from .control import Control
 from .errors import ApiError
 from .monitor import ResourceMonitor
 from .params import Params, invalid
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 from .storage import now_rfc3339
 
 API_LEVEL = 1

@@ -30,7 +30,8 @@ from . import storage
 from .errors import ApiError
 from .eventlog import read_events
 from .model import RunRecord
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 
 __all__ = ["ArtifactStore", "safe_file_name"]
 

@@ -16,7 +16,8 @@ from .files import FileArea
 from .idempotency import IdempotencyStore
 from .invocations import Invocations
 from .lease_origins import LeaseOrigins
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 from .targets import Targets
 
 __all__ = ["Control"]

@@ -42,7 +42,8 @@ import trio
 
 from .cdp_client import CdpConnection, CdpError
 from .errors import ApiError
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 
 log = logging.getLogger("browserd.observer")
 

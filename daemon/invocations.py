@@ -30,7 +30,8 @@ from .actions import ACTIONS, ActionFailed, Step
 from .cdp_client import CdpError
 from .errors import ApiError
 from .idempotency import IdempotencyStore
-from .registry import Actor, Registry, Runtime
+from .registry import Registry
+from .runtime import Actor, Runtime
 from .targets import Link, Targets, target_not_found
 
 __all__ = ["FINISHED", "Invocation", "Invocations", "Status"]
@@ -172,7 +173,7 @@ class Invocations:
             inv.scope.cancel()
 
     def _refuse_if_controlled(self, rt: Runtime) -> None:
-        holder = self.registry.exclusive_lease(rt)
+        holder = self.registry.lease_book.exclusive(rt)
         if holder is not None:
             raise ApiError(
                 "runtime.controller_busy",

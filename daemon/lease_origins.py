@@ -133,7 +133,7 @@ class LeaseOrigins:
         if uid not in (origin.uid, os.getuid(), 0):
             return 403, _error("this lease belongs to another user")
         try:
-            upstream = self.registry.authorize(origin.lease_id, origin.token)
+            upstream = self.registry.lease_book.authorize(origin.lease_id, origin.token)
         except Refused as refused:
             return refused.status, _error(refused.reason)
         try:

@@ -16,7 +16,8 @@ import trio
 
 from .cdp_proxy import fetch_browser_json
 from .config import Config
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 from .storage import now_rfc3339
 
 log = logging.getLogger("browserd.monitor")

@@ -35,7 +35,8 @@ import trio_websocket
 from .cdp_client import CdpConnection, CdpError, CdpEvent, open_cdp
 from .config import Config
 from .downloads import DownloadTracker
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 
 log = logging.getLogger("browserd.observer")
 

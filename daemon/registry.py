@@ -9,27 +9,24 @@ launch, a stop and a delete of one runtime never interleave.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from . import storage
-from .cdp_proxy import CdpProxy, Refused, Upstream
+from .cdp_proxy import CdpProxy
 from .config import Config
 from .discovery import find_browser
 from .durability import degrade, describe_os_error, note_log_state, sync_live_logs
 from .errors import ApiError
 from .eventlog import EventLog, read_events
+from .leases import LeaseBook
 from .lifecycle import (
     FINISHED_RUN,
     LIVE_RUNTIME,
@@ -45,82 +42,16 @@ from .model import (
     RunRecord,
     RuntimeRecord,
     Space,
-    format_time,
-    hash_token,
-    parse_time,
 )
 from .pool import WarmPool
-from .profiles import HeldProfile, ProfileStore
-from .restart import RestartPolicy
+from .profiles import ProfileStore
+from .runtime import Actor, LaunchOptions, RunService, Runtime
 from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactStore
 
 log = logging.getLogger("browserd.registry")
-
-Actor = dict[str, Any]
-
-
-class RunService(Protocol):
-    """Something that works alongside each run's browser (an observer, a sampler, ...)."""
-
-    async def attend(self, rt: Runtime) -> None:
-        """Run for the life of the run's browser; cancelled when the run ends.
-
-        Called once the browser is active (`rt.process` and `rt.log` are set). It must not end
-        the run itself; to stop the runtime it calls `Registry.stop` from a task of its own.
-        """
-
-
-@attrs.frozen
-class LaunchOptions:
-    profile: str | None = None
-    metadata: dict[str, Any] = attrs.Factory(dict)
-    headless: bool = True
-    restart: str = "no"
-    idle_timeout_s: float | None = None
-    max_lifetime_s: float | None = None
-    args: tuple[str, ...] = ()
-    memory_limit_mb: int | None = None
-    wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
-
-    def config(self) -> dict[str, Any]:
-        """The options that stay with the runtime (restarts reuse them)."""
-        return {
-            "headless": self.headless,
-            "restart": self.restart,
-            "idle_timeout_s": self.idle_timeout_s,
-            "max_lifetime_s": self.max_lifetime_s,
-            "memory_limit_mb": self.memory_limit_mb,
-            "args": list(self.args),
-        }
-
-
-@attrs.define
-class Runtime:
-    """A runtime's record plus what only exists while the daemon runs it."""
-
-    record: RuntimeRecord
-    lock: trio.Lock = attrs.Factory(trio.Lock)
-    process: BrowserProcess | None = None
-    run: RunRecord | None = None
-    log: EventLog | None = None
-    user_data_dir: Path | None = None
-    ephemeral: bool = False
-    held_profile: HeldProfile | None = None
-    end_reason: str | None = None  # set by whoever asks the browser to go
-    done: trio.Event = attrs.Factory(trio.Event)  # the supervising task has finished the run
-    restart_policy: RestartPolicy = attrs.Factory(RestartPolicy)
-    restart_scope: trio.CancelScope | None = None  # a pending restart after a crash
-    open_sockets: int = 0
-    sockets_closed: trio.Event = attrs.Factory(trio.Event)
-    last_activity: float = attrs.Factory(trio.current_time)  # monotonic, for the idle clock
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
 
 def _now() -> str:
     return storage.now_rfc3339()
@@ -129,17 +60,10 @@ def _now() -> str:
 class Registry:
     def __init__(self, config: Config) -> None:
         self.config = config
-        # The proxy asks the registry (its hooks) who may attach; the registry tells the proxy
-        # which sockets to close.
-        self.proxy = CdpProxy(self, host=config.cdp.host, port=config.cdp.port,
-                              allowed_origins=config.cdp.allowed_origins,
-                              record_commands=config.events.record_commands,
-                              close_policy=config.cdp.close_policy)
         self.state_dir = config.state_dir
         self.spaces: dict[str, Space] = {}
         self.runtimes: dict[str, Runtime] = {}
         self.runs: dict[str, RunRecord] = {}
-        self.leases: dict[str, Lease] = {}
         self.shutting_down = False
         self.run_services: list[RunService] = []
         # Set by the service once built (artifacts.py imports this module).
@@ -148,6 +72,15 @@ class Registry:
         # for the default context (no browserContextId), reported by the proxy; downloads.py
         # reads it (see the findings there) and drops it when the daemon takes downloads back.
         self.download_behaviors: dict[str, dict[str, Any]] = {}
+        self.lease_book = LeaseBook(self.runtimes, config, request_stop=self.request_stop,
+                                    download_behaviors=self.download_behaviors)
+        # The proxy asks the lease book (its hooks) who may attach; the registry tells the
+        # proxy which sockets to close.
+        self.proxy = CdpProxy(self.lease_book, host=config.cdp.host, port=config.cdp.port,
+                              allowed_origins=config.cdp.allowed_origins,
+                              record_commands=config.events.record_commands,
+                              close_policy=config.cdp.close_policy)
+        self.lease_book.proxy = self.proxy
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
         self._orphans: list[Runtime] = []  # live in the state files at start: to reconcile
         self.pool: WarmPool | None = None
@@ -189,6 +122,10 @@ class Registry:
                 raise
             degrade(run, f"run.json: {describe_os_error(exc)}")
 
+    @property
+    def leases(self) -> dict[str, Lease]:
+        return self.lease_book.leases
+
     def _save_spaces(self) -> None:
         spaces = [space.to_json() for space in self.spaces.values()]
         storage.write_json_atomic(self.state_dir / "spaces.json", {"spaces": spaces})
@@ -207,7 +144,7 @@ class Registry:
                 await self._reconcile(rt)
             self._orphans.clear()
             self._remove_leftover_ephemeral()
-            nursery.start_soon(self._expire_leases)
+            nursery.start_soon(self.lease_book.expire_loop)
             nursery.start_soon(sync_live_logs, self._live_logs)
             if self.config.pool.size > 0:
                 self.pool = WarmPool(
@@ -398,20 +335,19 @@ class Registry:
         return rt
 
     def touch(self, rt: Runtime) -> None:
-        """Something used the runtime (an RPC, a socket coming or going): restart idle clock."""
-        rt.record.last_activity_at = _now()
-        rt.last_activity = trio.current_time()
+        rt.touch()
 
     def idle_for(self, rt: Runtime) -> float:
         """Seconds since the last client left; 0 while a socket is open or a lease is live."""
-        if rt.open_sockets > 0 or any(True for _ in self._live_leases(rt)):
+        if rt.open_sockets > 0 or any(True for _ in self.lease_book.live(rt)):
             return 0.0
         return trio.current_time() - rt.last_activity
 
-    def request_stop(self, rt: Runtime, reason: str) -> None:
+    def request_stop(self, rt: Runtime, reason: str, actor: Actor | None = None) -> None:
         """Stop the runtime from a task of its own (for run services, which a stop cancels)."""
         assert self._nursery is not None
-        self._nursery.start_soon(self.stop, rt, reason, None, {"type": "daemon", "reason": reason})
+        actor = actor or {"type": "daemon", "reason": reason}
+        self._nursery.start_soon(self.stop, rt, reason, None, actor)
 
     async def launch(
         self, space: str, name: str, options: LaunchOptions, actor: Actor | None
@@ -731,10 +667,7 @@ class Registry:
             run.status = run_transition(run.status, trigger)
             rt.record.status = runtime_transition(rt.record.status, trigger)
         run.ended_at, run.end_reason, run.failure = _now(), reason, failure
-        now = run.ended_at
-        for lease in self.leases.values():
-            if lease.run_id == run.id and lease.status == "active":
-                lease.status, lease.closed_at = "closed", now
+        self.lease_book.close_run(run.id)
         event_log.append("runtime.lifecycle", {"end_reason": reason, "failure": failure},
                          status=run.status)
         run.counts["events"] = event_log.last_seq
@@ -843,184 +776,6 @@ class Registry:
                              runtime_id=run.runtime_id, space=run.space,
                              fsync=self.config.events.fsync)  # type: ignore[arg-type]
 
-    # ------------------------------------------------------------------ connection leases
-
-    def create_lease(self, rt: Runtime, *, protocol: str, ttl_s: float, exclusive: bool,
-                     label: str | None, actor: Actor | None) -> tuple[Lease, str]:
-        if rt.record.status != RuntimeStatus.ACTIVE or rt.run is None or rt.log is None:
-            raise ApiError(
-                "runtime.not_active",
-                f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}.",
-                hint="Launch it first: `browserctl launch NAME`.",
-                data={"status": rt.record.status},
-            )
-        live = [lease for lease in self._live_leases(rt)]
-        holder = next((lease for lease in live if lease.exclusive), None)
-        if holder is not None or (exclusive and live):
-            blocking = holder or live[0]
-            raise ApiError(
-                "runtime.controller_busy",
-                "An exclusive lease holds this runtime." if holder
-                else "Other leases are live, so an exclusive one cannot be granted.",
-                hint="Wait for it to expire, or delete it with connections.delete.",
-                data={"connection_id": blocking.id, "expires_at": blocking.expires_at},
-            )
-        token = secrets.token_urlsafe(32)
-        created = datetime.now(UTC)
-        lease = Lease(
-            id=storage.make_id("conn"), runtime_id=rt.id, run_id=rt.run.id,
-            space=rt.record.space, protocol=protocol, label=label, exclusive=exclusive,
-            token_hash=hash_token(token), created_at=format_time(created),
-            expires_at=format_time(created + timedelta(seconds=ttl_s)),
-        )
-        self.leases[lease.id] = lease
-        rt.run.counts["connections"] += 1
-        self.touch(rt)
-        rt.log.append("connection.created", {"connection_id": lease.id, "ttl_s": ttl_s,
-                                             "exclusive": exclusive, "label": label},
-                      actor=actor)
-        return lease, token
-
-    def endpoint(self, lease: Lease, token: str) -> dict[str, str]:
-        base = self.proxy.base_url()
-        path = f"/cdp/{lease.id}/{token}"
-        return {"url": base.replace("http://", "ws://", 1) + path, "http_url": base + path}
-
-    def _live_leases(self, rt: Runtime) -> Iterator[Lease]:
-        now = datetime.now(UTC)
-        for lease in self.leases.values():
-            live = lease.status == "active" and parse_time(lease.expires_at) > now
-            if lease.runtime_id == rt.id and live:
-                yield lease
-
-    def exclusive_lease(self, rt: Runtime) -> Lease | None:
-        """The live exclusive lease holding the runtime's controller lock, if any."""
-        return next((lease for lease in self._live_leases(rt) if lease.exclusive), None)
-
-    def get_lease(self, lease_id: str) -> Lease:
-        lease = self.leases.get(lease_id)
-        if lease is None:
-            raise ApiError("connection.not_found", f"There is no connection {lease_id!r}.",
-                           hint="List connections with connections.list.",
-                           data={"connection_id": lease_id})
-        return lease
-
-    def revoke_lease(self, lease: Lease, force: bool, actor: Actor | None) -> None:
-        if lease.status == "active":
-            lease.status, lease.revoked_at = "revoked", _now()
-            if (rt := self.runtimes.get(lease.runtime_id)) is not None:
-                self.touch(rt)
-            self._log_for(lease.runtime_id, lease.run_id, "connection.revoked",
-                          {"connection_id": lease.id, "force": force}, actor=actor)
-        if force:
-            self.proxy.close_connection(lease.id)
-
-    async def _expire_leases(self) -> None:
-        while True:
-            now = datetime.now(UTC)
-            for lease in list(self.leases.values()):
-                if lease.status == "active" and parse_time(lease.expires_at) <= now:
-                    lease.status = "expired"
-                    if (rt := self.runtimes.get(lease.runtime_id)) is not None:
-                        self.touch(rt)
-                    self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
-                                  {"connection_id": lease.id})
-            await trio.sleep(0.5)
-
-    def _log_for(self, runtime_id: str, run_id: str, type: str, data: dict[str, Any],
-                 actor: Actor | None = None, source: str = "daemon") -> None:
-        """Append to a run's log if that run is still the live one (else it has ended)."""
-        rt = self.runtimes.get(runtime_id)
-        if rt is not None and rt.run is not None and rt.run.id == run_id and rt.log is not None:
-            rt.log.append(type, data, actor=actor, source=source)
-
-    # ------------------------------------------------------------------ CDP proxy hooks
-
-    def authorize(self, connection_id: str, token: str) -> Upstream:
-        lease = self.leases.get(connection_id)
-        # Compare even for an unknown id, so timing does not tell ids apart.
-        expected = lease.token_hash if lease else hash_token(secrets.token_urlsafe(32))
-        if not hmac.compare_digest(expected, hash_token(token)) or lease is None:
-            raise Refused(401, "unknown connection or bad token")
-        if lease.status != "active" or parse_time(lease.expires_at) <= datetime.now(UTC):
-            raise Refused(410, f"connection lease is {_lease_state(lease)}")
-        rt = self.runtimes.get(lease.runtime_id)
-        if rt is None or rt.process is None or rt.run is None or rt.run.id != lease.run_id:
-            raise Refused(410, "the runtime's run has ended")
-        endpoint = rt.process.endpoint
-        return Upstream(runtime_id=rt.id, connection_id=lease.id, host=endpoint.host,
-                        port=endpoint.port, browser_path=endpoint.browser_path)
-
-    def attached(self, upstream: Upstream, socket_id: str, peer: dict[str, Any]) -> None:
-        rt = self.runtimes.get(upstream.runtime_id)
-        lease = self.leases.get(upstream.connection_id)
-        if lease is not None:
-            lease.open_sockets += 1
-            if rt is not None:
-                rt.open_sockets += 1
-                self.touch(rt)
-            self._log_for(lease.runtime_id, lease.run_id, "connection.attached",
-                          {"connection_id": lease.id, "socket_id": socket_id},
-                          actor={"type": "cdp_client", **peer})
-
-    def detached(self, upstream: Upstream, socket_id: str, stats: dict[str, Any]) -> None:
-        rt = self.runtimes.get(upstream.runtime_id)
-        lease = self.leases.get(upstream.connection_id)
-        if lease is not None:
-            lease.open_sockets -= 1
-            self._log_for(lease.runtime_id, lease.run_id, "connection.detached",
-                          {"connection_id": lease.id, "socket_id": socket_id, **stats})
-        if rt is not None:
-            rt.open_sockets -= 1
-            self.touch(rt)
-            if rt.open_sockets == 0:
-                rt.sockets_closed.set()
-
-    def command(self, upstream: Upstream, socket_id: str, record: dict[str, Any]) -> None:
-        # Called for every CDP command a client sends: one append, nothing else.
-        lease = self.leases.get(upstream.connection_id)
-        if lease is not None:
-            self._log_for(lease.runtime_id, lease.run_id, "connection.command",
-                          {"connection_id": lease.id, "socket_id": socket_id, **record},
-                          source="client")
-
-    def browser_close(self, upstream: Upstream, socket_id: str, action: str) -> None:
-        """A client's Browser.close: "detached" (the proxy answered it; the browser lives on)
-        or "forwarded" (close_policy "allow": the run ends as stopped by that client)."""
-        lease = self.leases.get(upstream.connection_id)
-        if lease is None:
-            return
-        self._log_for(lease.runtime_id, lease.run_id, "connection.browser_close",
-                      {"connection_id": lease.id, "socket_id": socket_id, "action": action,
-                       "policy": self.config.cdp.close_policy}, source="client")
-        rt = self.runtimes.get(upstream.runtime_id)
-        if action == "forwarded" and rt is not None and self._nursery is not None:
-            # Chromium takes far longer to exit than this task takes to mark the stop, so the
-            # exit is seen as asked for, not as a crash.
-            self._nursery.start_soon(self.stop, rt, "stopped", None,
-                                     {"type": "cdp_client", "connection_id": lease.id,
-                                      "socket_id": socket_id})
-
-    def download_behavior(self, upstream: Upstream, socket_id: str, method: str,
-                          params: dict[str, Any]) -> None:
-        # Only the default context's setting: the daemon's own is per context as well.
-        if method == "Browser.setDownloadBehavior" and "browserContextId" not in params:
-            self.download_behaviors[upstream.runtime_id] = {
-                key: params[key] for key in ("behavior", "downloadPath", "eventsEnabled")
-                if key in params
-            }
-
-    def refused(self, connection_id: str | None, status: int, reason: str,
-                peer: dict[str, Any]) -> None:
-        log.warning("CDP request refused (%d %s) for connection %s from %s", status, reason,
-                    connection_id, peer)
-        lease = self.leases.get(connection_id or "")
-        if lease is not None:
-            self._log_for(lease.runtime_id, lease.run_id, "connection.refused",
-                          {"connection_id": lease.id, "status": status, "reason": reason},
-                          actor={"type": "cdp_client", **peer})
-
-
 async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:
     return process
 
@@ -1031,10 +786,6 @@ async def _attend_guarded(service: RunService, rt: Runtime) -> None:
         await service.attend(rt)
     except Exception:
         log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
-
-
-def _lease_state(lease: Lease) -> str:
-    return "expired" if lease.status == "active" else lease.status
 
 
 def _describe_exit(exit_code: int | None, signal: int | None) -> str:

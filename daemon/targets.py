@@ -30,7 +30,8 @@ import trio_websocket
 from .cdp_client import CdpConnection, CdpError, CdpEvent, open_cdp
 from .errors import ApiError
 from .lifecycle import RuntimeStatus
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 
 __all__ = ["Link", "Targets", "require_url", "target_not_found"]
 

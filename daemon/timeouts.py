@@ -11,7 +11,8 @@ from __future__ import annotations
 import trio
 
 from .config import Config
-from .registry import Registry, Runtime
+from .registry import Registry
+from .runtime import Runtime
 
 _TICK_S = 0.25
 

@@ -29,7 +29,8 @@ from browserd.daemon.artifacts import ArtifactStore, safe_file_name
 from browserd.daemon.cdp_client import open_cdp
 from browserd.daemon.downloads import DownloadTracker
 from browserd.daemon.errors import ApiError
-from browserd.daemon.registry import Registry, Runtime
+from browserd.daemon.registry import Registry
+from browserd.daemon.runtime import Runtime
 from browserd.daemon.service import Daemon
 
 from .conftest import DaemonProcess

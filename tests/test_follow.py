@@ -26,7 +26,7 @@ from browserd.client.cli_timeline import timeline_line
 from browserd.client.errors import BrowserdError
 from browserd.client.records import Event
 from browserd.daemon import follow
-from browserd.daemon.registry import Runtime
+from browserd.daemon.runtime import Runtime
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import BIN, DaemonProcess, make_config

@@ -21,7 +21,8 @@ import trio
 from browserd.daemon.cdp_client import CdpConnection, open_cdp
 from browserd.daemon.config import EventsConfig
 from browserd.daemon.observer import console_types
-from browserd.daemon.registry import LaunchOptions, Registry, Runtime
+from browserd.daemon.registry import Registry
+from browserd.daemon.runtime import LaunchOptions, Runtime
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import assert_no_processes, make_config
@@ -78,9 +79,9 @@ async def launch(registry: Registry, name: str = "obs") -> Runtime:
 
 
 def lease_url(registry: Registry, rt: Runtime) -> str:
-    lease, token = registry.create_lease(rt, protocol="cdp", ttl_s=60, exclusive=False,
+    lease, token = registry.lease_book.create(rt, protocol="cdp", ttl_s=60, exclusive=False,
                                          label="test", actor=None)
-    return registry.endpoint(lease, token)["url"]
+    return registry.lease_book.endpoint(lease, token)["url"]
 
 
 async def wait_for(registry: Registry, rt: Runtime,

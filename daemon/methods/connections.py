@@ -16,10 +16,10 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     exclusive = p.flag("exclusive", False)
     label = p.text("label", None, max_len=200)
     p.finish()
-    lease, token = api.registry.create_lease(rt, protocol=protocol, ttl_s=ttl_s,
+    lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
                                              exclusive=exclusive, label=label,
                                              actor=caller.actor())
-    endpoint = api.registry.endpoint(lease, token)
+    endpoint = api.registry.lease_book.endpoint(lease, token)
     # A bare origin for clients that drop the URL's path (Puppeteer's browserURL).
     browser_url = await api.control.origins.open(lease, token, caller.uid)
     if browser_url is not None:
@@ -44,7 +44,7 @@ async def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     """One lease's metadata (never its URL)."""
     lease_id = p.text("id", max_len=64)
     p.finish()
-    return api.registry.get_lease(lease_id).to_wire()
+    return api.registry.lease_book.get(lease_id).to_wire()
 
 
 @method("connections.delete")
@@ -52,6 +52,6 @@ async def connections_delete(api: Api, caller: Caller, p: Params) -> dict[str, A
     lease_id = p.text("id", max_len=64)
     force = p.flag("force", False)
     p.finish()
-    lease = api.registry.get_lease(lease_id)
-    api.registry.revoke_lease(lease, force, caller.actor())
+    lease = api.registry.lease_book.get(lease_id)
+    api.registry.lease_book.revoke(lease, force, caller.actor())
     return lease.to_wire()

@@ -11,7 +11,7 @@ import trio
 from ..api import Api, Caller, method, page
 from ..errors import ApiError
 from ..params import Params, invalid
-from ..registry import Runtime
+from ..runtime import Runtime
 
 MAX_DATA = 64 * 1024 * 1024  # the RPC frame limit (16 MiB by default) is the real bound
 

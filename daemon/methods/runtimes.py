@@ -9,7 +9,7 @@ import attrs
 from ..api import Api, Caller, method, page
 from ..errors import ApiError
 from ..params import Params, invalid
-from ..registry import LaunchOptions
+from ..runtime import LaunchOptions
 
 
 @method("runtimes.launch")

@@ -7,13 +7,13 @@ from typing import Any
 from ..api import Api, Caller, method, page
 from ..errors import ApiError
 from ..params import Params
-from ..registry import Runtime
+from ..runtime import Runtime
 
 
 def _refuse_if_controlled(api: Api, rt: Runtime) -> None:
     # Opening, closing or switching pages is controlling the browser: an exclusive lease
     # holder has that to itself.
-    holder = api.registry.exclusive_lease(rt)
+    holder = api.registry.lease_book.exclusive(rt)
     if holder is not None:
         raise ApiError(
             "runtime.controller_busy",
