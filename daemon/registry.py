@@ -8,7 +8,6 @@ launch, a stop and a delete of one runtime never interleave.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -45,8 +44,9 @@ from .model import (
 )
 from .pool import WarmPool
 from .profiles import ProfileStore
+from .reconcile import Reconciler
 from .runtime import Actor, LaunchOptions, RunService, Runtime
-from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
+from .supervisor import BrowserProcess, LaunchSpec
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactStore
@@ -82,7 +82,6 @@ class Registry:
                               close_policy=config.cdp.close_policy)
         self.lease_book.proxy = self.proxy
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
-        self._orphans: list[Runtime] = []  # live in the state files at start: to reconcile
         self.pool: WarmPool | None = None
         self.profiles = ProfileStore(config.state_dir / "profiles")
         self._nursery: trio.Nursery | None = None
@@ -110,7 +109,7 @@ class Registry:
             log.error("runtime %s: could not save runtime.json (%s); going on with the record "
                       "in memory", rt.id, describe_os_error(exc))
 
-    def _save_run(self, run: RunRecord, *, strict: bool = False) -> None:
+    def save_run(self, run: RunRecord, *, strict: bool = False) -> None:
         """Write run.json. Only a launch (strict) fails on a disk error; a live or ending run
         goes on with its record in memory, marked degraded (durability.py)."""
         directory = self._run_dir(run.id)
@@ -123,10 +122,16 @@ class Registry:
             degrade(run, f"run.json: {describe_os_error(exc)}")
 
     @property
+    def nursery(self) -> trio.Nursery:
+        """Where supervising tasks live (exists once `run` has started)."""
+        assert self._nursery is not None
+        return self._nursery
+
+    @property
     def leases(self) -> dict[str, Lease]:
         return self.lease_book.leases
 
-    def _save_spaces(self) -> None:
+    def save_spaces(self) -> None:
         spaces = [space.to_json() for space in self.spaces.values()]
         storage.write_json_atomic(self.state_dir / "spaces.json", {"spaces": spaces})
 
@@ -137,13 +142,13 @@ class Registry:
         for sub in ("runtimes", "runs", "profiles", "ephemeral"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
-        self._load()
+        reconciler = Reconciler(self)
+        orphans = reconciler.load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for rt in self._orphans:
-                await self._reconcile(rt)
-            self._orphans.clear()
-            self._remove_leftover_ephemeral()
+            for rt in orphans:
+                await reconciler.reconcile(rt)
+            reconciler.remove_leftover_ephemeral()
             nursery.start_soon(self.lease_book.expire_loop)
             nursery.start_soon(sync_live_logs, self._live_logs)
             if self.config.pool.size > 0:
@@ -156,117 +161,6 @@ class Registry:
                 await nursery.start(self.pool.run)
             task_status.started()
             await trio.sleep_forever()
-
-    def _load(self) -> None:
-        spaces = storage.read_json(self.state_dir / "spaces.json") or {"spaces": []}
-        for obj in spaces["spaces"]:
-            space = Space.from_json(obj)
-            self.spaces[space.name] = space
-        if DEFAULT_SPACE not in self.spaces:
-            self.spaces[DEFAULT_SPACE] = Space(
-                storage.make_id("sp"), DEFAULT_SPACE, {}, _now()
-            )
-            self._save_spaces()
-        for path in sorted((self.state_dir / "runs").glob("*/run.json")):
-            with _logged_skip(path):
-                run = RunRecord.from_json(storage.read_json(path) or {})
-                self.runs[run.id] = run
-        for path in sorted((self.state_dir / "runtimes").glob("*/runtime.json")):
-            with _logged_skip(path):
-                record = RuntimeRecord.from_json(storage.read_json(path) or {})
-                rt = Runtime(record)
-                self.runtimes[record.id] = rt
-                if record.status in LIVE_RUNTIME:
-                    self._orphans.append(rt)
-
-    def _remove_leftover_ephemeral(self) -> None:
-        """Every ephemeral profile that no live (or adopted) run uses is a leftover."""
-        in_use = {rt.user_data_dir for rt in self.runtimes.values() if rt.ephemeral}
-        for leftover in (self.state_dir / "ephemeral").iterdir():
-            if leftover in in_use:
-                continue
-            killed = sweep_user_data_dir(leftover)
-            if killed:
-                log.warning("killed %d leftover processes of %s", len(killed), leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
-
-    async def _reconcile(self, rt: Runtime) -> None:
-        """A runtime the state says is live, left by a daemon that is gone: adopt its browser
-        when live_restore is on and the browser is still there, else end it as lost."""
-        info = rt.record.process or {}
-        run = self.runs.get(rt.record.active_run_id or "")
-        if self.config.live_restore and run is not None and "port" in info:
-            try:
-                await self._adopt(rt, run, info)
-                return
-            except (ApiError, LookupError, OSError) as exc:
-                log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
-        self._reconcile_lost(rt)
-
-    async def _adopt(self, rt: Runtime, run: RunRecord, info: dict[str, Any]) -> None:
-        user_data_dir = Path(info["user_data_dir"])
-        endpoint = DevToolsEndpoint(info["host"], info["port"], info["browser_path"])
-        spec = LaunchSpec(executable=info["executable"], user_data_dir=user_data_dir,
-                          die_with_daemon=False)
-        # Check before taking anything: a browser that is gone is reconciled as lost.
-        adopt_recorded = partial(BrowserProcess.adopt, spec, pid=info["pid"],
-                                 create_time=info["create_time"], endpoint=endpoint)
-        if rt.record.profile is not None:
-            rt.held_profile = self.profiles.acquire(rt.record.profile, {
-                "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
-                "run_id": run.id, "daemon_pid": os.getpid(), "adopted": True,
-            })
-        rt.user_data_dir, rt.ephemeral = user_data_dir, bool(info.get("ephemeral"))
-        rt.run, rt.log = run, self._open_log(run)
-        rt.end_reason, rt.done = None, trio.Event()
-        assert self._nursery is not None
-
-        async def start(pumps: trio.Nursery) -> BrowserProcess:
-            try:
-                return await adopt_recorded(nursery=pumps)
-            except LookupError as exc:
-                raise ApiError("browser.adopt_failed", str(exc)) from None
-
-        try:
-            await self._nursery.start(partial(self._supervise, rt, start, adopting=True))
-        except ApiError:
-            # Nothing was ended: give back what was taken; the caller reconciles it as lost.
-            if rt.log is not None:
-                rt.log.close()
-            if rt.held_profile is not None:
-                self.profiles.release(rt.held_profile)
-                rt.held_profile = None
-            rt.user_data_dir, rt.ephemeral, rt.log = None, False, None
-            raise
-        log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
-
-    def _reconcile_lost(self, rt: Runtime) -> None:
-        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
-        record = rt.record
-        killed: list[int] = []
-        user_data_dir = (record.process or {}).get("user_data_dir")
-        if user_data_dir:
-            killed = sweep_user_data_dir(Path(user_data_dir))
-        run = self.runs.get(record.active_run_id or "")
-        if run is not None and run.status not in FINISHED_RUN:
-            event_log = self._open_log(run)
-            event_log.append(
-                "runtime.lifecycle",
-                {"end_reason": "daemon_lost", "killed_pids": killed},
-                status="ended",
-            )
-            run.status = run_transition(run.status, Trigger.LOST)
-            run.ended_at = _now()
-            run.end_reason = "daemon_lost"
-            run.counts["events"] = event_log.last_seq
-            event_log.close()
-            self._save_run(run)
-        record.status = runtime_transition(record.status, Trigger.LOST)
-        record.active_run_id = None
-        record.process = None
-        self.save_runtime(rt)
-        log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
-                 record.name, killed or "nothing")
 
     async def shutdown(self) -> None:
         """Stop every live runtime in parallel; each run ends with `daemon_shutdown`."""
@@ -294,7 +188,7 @@ class Registry:
             return self.spaces[name]
         space = Space(storage.make_id("sp"), name, metadata, _now())
         self.spaces[name] = space
-        self._save_spaces()
+        self.save_spaces()
         return space
 
     def delete_space(self, name: str) -> None:
@@ -311,7 +205,7 @@ class Registry:
                 data={"runtimes": members},
             )
         del self.spaces[space.name]
-        self._save_spaces()
+        self.save_spaces()
 
     # ------------------------------------------------------------------ runtimes
 
@@ -440,8 +334,8 @@ class Registry:
         else:
             self._acquire_profile(rt, run)
         try:
-            self._save_run(run, strict=True)
-            rt.run, rt.log = run, self._open_log(run)
+            self.save_run(run, strict=True)
+            rt.run, rt.log = run, self.open_log(run)
         except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
             self._release_profile(rt)
@@ -467,14 +361,14 @@ class Registry:
                 rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
         assert self._nursery is not None
         if pooled is not None:
-            await self._nursery.start(self._supervise, rt, partial(_already_started, pooled))
+            await self._nursery.start(self.supervise, rt, partial(_already_started, pooled))
             return run
         spec = self._launch_spec(
             executable, rt.user_data_dir or Path(),
             headless=bool(rt.record.config.get("headless", True)),
             args=tuple(rt.record.config.get("args", ())),
         )
-        await self._nursery.start(self._supervise, rt, partial(BrowserProcess.launch, spec))
+        await self._nursery.start(self.supervise, rt, partial(BrowserProcess.launch, spec))
         return run
 
     def _launch_spec(self, executable: str, user_data_dir: Path, *, headless: bool = True,
@@ -523,7 +417,7 @@ class Registry:
             shutil.rmtree(rt.user_data_dir, ignore_errors=True)
         rt.user_data_dir, rt.ephemeral = None, False
 
-    async def _supervise(
+    async def supervise(
         self, rt: Runtime, start: Callable[[trio.Nursery], Awaitable[BrowserProcess]],
         *, adopting: bool = False, task_status: trio.TaskStatus[None],
     ) -> None:
@@ -651,7 +545,7 @@ class Registry:
                              "port": endpoint.port, "browser_path": endpoint.browser_path}
         self.touch(rt)
         self.save_runtime(rt, strict=False)
-        self._save_run(rt.run)
+        self.save_run(rt.run)
         rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
                       status="active")
 
@@ -673,7 +567,7 @@ class Registry:
         run.counts["events"] = event_log.last_seq
         event_log.close()
         note_log_state(run, event_log)
-        self._save_run(run)
+        self.save_run(run)
         self.proxy.close_runtime(rt.id)
         self._release_profile(rt)
         rt.record.active_run_id = None
@@ -771,7 +665,7 @@ class Registry:
             lambda: read_events(path, after_seq=after_seq, limit=limit, types=types)
         )
 
-    def _open_log(self, run: RunRecord) -> EventLog:
+    def open_log(self, run: RunRecord) -> EventLog:
         return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
                              runtime_id=run.runtime_id, space=run.space,
                              fsync=self.config.events.fsync)  # type: ignore[arg-type]
@@ -792,12 +686,3 @@ def _describe_exit(exit_code: int | None, signal: int | None) -> str:
     if signal is not None:
         return f"The browser was killed by signal {signal}."
     return f"The browser exited with code {exit_code} without being asked to."
-
-
-@contextlib.contextmanager
-def _logged_skip(path: Path) -> Iterator[None]:
-    """Skip one unreadable state file with a log line instead of refusing to start."""
-    try:
-        yield
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        log.error("skipping unreadable state file %s: %s", path, exc)

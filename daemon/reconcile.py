@@ -1,0 +1,161 @@
+"""Start-up: load the state files and reconcile them with what is really running.
+
+A runtime the state files call live was left by a daemon that is gone. With `live_restore` its
+browser is adopted when it is still there (same pid, start time and user-data-dir); otherwise
+the run ends as `daemon_lost` and every process naming its user-data-dir is killed. Ephemeral
+profiles that no live run uses are removed. Every action is logged, and written into the run's
+event log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import storage
+from .errors import ApiError
+from .lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
+from .model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
+from .runtime import Runtime
+from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+log = logging.getLogger("browserd.reconcile")
+
+
+class Reconciler:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def load(self) -> list[Runtime]:
+        """Read the state files; return the runtimes they say are live (to reconcile)."""
+        orphans: list[Runtime] = []
+        spaces = storage.read_json(self.registry.state_dir / "spaces.json") or {"spaces": []}
+        for obj in spaces["spaces"]:
+            space = Space.from_json(obj)
+            self.registry.spaces[space.name] = space
+        if DEFAULT_SPACE not in self.registry.spaces:
+            self.registry.spaces[DEFAULT_SPACE] = Space(
+                storage.make_id("sp"), DEFAULT_SPACE, {}, storage.now_rfc3339()
+            )
+            self.registry.save_spaces()
+        for path in sorted((self.registry.state_dir / "runs").glob("*/run.json")):
+            with _logged_skip(path):
+                run = RunRecord.from_json(storage.read_json(path) or {})
+                self.registry.runs[run.id] = run
+        for path in sorted((self.registry.state_dir / "runtimes").glob("*/runtime.json")):
+            with _logged_skip(path):
+                record = RuntimeRecord.from_json(storage.read_json(path) or {})
+                rt = Runtime(record)
+                self.registry.runtimes[record.id] = rt
+                if record.status in LIVE_RUNTIME:
+                    orphans.append(rt)
+        return orphans
+
+    def remove_leftover_ephemeral(self) -> None:
+        """Every ephemeral profile that no live (or adopted) run uses is a leftover."""
+        in_use = {rt.user_data_dir for rt in self.registry.runtimes.values() if rt.ephemeral}
+        for leftover in (self.registry.state_dir / "ephemeral").iterdir():
+            if leftover in in_use:
+                continue
+            killed = sweep_user_data_dir(leftover)
+            if killed:
+                log.warning("killed %d leftover processes of %s", len(killed), leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    async def reconcile(self, rt: Runtime) -> None:
+        """A runtime the state says is live, left by a daemon that is gone: adopt its browser
+        when live_restore is on and the browser is still there, else end it as lost."""
+        info = rt.record.process or {}
+        run = self.registry.runs.get(rt.record.active_run_id or "")
+        if self.registry.config.live_restore and run is not None and "port" in info:
+            try:
+                await self.adopt(rt, run, info)
+                return
+            except (ApiError, LookupError, OSError) as exc:
+                log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
+        self.reconcile_lost(rt)
+
+    async def adopt(self, rt: Runtime, run: RunRecord, info: dict[str, Any]) -> None:
+        user_data_dir = Path(info["user_data_dir"])
+        endpoint = DevToolsEndpoint(info["host"], info["port"], info["browser_path"])
+        spec = LaunchSpec(executable=info["executable"], user_data_dir=user_data_dir,
+                          die_with_daemon=False)
+        # Check before taking anything: a browser that is gone is reconciled as lost.
+        adopt_recorded = partial(BrowserProcess.adopt, spec, pid=info["pid"],
+                                 create_time=info["create_time"], endpoint=endpoint)
+        if rt.record.profile is not None:
+            rt.held_profile = self.registry.profiles.acquire(rt.record.profile, {
+                "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
+                "run_id": run.id, "daemon_pid": os.getpid(), "adopted": True,
+            })
+        rt.user_data_dir, rt.ephemeral = user_data_dir, bool(info.get("ephemeral"))
+        rt.run, rt.log = run, self.registry.open_log(run)
+        rt.end_reason, rt.done = None, trio.Event()
+
+        async def start(pumps: trio.Nursery) -> BrowserProcess:
+            try:
+                return await adopt_recorded(nursery=pumps)
+            except LookupError as exc:
+                raise ApiError("browser.adopt_failed", str(exc)) from None
+
+        try:
+            supervise = partial(self.registry.supervise, rt, start, adopting=True)
+            await self.registry.nursery.start(supervise)
+        except ApiError:
+            # Nothing was ended: give back what was taken; the caller reconciles it as lost.
+            if rt.log is not None:
+                rt.log.close()
+            if rt.held_profile is not None:
+                self.registry.profiles.release(rt.held_profile)
+                rt.held_profile = None
+            rt.user_data_dir, rt.ephemeral, rt.log = None, False, None
+            raise
+        log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
+
+    def reconcile_lost(self, rt: Runtime) -> None:
+        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
+        record = rt.record
+        killed: list[int] = []
+        user_data_dir = (record.process or {}).get("user_data_dir")
+        if user_data_dir:
+            killed = sweep_user_data_dir(Path(user_data_dir))
+        run = self.registry.runs.get(record.active_run_id or "")
+        if run is not None and run.status not in FINISHED_RUN:
+            event_log = self.registry.open_log(run)
+            event_log.append(
+                "runtime.lifecycle",
+                {"end_reason": "daemon_lost", "killed_pids": killed},
+                status="ended",
+            )
+            run.status = run_transition(run.status, Trigger.LOST)
+            run.ended_at = storage.now_rfc3339()
+            run.end_reason = "daemon_lost"
+            run.counts["events"] = event_log.last_seq
+            event_log.close()
+            self.registry.save_run(run)
+        record.status = runtime_transition(record.status, Trigger.LOST)
+        record.active_run_id = None
+        record.process = None
+        self.registry.save_runtime(rt)
+        log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
+                 record.name, killed or "nothing")
+
+
+@contextlib.contextmanager
+def _logged_skip(path: Path) -> Iterator[None]:
+    """Skip one unreadable state file with a log line instead of refusing to start."""
+    try:
+        yield
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.error("skipping unreadable state file %s: %s", path, exc)
