@@ -18,6 +18,7 @@ from . import (
 from .api import Api
 from .artifacts import ArtifactStore
 from .config import Config
+from .memory import release_free_memory
 from .monitor import ResourceMonitor
 from .notify import Notifier
 from .observer import Observer
@@ -83,6 +84,7 @@ async def serve(config: Config, *, handle_signals: bool = False,
         await nursery.start(registry.proxy.serve)
         # As subreaper we inherit orphaned browser helpers; this collects their exit statuses.
         await nursery.start(run_orphan_reaper)
+        await nursery.start(release_free_memory)  # RSS comes back down after a burst
         await nursery.start(registry.run)
         # Old runs go by count and age (config retention.*), in the background.
         await nursery.start(Retention(registry, config.retention).run)

@@ -25,7 +25,6 @@ from typing import Any
 import attrs
 import psutil
 from hypothesis import HealthCheck, settings
-
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
