@@ -86,7 +86,8 @@ params_maps = st.dictionaries(
 )
 msgids = (
     st.integers(min_value=0, max_value=2**32 - 1)
-    | st.integers(min_value=-(2**63), max_value=-1) | st.integers(min_value=2**32, max_value=2**64 - 1)
+    | st.integers(min_value=-(2**63), max_value=-1)
+    | st.integers(min_value=2**32, max_value=2**64 - 1)
     | st.floats() | st.text(max_size=5) | st.none() | st.binary(max_size=4)
 )
 
@@ -135,7 +136,8 @@ frames = st.one_of(
     st.builds(_pack, values),
     st.binary(min_size=1, max_size=200),
     _hostile_frames,
-    st.builds(lambda obj, cut: _pack(obj)[:cut], requests(), st.integers(min_value=1, max_value=40)),
+    st.builds(lambda obj, cut: _pack(obj)[:cut], requests(),
+              st.integers(min_value=1, max_value=40)),
     st.builds(lambda a, b: a + b, st.builds(_pack, requests()), st.builds(_pack, requests())),
 )
 

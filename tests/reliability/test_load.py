@@ -32,7 +32,7 @@ from .harness import (
 )
 from .soak import STEADY, Load, drive
 
-WARM_UP_S = 10.0
+WARM_UP_S = 15.0
 SETTLE_S = 12.0
 TOLERANCE = 0.10
 
