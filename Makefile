@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # Third-party CDP clients the tests attach with (puppeteer-core: never downloads a browser).
 JS_STAMP    := node_modules/.installed
 
-.PHONY: run test lint typecheck unit browser setup clean bench bench-quick
+.PHONY: run test lint typecheck unit browser setup clean soak bench bench-quick
 
 run: setup
 	$(BIN)/browserd
@@ -40,7 +40,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+# The long load run (BROWSERD_SOAK_S seconds, default 600) and its report.
+soak: setup
+	$(BIN)/pytest -m slow -s tests/reliability
 
 # Benchmarks (bench/, results in BENCHMARKS.md): not part of `make test`. bench-quick is the
 # CI smoke run; its report goes to /tmp so it never replaces the real numbers.
