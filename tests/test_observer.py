@@ -6,10 +6,8 @@ drives the browser over its own CDP connection through a lease (as any client wo
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from browserd.daemon.registry import Registry
 from browserd.daemon.runtime import LaunchOptions, Runtime
 from browserd.daemon.service import Daemon, serve
 
-from .conftest import assert_no_processes, make_config
+from .conftest import assert_no_processes, make_config, serve_pages
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 
@@ -41,25 +39,8 @@ PAGES: dict[str, tuple[str, bytes]] = {
 @pytest.fixture
 def site() -> Iterator[str]:
     """A few pages (and files) served by the test on 127.0.0.1; yields the base URL."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            content_type, body = SITE_PAGES.get(self.path.split("?")[0], ("text/plain", b""))
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_pages(SITE_PAGES) as base:
+        yield base
 
 
 SITE_PAGES: dict[str, tuple[str, bytes]] = dict(PAGES)

@@ -6,9 +6,7 @@ read the run's events, stop it, and check nothing of the browser is left.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from playwright.sync_api import sync_playwright
 from browserd.client import AsyncClient, Client, errors
 from browserd.daemon.service import Daemon
 
-from .conftest import DaemonProcess, assert_no_processes, processes_using
+from .conftest import DaemonProcess, assert_no_processes, processes_using, serve_pages
 
 PAGE = b"<!doctype html><title>browserd tour</title><h1 id=greeting>hello</h1>"
 
@@ -27,24 +25,8 @@ PAGE = b"<!doctype html><title>browserd tour</title><h1 id=greeting>hello</h1>"
 @pytest.fixture
 def web_page() -> Iterator[str]:
     """A page served by the test on 127.0.0.1."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve_pages({"/": ("text/html", PAGE)}) as base:
+        yield base + "/"
 
 
 def drive_page(cdp_url: str, page_url: str) -> str:

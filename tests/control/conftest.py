@@ -6,9 +6,7 @@ with a launched runtime, and a small site served by the test.
 
 from __future__ import annotations
 
-import http.server
 import struct
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +18,7 @@ import trio
 from browserd.client import AsyncClient, AsyncRuntime
 from browserd.daemon.service import Daemon, serve
 
-from ..conftest import DaemonProcess, assert_no_processes, make_config
+from ..conftest import DaemonProcess, assert_no_processes, make_config, serve_pages
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 
@@ -40,25 +38,8 @@ SITE: dict[str, tuple[str, bytes]] = {
 @pytest.fixture
 def site() -> Iterator[str]:
     """The pages of SITE served on 127.0.0.1; yields the base URL (no trailing slash)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            content_type, body = SITE.get(self.path.split("?")[0], ("text/plain", b""))
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_pages(SITE) as base:
+        yield base
 
 
 @pytest.fixture
