@@ -241,7 +241,7 @@ class CdpProxy:
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
         try:
             await self._http.serve(stream)
-        except Exception:
+        except* Exception:  # except*: it may come grouped with a Cancelled
             log.exception("cdp proxy: request handler failed")
         finally:
             await trio.aclose_forcefully(stream)

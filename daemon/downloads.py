@@ -79,8 +79,12 @@ class DownloadTracker:
 
     async def claim(self) -> None:
         """Set the daemon's download behaviour (or mirror a client's that came first)."""
-        await trio.to_thread.run_sync(lambda: self.staging.mkdir(mode=0o700, parents=True,
-                                                                 exist_ok=True))
+        try:
+            await trio.to_thread.run_sync(lambda: self.staging.mkdir(mode=0o700, parents=True,
+                                                                     exist_ok=True))
+        except OSError as exc:  # the run is ending and its staging dir going with it
+            log.info("download staging unavailable for %s: %s", self.rt.id, exc)
+            return
         client = self.registry.download_behaviors.get(self.rt.id)
         if client is not None:
             params = {**client, "eventsEnabled": True}

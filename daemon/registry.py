@@ -678,7 +678,9 @@ async def _attend_guarded(service: RunService, rt: Runtime) -> None:
     """A failing run service is logged and dropped; it never takes the run or daemon down."""
     try:
         await service.attend(rt)
-    except Exception:
+    except* Exception:
+        # except*: a failure that races with the run's end arrives grouped with trio's
+        # Cancelled, which `except Exception` would let through to the daemon's nursery.
         log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
 
 

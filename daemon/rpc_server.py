@@ -186,10 +186,11 @@ class RpcServer:
                 finally:
                     self.sessions.discard(session)
                     self.api.clients -= 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-            except Exception:
-                # One connection's failure must never take the accept loop down.
+            except* Exception:
+                # One connection's failure must never take the accept loop down (except*: it
+                # may come grouped with a Cancelled).
                 log.exception("RPC connection failed")
 
 
