@@ -42,9 +42,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
-# The long load run (BROWSERD_SOAK_S seconds, default 600) and its report.
+# The reliability suite at length, then its report: ten times the fuzz inputs, more fault
+# cycles, and the long load run (BROWSERD_SOAK_S seconds, default 600) instead of the quick one.
 soak: setup
-	$(BIN)/pytest -m slow -s tests/reliability
+	BROWSERD_FUZZ_PROFILE=soak $(BIN)/pytest tests/reliability -k "not load_quick"
 
 # Benchmarks (bench/, results in BENCHMARKS.md): not part of `make test`. bench-quick is the
 # CI smoke run; its report goes to /tmp so it never replaces the real numbers.

@@ -3,7 +3,8 @@ config and limits, the checks every fault ends with (run logs whole, nothing orp
 clean), and the figures `make soak` prints.
 
 Settings come from the environment, so `make soak` runs the same tests longer:
-  BROWSERD_FUZZ_PROFILE   hypothesis profile: "ci" (default, bounded for make test) or "soak"
+  BROWSERD_FUZZ_PROFILE   "ci" (default, bounded for make test) or "soak" (make soak): the
+                          fuzzers' hypothesis profile, and how many times faults repeat
   BROWSERD_LOAD_S         seconds of load in the quick load test (default 40)
   BROWSERD_SOAK_S         seconds of load in the soak test (default 600)
   BROWSERD_REPORT         a path: the figures are also written there as JSON
@@ -46,6 +47,7 @@ HELLO = {"client": {"name": "reliability", "version": "0"}, "api": {"min": 1, "m
 FUZZ_PROFILE = os.environ.get("BROWSERD_FUZZ_PROFILE", "ci")
 LOAD_S = float(os.environ.get("BROWSERD_LOAD_S", "40"))
 SOAK_S = float(os.environ.get("BROWSERD_SOAK_S", "600"))
+FAULT_CYCLES = 10 if FUZZ_PROFILE == "soak" else 2  # daemon kills per run
 
 # The fuzzers' hypothesis profiles: "ci" bounds make test, "soak" tries ten times as many inputs.
 # They are only ever used as parents of the fuzzers' own settings (never loaded globally), so
@@ -168,7 +170,7 @@ class CdpSocket:
     """A blocking CDP WebSocket (wsproto over a plain socket) through the daemon's proxy."""
 
     def __init__(self, url: str, *, timeout_s: float = 15.0,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         rest = url.split("://", 1)[1]
         hostport, _, path = rest.partition("/")
         host, _, port = hostport.rpartition(":")
@@ -379,9 +381,10 @@ def descendants(pid: int) -> list[psutil.Process]:
     """The live process tree under `pid` (Chromium's helpers do not name the user-data-dir in
     their command lines, so a cmdline search alone would miss them)."""
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    return children
 
 
 def renderer_of(daemon_pid: int) -> psutil.Process | None:
@@ -433,6 +436,7 @@ class LogCheck:
     events: int
     torn_lines: int
     seqs: dict[str, int]  # run id -> last seq
+    dropped: int = 0  # seqs missing from degraded runs (the disk refused them)
 
 
 def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True) -> LogCheck:
@@ -441,11 +445,15 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
     A torn line (a write cut short by a kill) is allowed as the last line; and, since the
     daemon starts its next append on a fresh line, in the middle of a log when what follows it
     is the reconciliation after a lost daemon (`daemon_lost`) or the same seq written again.
+    A run whose run.json says `degraded` (a disk error hit it: README, "On disk") may miss
+    seqs; they must still grow. Every such gap is counted in `dropped`.
     """
-    files = events = torn = 0
+    files = events = torn = dropped = 0
     seqs: dict[str, int] = {}
     for path in sorted(state_dir.glob("runs/*/events.jsonl")):
         files += 1
+        run_file = path.parent / "run.json"
+        degraded = run_file.exists() and bool(json.loads(run_file.read_bytes()).get("degraded"))
         raw = path.read_bytes()
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
@@ -472,6 +480,9 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
                     or event.get("type") == "runtime.lifecycle")
                 assert resumed, f"{path}:{pending_torn}: torn line in the middle of a live log"
                 pending_torn = None
+            if degraded and event["seq"] > expected:
+                dropped += event["seq"] - expected
+                expected = event["seq"]
             assert event["seq"] == expected, (
                 f"{path}:{number}: seq {event['seq']}, expected {expected} (gap or repeat)")
             for key in ("time", "run_id", "runtime_id", "space", "type", "source", "data"):
@@ -479,7 +490,7 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
             expected += 1
             events += 1
         seqs[path.parent.name] = expected - 1
-    return LogCheck(files, events, torn, seqs)
+    return LogCheck(files, events, torn, seqs, dropped)
 
 
 def check_state_files(state_dir: Path) -> int:
@@ -505,6 +516,7 @@ class Figures:
     load: dict[str, Any] = attrs.Factory(dict)
     events_checked: int = 0
     data_lost: int = 0
+    disk_refused: int = 0  # events a full disk refused, in runs marked degraded
     notes: list[str] = attrs.Factory(list)
 
     def empty(self) -> bool:
@@ -527,14 +539,16 @@ class Figures:
         if self.bad_inputs:
             out.append(f"bad inputs tried: {sum(self.bad_inputs.values())} "
                        f"({', '.join(f'{k} {v}' for k, v in sorted(self.bad_inputs.items()))})")
-        out.append(f"run-log events checked: {self.events_checked}; data lost: {self.data_lost}")
+        out.append(f"run-log events checked: {self.events_checked}; data lost: {self.data_lost}"
+                   f" (events a full disk refused, in runs marked degraded: {self.disk_refused})")
         out += self.notes
         return out
 
     def to_json(self) -> dict[str, Any]:
         return {"fuzz_profile": FUZZ_PROFILE, "bad_inputs": dict(self.bad_inputs),
                 "faults": dict(self.faults), "load": self.load,
-                "events_checked": self.events_checked, "data_lost": self.data_lost}
+                "events_checked": self.events_checked, "data_lost": self.data_lost,
+                "disk_refused": self.disk_refused}
 
 
 REPORT = Figures()

@@ -13,7 +13,7 @@ import secrets
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,9 @@ print(json.dumps({"connect": "ok", "answers": out}))
 """
 
 
-def as_nobody(socket_path: Path, *, groups: list[int] = (), gid: int = NOBODY,  # type: ignore[assignment]
-              calls: list[tuple[int, str, dict[str, Any]]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def as_nobody(socket_path: Path, *, groups: Sequence[int] = (), gid: int = NOBODY,
+              calls: Sequence[tuple[int, str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    """Connect as uid nobody (with these groups), hello, make `calls`; what came back."""
     env = {**os.environ, "SOCK": str(socket_path), "GROUPS_JSON": json.dumps(list(groups)),
            "PRIMARY_GID": str(gid), "CALLS": json.dumps(list(calls))}
     result = subprocess.run([sys.executable, "-c", _PEER_SCRIPT], env=env, capture_output=True,
@@ -195,14 +196,13 @@ async def test_cdp_refuses_bad_tokens_expired_revoked_origins_and_hosts(
             ("no host", url, {"Host": None}, 400),
         ]
         for name, target, headers, expected in cases:
-            status, body = await trio.to_thread.run_sync(lambda t=target, h=headers:  # type: ignore[misc]
-                                                         http_get(t, h))
+            status, body = await trio.to_thread.run_sync(http_get, target, headers)
             assert status == expected, (name, status, body[:200])
+        revoked_http = revoked.endpoint.http_url
         open_socket = await trio.to_thread.run_sync(CdpSocket, revoked.endpoint.url)
         try:
             await bd.call("connections.delete", {"id": revoked.id})
-            status, _ = await trio.to_thread.run_sync(
-                lambda: http_get(revoked.endpoint.http_url + "/json/version"))  # type: ignore[union-attr]
+            status, _ = await trio.to_thread.run_sync(http_get, revoked_http + "/json/version")
             assert status == 410, "a revoked lease admits nobody new"
             # ...while a socket already open stays until force (DESIGN section 3).
             answer = await trio.to_thread.run_sync(open_socket.call, "Browser.getVersion")
@@ -213,8 +213,8 @@ async def test_cdp_refuses_bad_tokens_expired_revoked_origins_and_hosts(
         finally:
             open_socket.sock.close()
         await trio.sleep(1.2)
-        status, _ = await trio.to_thread.run_sync(
-            lambda: http_get(short.endpoint.http_url + "/json/version"))  # type: ignore[union-attr]
+        short_http = short.endpoint.http_url + "/json/version"
+        status, _ = await trio.to_thread.run_sync(http_get, short_http)
         assert status == 410, "an expired lease admits nobody"
         with pytest.raises(ConnectionRefusedError):
             await trio.to_thread.run_sync(CdpSocket, good.endpoint.url.replace(token, "A" * 43))
@@ -245,6 +245,7 @@ async def test_leases_do_not_cross_runtimes(shell_daemon: Daemon) -> None:
         lease_one = await one.connections.create(ttl_s=60)
         lease_two = await two.connections.create(ttl_s=60)
         assert lease_one.endpoint and lease_two.endpoint
+        one_http = lease_one.endpoint.http_url
         # One lease's id with the other's token: refused.
         token_two = lease_two.endpoint.url.rsplit("/", 1)[1]
         mixed = lease_one.endpoint.http_url.rsplit("/", 1)[0] + "/" + token_two + "/json/version"
@@ -252,8 +253,7 @@ async def test_leases_do_not_cross_runtimes(shell_daemon: Daemon) -> None:
         assert status == 401
         # A lease outlives nothing: once its runtime stops, it admits nobody.
         await one.stop()
-        status, _ = await trio.to_thread.run_sync(
-            lambda: http_get(lease_one.endpoint.http_url + "/json/version"))  # type: ignore[union-attr]
+        status, _ = await trio.to_thread.run_sync(http_get, one_http + "/json/version")
         assert status == 410
         await two.stop()
 

@@ -26,6 +26,7 @@ import pytest
 from browserd.client import Client, errors
 
 from .harness import (
+    FAULT_CYCLES,
     REPORT,
     CdpSocket,
     Daemon,
@@ -80,7 +81,9 @@ def browser_pid(bd: Client, run_id: str) -> int:
 
 def finish(daemon: Daemon) -> None:
     """The ending every fault test shares: logs whole, clean stop, nothing left."""
-    REPORT.events_checked += check_run_logs(daemon.state_dir).events
+    logs = check_run_logs(daemon.state_dir)
+    REPORT.events_checked += logs.events
+    REPORT.disk_refused += logs.dropped
     check_state_files(daemon.state_dir)
     tree = descendants(daemon.pid)
     assert daemon.stop() == 0, daemon.log_text()[-3000:]
@@ -219,7 +222,7 @@ class Churn:
 def test_kill_9_of_the_daemon_mid_write(make_daemon: Any) -> None:
     rng = random.Random(8)
     lost = 0
-    for cycle in range(3):
+    for cycle in range(FAULT_CYCLES):
         daemon = make_daemon()
         churn = Churn(daemon)
         churn.start()

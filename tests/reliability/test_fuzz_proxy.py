@@ -159,7 +159,7 @@ def target(proxy_target: Target) -> Target:
     return proxy_target
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(data=st.data())
 def test_generated_requests(target: Target, data: st.DataObject) -> None:
     raw, real = data.draw(request_heads(target))
@@ -174,7 +174,7 @@ def test_generated_requests(target: Target, data: st.DataObject) -> None:
         check_lease_works(target)
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(raw=st.binary(min_size=1, max_size=400))
 def test_garbage_bytes(target: Target, raw: bytes) -> None:
     status = status_of(exchange(target.port, raw))
@@ -186,7 +186,7 @@ def test_hostile_heads_and_the_lease_survives(target: Target) -> None:
     good = f"GET {target.path} HTTP/1.1\r\nHost: 127.0.0.1:{target.port}\r\n"
     ws = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
-    cases = {
+    cases: dict[str, tuple[str, set[int | None]]] = {
         # A head that arrives whole is parsed even past h11's 16 KiB bound for incomplete ones.
         "huge header": (good + "X-Big: " + "a" * 64_000 + "\r\n\r\n", {431, 400, 426, None}),
         "many headers": (good + "X: y\r\n" * 5000 + "\r\n", {431, 400, 426, None}),

@@ -116,7 +116,8 @@ def requests(draw: st.DrawFn) -> Any:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True, strict_types=False)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 _hostile_frames = st.sampled_from([
@@ -266,7 +267,7 @@ def run_case(daemon: Daemon, good: GoodClient, data: bytes, *, hello: bool,
 # ------------------------------------------------------------------------------ the fuzzers
 
 
-@fuzz_settings(600)
+@fuzz_settings(1200)
 @given(data=frames, hello=st.booleans())
 def test_generated_frames(fuzz_target: tuple[Daemon, GoodClient], data: bytes,
                           hello: bool) -> None:
@@ -275,7 +276,7 @@ def test_generated_frames(fuzz_target: tuple[Daemon, GoodClient], data: bytes,
     REPORT.bad_inputs["rpc frames"] += 1
 
 
-@fuzz_settings(500)
+@fuzz_settings(1200)
 @given(method=st.sampled_from(METHOD_NAMES), params=params_maps, msgid=st.integers(0, 2**32 - 2))
 def test_bad_params_for_every_method(fuzz_target: tuple[Daemon, GoodClient], method: str,
                                      params: dict[Any, Any], msgid: int) -> None:
@@ -301,7 +302,7 @@ def test_every_method_is_fuzzed_with_a_wrong_type_for_every_key(
     assert (good.rpc.call("daemon.status", {})).error is None
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(data=st.binary(min_size=1, max_size=60), cut=st.integers(min_value=1, max_value=30),
        request=requests())
 def test_truncated_frames_then_eof(fuzz_target: tuple[Daemon, GoodClient], data: bytes,
@@ -313,7 +314,7 @@ def test_truncated_frames_then_eof(fuzz_target: tuple[Daemon, GoodClient], data:
     REPORT.bad_inputs["rpc frames"] += 2
 
 
-@fuzz_settings(100)
+@fuzz_settings(150)
 @given(mutations=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1,
                           max_size=4))
 def test_mutated_valid_requests(fuzz_target: tuple[Daemon, GoodClient],
