@@ -46,6 +46,9 @@ _PARSE_HINT: Final = (
 )
 
 
+_OUT_OF_DATA = object()  # what the decoder's iterator gives when it needs more bytes
+
+
 class Sentinel(enum.Enum):
     """The two non-message results of :meth:`Connection.next_event`."""
 
@@ -255,6 +258,10 @@ class Connection:
             self._eof = True
         elif self._eof:
             raise RuntimeError("receive_data() after EOF")
+        elif not self._pending and len(data) <= self._max_buffer_size - (
+                self._fed - self._frame_start):
+            self._unpacker.feed(data)  # the usual case: it fits, no copy through _pending
+            self._fed += len(data)
         else:
             self._pending += data
 
@@ -275,19 +282,9 @@ class Connection:
     def _next_event(self) -> Event | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         while True:
             try:
-                obj = self._unpacker.unpack()
-            except msgpack.OutOfData:
-                if self._feed_pending():
-                    continue
-                if not self._eof:
-                    return NEED_DATA
-                if self._fed != self._frame_start:
-                    raise RemoteProtocolError(
-                        "rpc.parse_error",
-                        "connection closed in the middle of a message",
-                        "send whole msgpack frames before closing the connection",
-                    ) from None
-                return CLOSED
+                # next() with a default, not unpack(): "out of data" then costs no exception,
+                # and it is the answer to every other call on a busy connection.
+                obj = next(self._unpacker, _OUT_OF_DATA)
             except msgpack.StackError:
                 raise RemoteProtocolError(
                     "rpc.too_large",
@@ -309,6 +306,18 @@ class Connection:
                     f"undecodable msgpack data ({detail})",
                     _PARSE_HINT,
                 ) from None
+            if obj is _OUT_OF_DATA:
+                if self._feed_pending():
+                    continue
+                if not self._eof:
+                    return NEED_DATA
+                if self._fed != self._frame_start:
+                    raise RemoteProtocolError(
+                        "rpc.parse_error",
+                        "connection closed in the middle of a message",
+                        "send whole msgpack frames before closing the connection",
+                    ) from None
+                return CLOSED
             self._frame_start = self._unpacker.tell()
             bad_keys, self._bad_keys = self._bad_keys, False
             return _to_event(obj, bad_keys)

@@ -1,13 +1,19 @@
 """The method table and what every handler gets: the Api (daemon-wide state) and the Caller.
 
 Handlers live in `browserd.daemon.methods`, one module per resource, and register themselves
-with `@method(name)`. A handler is `async def handler(api, caller, params) -> result`; it
-validates everything it reads (through `Params`) before touching the model, so bad input never
-changes state.
+with `@method(name)`. A handler is `def handler(api, caller, params) -> result`, or `async def`
+when it has to wait for something (a browser, a file, another task). It validates everything it
+reads (through `Params`) before touching the model, so bad input never changes state.
+
+A plain `def` handler is served inline by the connection's read loop, with no task of its own
+and its reply batched with the others of the same read: most calls are such reads and small
+updates, and a task per call was most of the daemon's cost per request (see BENCHMARKS.md). Such
+a handler must not block: anything slow belongs in an `async def` handler.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -55,13 +61,22 @@ class Caller:
         return {"type": "client", "pid": self.pid, "uid": self.uid, "name": self.name}
 
 
-Handler = Callable[["Api", Caller, Params], Awaitable[Any]]
-METHODS: dict[str, Handler] = {}
+Handler = Callable[["Api", Caller, Params], Any]  # returns the result, or an awaitable of it
+
+
+@attrs.frozen
+class Method:
+    name: str
+    handler: Handler
+    inline: bool  # a plain function: the read loop calls it directly (see the module doc)
+
+
+METHODS: dict[str, Method] = {}
 
 
 def method(name: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        METHODS[name] = handler
+        METHODS[name] = Method(name, handler, not inspect.iscoroutinefunction(handler))
         return handler
 
     return register
@@ -106,15 +121,22 @@ class Api:
         }
 
     async def call(self, name: str, caller: Caller, raw: dict[str, Any]) -> Any:
-        handler = METHODS.get(name)
-        if handler is None:
+        """Serve one call in-process, as the RPC session does (which runs plain handlers in
+        its read loop and awaits the others in a task)."""
+        found = self.method(name)
+        result = found.handler(self, caller, Params(raw))
+        return result if found.inline else await result
+
+    def method(self, name: str) -> Method:
+        found = METHODS.get(name)
+        if found is None:
             raise ApiError(
                 "rpc.method_not_found",
                 f"There is no method {name!r}.",
                 hint="See the README's API section for the method list.",
                 data={"method": name},
             )
-        return await handler(self, caller, Params(raw))
+        return found
 
     def runtime(self, params: Params, id_key: str = "runtime_id", *, touch: bool = True
                 ) -> Runtime:

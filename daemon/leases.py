@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("browserd.leases")
 
+# How long a lease that has ended (expired, revoked or closed) and has no open socket is still
+# shown by connections.get/list. Then it is forgotten: a daemon that hands out a lease a minute
+# for weeks must not keep them all. Its history stays in its run's events.
+ENDED_LEASE_KEPT_S = 600.0
+
 
 class LeaseBook:
     def __init__(self, runtimes: dict[str, Runtime], config: Config, *,
@@ -124,16 +129,23 @@ class LeaseBook:
             self._proxy().close_connection(lease.id)
 
     async def expire_loop(self) -> None:
-        """Mark leases past their TTL as expired (an event each), twice a second."""
+        """Twice a second: mark leases past their TTL as expired (an event each), and forget
+        those that ended more than ENDED_LEASE_KEPT_S ago."""
         while True:
+            # Lease times are all written by format_time (UTC, fixed width), so they compare
+            # as text: no parsing of every lease twice a second.
             now = datetime.now(UTC)
+            now_text = format_time(now)
+            forget_before = format_time(now - timedelta(seconds=ENDED_LEASE_KEPT_S))
             for lease in list(self.leases.values()):
-                if lease.status == "active" and parse_time(lease.expires_at) <= now:
+                if lease.status == "active" and lease.expires_at <= now_text:
                     lease.status = "expired"
                     if (rt := self.runtimes.get(lease.runtime_id)) is not None:
                         rt.touch()
                     self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
                                   {"connection_id": lease.id})
+                elif lease.open_sockets == 0 and _ended_at(lease) < forget_before:
+                    del self.leases[lease.id]
             await trio.sleep(0.5)
 
     def _log_for(self, runtime_id: str, run_id: str, type: str, data: dict[str, Any],
@@ -226,6 +238,11 @@ class LeaseBook:
             self._log_for(lease.runtime_id, lease.run_id, "connection.refused",
                           {"connection_id": lease.id, "status": status, "reason": reason},
                           actor={"type": "cdp_client", **peer})
+
+
+def _ended_at(lease: Lease) -> str:
+    """When the lease stopped admitting attaches (its expiry time while it is still active)."""
+    return lease.closed_at or lease.revoked_at or lease.expires_at
 
 
 def _lease_state(lease: Lease) -> str:

@@ -25,6 +25,18 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _record_dict(record: Any, skip: str | None = None) -> dict[str, Any]:
+    """The record's fields as a dict, dict values copied (a caller may keep the result while
+    the record changes). attrs.asdict does the same, several times slower: this is on the path
+    of every read request."""
+    out = {}
+    for field in attrs.fields(type(record)):
+        if field.name != skip:
+            value = getattr(record, field.name)
+            out[field.name] = dict(value) if type(value) is dict else value
+    return out
+
+
 @attrs.define
 class Space:
     id: str
@@ -33,7 +45,7 @@ class Space:
     created_at: str
 
     def to_wire(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return _record_dict(self)
 
     to_json = to_wire
 
@@ -60,12 +72,10 @@ class RuntimeRecord:
     type: str = "browser"
 
     def to_wire(self) -> dict[str, Any]:
-        wire = attrs.asdict(self)
-        del wire["process"]
-        return wire
+        return _record_dict(self, skip="process")
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return _record_dict(self)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RuntimeRecord:
@@ -92,7 +102,7 @@ class RunRecord:
     degraded_reason: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return _record_dict(self)
 
     to_json = to_wire
 
@@ -126,6 +136,4 @@ class Lease:
     open_sockets: int = 0
 
     def to_wire(self) -> dict[str, Any]:
-        wire = attrs.asdict(self)
-        del wire["token_hash"]
-        return wire
+        return _record_dict(self, skip="token_hash")

@@ -24,7 +24,7 @@ import trio
 
 from browserd.client import wire
 
-from .api import Api, Caller
+from .api import Api, Caller, Method
 from .errors import ApiError
 from .params import Params
 
@@ -35,6 +35,9 @@ log = logging.getLogger("browserd.rpc")
 _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _PEERCRED = struct.Struct("3i")
 _RECEIVE_SIZE = 256 * 1024
+# A read loop serving inline requests writes their replies after this many, or this many bytes.
+_OUTBOX_MAX_REPLIES = 64
+_OUTBOX_MAX_BYTES = 256 * 1024
 
 
 class SocketUnusable(Exception):
@@ -195,7 +198,14 @@ class RpcServer:
 
 
 class Session:
-    """One client connection: hello first, then requests served concurrently."""
+    """One client connection: hello first, then requests served concurrently.
+
+    The read loop serves plain-function methods itself and collects their replies in an outbox,
+    sent with one write when the loop has read everything the client sent (or has served
+    `_OUTBOX_MAX_REPLIES` in a row, so one client's pipeline never starves the others). Async
+    methods get a task each and send their own replies. The outbox is always flushed before the
+    read loop waits for anything, so no task of this session writes ahead of a queued reply.
+    """
 
     def __init__(self, server: RpcServer, stream: trio.SocketStream, caller: Caller,
                  *, allowed: bool) -> None:
@@ -207,6 +217,8 @@ class Session:
         self.wire = wire.Connection()
         self.subscriptions: dict[str, Any] = {}  # server-pushed streams (see follow.py)
         self._nursery: trio.Nursery | None = None
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
         # FIFO: a reply queued before a notification is sent before it (a subscription's
         # first notification never overtakes the reply that names it).
         self._send_lock = trio.Lock()
@@ -226,9 +238,11 @@ class Session:
             self._nursery = nursery
             try:
                 await self._read_loop(nursery)
+                await self._flush()
             except wire.RemoteProtocolError as exc:
                 log.info("closing connection of pid %s: %s", self.caller.pid, exc.message)
-                await self.notify("rpc.error", {"error": exc.error})
+                self._queue(self.wire.send_notification("rpc.error", {"error": exc.error}))
+                await self._flush()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away; its requests in flight are cancelled below
             finally:
@@ -239,6 +253,7 @@ class Session:
         while True:
             event = self.wire.next_event()
             if event is wire.NEED_DATA:
+                await self._flush()
                 data = await self.stream.receive_some(_RECEIVE_SIZE)
                 self.wire.receive_data(data)
             elif event is wire.CLOSED:
@@ -248,87 +263,125 @@ class Session:
                     return
             elif isinstance(event, wire.InvalidMessage):
                 if event.msgid is not None:
-                    await self._send(self.wire.send_response(event.msgid, event.error, None))
+                    self._queue(self.wire.send_response(event.msgid, event.error, None))
                 else:
-                    await self.notify("rpc.error", {"error": event.error})
+                    self._queue(self.wire.send_notification("rpc.error", {"error": event.error}))
             # Responses and notifications from a client mean nothing to the daemon: ignored.
+            if len(self._outbox) >= _OUTBOX_MAX_REPLIES or self._outbox_bytes >= _OUTBOX_MAX_BYTES:
+                await self._flush()
 
     async def _dispatch(self, request: wire.Request, nursery: trio.Nursery) -> bool:
         """Serve or start one request; False when the connection must end."""
         if not self.allowed:
-            await self._reply_error(request.msgid, ApiError(
+            self._queue(self._error_reply(request, ApiError(
                 "auth.forbidden",
                 f"uid {self.caller.uid} may not use this daemon.",
                 hint="Connect as the daemon's user, or ask for the browserd group.",
                 data={"uid": self.caller.uid},
-            ))
+            )))
             return False
         if self.state is SessionState.AWAITING_HELLO:
             if request.method != "hello":
-                await self._reply_error(request.msgid, ApiError(
+                self._queue(self._error_reply(request, ApiError(
                     "rpc.hello_required", "The first request on a connection must be hello.",
                     hint="Send hello {client, api} first (the browserd client does this).",
-                ))
+                )))
                 return True
             try:
                 result = self.server.api.hello_result(self.caller, Params(request.params))
             except ApiError as exc:
-                await self._reply_error(request.msgid, exc)
+                self._queue(self._error_reply(request, exc))
                 return True
             self._transition("hello_ok")
-            await self._send(self.wire.send_response(request.msgid, None, result))
+            self._queue(self._result_reply(request, result))
             return True
         if request.method == "hello":
-            await self._reply_error(request.msgid, ApiError(
+            self._queue(self._error_reply(request, ApiError(
                 "rpc.invalid_request", "hello was already done on this connection.",
-                hint="Send hello once, as the first request."))
+                hint="Send hello once, as the first request.")))
             return True
+        try:
+            found = self.server.api.method(request.method)
+        except ApiError as exc:
+            self._queue(self._error_reply(request, exc))
+            return True
+        if found.inline:
+            try:
+                result = found.handler(self.server.api, self.caller, Params(request.params))
+            except Exception as exc:
+                self._queue(self._error_reply(request, exc))
+            else:
+                self._queue(self._result_reply(request, result))
+            return True
+        await self._flush()  # what was queued goes before anything the new task sends
         await self._slots.acquire()
-        nursery.start_soon(self._serve_request, request)
+        nursery.start_soon(self._serve_request, request, found)
         return True
 
-    async def _serve_request(self, request: wire.Request) -> None:
+    async def _serve_request(self, request: wire.Request, found: Method) -> None:
         try:
             try:
-                result = await self.server.api.call(request.method, self.caller, request.params)
-            except ApiError as exc:
-                await self._reply_error(request.msgid, exc)
-                return
+                result = await found.handler(self.server.api, self.caller,
+                                             Params(request.params))
             except Exception as exc:
-                api_error = _single_api_error(exc) or _resource_error(exc, request.method)
-                if api_error is None:
-                    log.exception("method %s failed", request.method)
-                    api_error = ApiError("rpc.internal_error",
-                                         f"The daemon failed while serving {request.method}.",
-                                         hint="This is a bug; the daemon log has the details.")
-                await self._reply_error(request.msgid, api_error)
+                await self._send(self._error_reply(request, exc))
                 return
-            try:
-                data = self.wire.send_response(request.msgid, None, result)
-            except wire.LocalProtocolError as exc:
-                if exc.code != "rpc.too_large":
-                    log.exception("method %s returned an unencodable result", request.method)
-                await self._reply_error(request.msgid, ApiError(
-                    exc.code, exc.message,
-                    hint=exc.hint or "Ask for less at once (a smaller limit or length)."))
-                return
-            await self._send(data)
+            await self._send(self._result_reply(request, result))
         finally:
             self._slots.release()
 
-    async def _reply_error(self, msgid: int, exc: ApiError) -> None:
-        await self._send(self.wire.send_response(msgid, exc.to_wire(), None))
+    def _result_reply(self, request: wire.Request, result: Any) -> bytes:
+        try:
+            data: bytes = self.wire.send_response(request.msgid, None, result)
+        except wire.LocalProtocolError as exc:
+            if exc.code != "rpc.too_large":
+                log.exception("method %s returned an unencodable result", request.method)
+            return self._error_reply(request, ApiError(
+                exc.code, exc.message,
+                hint=exc.hint or "Ask for less at once (a smaller limit or length)."))
+        return data
+
+    def _error_reply(self, request: wire.Request, exc: Exception) -> bytes:
+        """The error response for whatever a method raised: its ApiError, a clean error for a
+        machine short of disk or descriptors, or `rpc.internal_error` (a bug, logged)."""
+        api_error = _single_api_error(exc) or _resource_error(exc, request.method)
+        if api_error is None:
+            log.exception("method %s failed", request.method, exc_info=exc)
+            api_error = ApiError("rpc.internal_error",
+                                 f"The daemon failed while serving {request.method}.",
+                                 hint="This is a bug; the daemon log has the details.")
+        data: bytes = self.wire.send_response(request.msgid, api_error.to_wire(), None)
+        return data
 
     async def notify(self, method: str, payload: dict[str, Any]) -> None:
         await self._send(self.wire.send_notification(method, payload))
 
+    def _queue(self, data: bytes) -> None:
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+
+    async def _flush(self) -> None:
+        if self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            await self._send(data)
+
     async def _send(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The client left; the read loop sees the same and ends the session.
-                log.debug("dropped a reply to pid %s: connection gone", self.caller.pid)
+        # A free lock is taken without `await acquire()`, whose checkpoint would cost a whole
+        # scheduler round per reply; send_all checkpoints anyway. The lock stays FIFO: it is
+        # not free while others wait for it.
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The client left; the read loop sees the same and ends the session.
+            log.debug("dropped a reply to pid %s: connection gone", self.caller.pid)
+        finally:
+            self._send_lock.release()
 
 
 # OS errors that say the machine is short of something (not a bug, not a bad request): the

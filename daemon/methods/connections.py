@@ -28,7 +28,7 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
 
 
 @method("connections.list")
-async def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     has_address = p.has("name") or p.has("runtime_id")
     rt = api.runtime(p, touch=False) if has_address else None
     if not has_address:
@@ -40,7 +40,7 @@ async def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any
 
 
 @method("connections.get")
-async def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """One lease's metadata (never its URL)."""
     lease_id = p.text("id", max_len=64)
     p.finish()
@@ -48,7 +48,7 @@ async def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 @method("connections.delete")
-async def connections_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def connections_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     lease_id = p.text("id", max_len=64)
     force = p.flag("force", False)
     p.finish()

@@ -12,7 +12,7 @@ from ..params import Params
 
 
 @method("daemon.status")
-async def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     p.finish()
     reg = api.registry
     with api.own_process.oneshot():

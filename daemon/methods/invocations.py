@@ -59,7 +59,7 @@ async def invocations_create(api: Api, caller: Caller, p: Params) -> dict[str, A
 
 
 @method("invocations.get")
-async def invocations_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def invocations_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """One invocation by id."""
     invocation_id = p.text("id", max_len=64)
     p.finish()
@@ -67,7 +67,7 @@ async def invocations_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 @method("invocations.list")
-async def invocations_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def invocations_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """Invocations, newest first: of one runtime (by address) or all; `status` filters;
     `cursor` is the last id of the previous page."""
     has_address = p.has("name") or p.has("runtime_id")

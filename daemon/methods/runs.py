@@ -9,14 +9,14 @@ from ..params import Params
 
 
 @method("runs.get")
-async def runs_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runs_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     run_id = p.text("run_id", max_len=64)
     p.finish()
     return api.registry.live_counts(api.registry.get_run(run_id)).to_wire()
 
 
 @method("runs.list")
-async def runs_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runs_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     space = p.name("space", None)
     name = p.name("name", None)
     runtime_id = p.text("runtime_id", None, max_len=64)

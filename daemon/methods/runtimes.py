@@ -66,14 +66,14 @@ _RESERVED_ARGS = frozenset({"--user-data-dir", "--remote-debugging-port",
 
 
 @method("runtimes.get")
-async def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     rt = api.runtime(p, "id", touch=False)
     p.finish()
     return rt.record.to_wire()
 
 
 @method("runtimes.list")
-async def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     space = p.name("space", None)
     status = p.choice("status", ("starting", "active", "stopping", "stopped", "failed"), None)
     p.finish()
@@ -105,7 +105,7 @@ async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 @method("runtimes.update")
-async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     rt = api.runtime(p, "id")
     metadata = p.mapping("metadata", None)
     idle_timeout_s = p.number("idle_timeout_s", None, low=1, high=7 * 86400)

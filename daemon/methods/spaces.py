@@ -9,7 +9,7 @@ from ..params import Params
 
 
 @method("spaces.create")
-async def spaces_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def spaces_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     name = p.name("name")
     metadata = p.mapping("metadata", {})
     p.finish()
@@ -17,20 +17,20 @@ async def spaces_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
 
 
 @method("spaces.get")
-async def spaces_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def spaces_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     name = p.name("name")
     p.finish()
     return api.registry.get_space(name).to_wire()
 
 
 @method("spaces.list")
-async def spaces_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def spaces_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     p.finish()
     return page([space.to_wire() for space in api.registry.spaces.values()])
 
 
 @method("spaces.delete")
-async def spaces_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def spaces_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     name = p.name("name")
     p.finish()
     api.registry.delete_space(name)

@@ -11,7 +11,7 @@ from ..params import Params
 
 
 @method("runs.events.follow")
-async def runs_events_follow(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def runs_events_follow(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """Stream a run's events after `after_seq`: the log first, then live, until the run ends.
 
     Returns `{subscription}`; the events follow as `runs.event` notifications.
@@ -38,7 +38,7 @@ async def runs_events_follow(api: Api, caller: Caller, p: Params) -> dict[str, A
 
 
 @method("subscriptions.cancel")
-async def subscriptions_cancel(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+def subscriptions_cancel(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """End a subscription of this connection with `cancelled`; idempotent (an unknown or
     finished one gives `cancelled: false`)."""
     subscription = p.text("subscription", max_len=64)

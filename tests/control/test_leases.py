@@ -15,6 +15,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from browserd.client import errors
+from browserd.daemon import leases
 
 from .conftest import Launched, eventually
 
@@ -118,3 +119,33 @@ async def test_the_exclusive_lock(launched: Launched) -> None:
                          lambda lease: lease.status == "expired", interval_s=0.1)
         assert (await runtime.invocations.create("evaluate", {"expression": "2"})).output == 2
         await runtime.connections.create()
+
+
+async def test_ended_leases_are_forgotten_after_a_while(
+        launched: Launched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ended lease without open sockets leaves the table (a daemon handing out a lease a
+    minute for weeks must not keep them all); live ones and ones with a socket stay."""
+    monkeypatch.setattr(leases, "ENDED_LEASE_KEPT_S", 1.0)
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        ended = await runtime.connections.create(ttl_s=60)
+        attached = await runtime.connections.create(ttl_s=60)
+        live = await runtime.connections.create(ttl_s=60)
+        assert attached.endpoint is not None
+        async with open_websocket_url(attached.endpoint.url):
+            await eventually(lambda: runtime.connections.get(attached.id),
+                             lambda lease: lease.open_sockets == 1)
+            await ended.delete()
+            await attached.delete()
+            assert (await runtime.connections.get(ended.id)).status == "revoked"
+            await trio.sleep(2.0)  # past the (patched) keep time, and four sweeps
+            with pytest.raises(errors.ConnectionNotFound):
+                await runtime.connections.get(ended.id)
+            # revoked too, but a client is still attached through it
+            assert (await runtime.connections.get(attached.id)).status == "revoked"
+        await eventually(lambda: launched.bd.call("connections.list", {}),
+                         lambda page: [c["id"] for c in page["data"]] == [live.id])
+        # the run's log keeps the forgotten lease's history
+        events = await launched.bd.call("runs.events.list", {"run_id": runtime.active_run_id})
+        assert any(e["type"] == "connection.revoked" and e["data"]["connection_id"] == ended.id
+                   for e in events["data"])

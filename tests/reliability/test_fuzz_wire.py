@@ -51,8 +51,9 @@ _ADDRESS_KEYS = ("name", "space", "id", "runtime_id")
 def _param_keys() -> list[str]:
     """Every param name a handler reads (from its source), so fuzzing reaches past `finish()`."""
     keys = set(_ADDRESS_KEYS)
-    for handler in METHODS.values():
-        keys |= set(re.findall(r"""\.\w+\(\s*["']([a-z_]+)["']""", inspect.getsource(handler)))
+    for registered in METHODS.values():
+        source = inspect.getsource(registered.handler)
+        keys |= set(re.findall(r"""\.\w+\(\s*["']([a-z_]+)["']""", source))
     return sorted(keys)
 
 
