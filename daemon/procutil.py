@@ -328,7 +328,7 @@ def remember_helpers(procs: Iterable[ProcInfo]) -> None:
         _helpers[p.pid] = p.create_time
 
 
-def reap_orphans() -> list[int]:
+def reap_orphans(procs: list[ProcInfo] | None = None) -> list[int]:
     """Reap zombie children that were orphaned to us (as child subreaper). Never blocks.
 
     It must not steal the exit status of a child someone waits for: a browser's main process
@@ -336,11 +336,12 @@ def reap_orphans() -> list[int]:
     calls waitpid(-1): it reaps specific zombies that we cannot have spawned ourselves. A child
     we spawn stays in our session or leads a new one (sid == pid); an orphan from a browser's
     session has another session id. Helpers that lead their own session (crashpad) are reaped
-    only when recorded by `remember_helpers` with the same pid and create time.
+    only when recorded by `remember_helpers` with the same pid and create time. `procs` is a
+    fresh `scan()` when the caller has one.
     """
     me, my_sid = os.getpid(), os.getsid(0)
     reaped = []
-    for p in scan():
+    for p in scan() if procs is None else procs:
         if p.ppid != me or not p.zombie:
             continue
         spawned_by_us_possible = p.sid in (p.pid, my_sid)
@@ -367,7 +368,8 @@ async def run_orphan_reaper(
     """
     task_status.started()
     while True:
-        reap_orphans()
+        # The scan reads every process in /proc: a worker thread's job, not the event loop's.
+        reap_orphans(await trio.to_thread.run_sync(scan))
         await trio.sleep(interval_s)
 
 

@@ -456,7 +456,11 @@ class BrowserProcess:
         procs = [p for p in self._tree(procutil.scan(), sweep=True) if not p.zombie]
         return sorted((p.pid for p in procs), key=lambda pid: (pid != self.pid, pid))
 
-    def _tree(self, procs: list[procutil.ProcInfo], *, sweep: bool) -> list[procutil.ProcInfo]:
+    def _tree(self, procs: list[procutil.ProcInfo], *, sweep: bool,
+              dir_users: list[procutil.ProcInfo] | None = None) -> list[procutil.ProcInfo]:
+        """The browser's processes among `procs`: its group and their descendants, and with
+        `sweep` also the processes naming its user-data-dir (`dir_users` when the caller
+        already found them)."""
         if self._tree_gone:
             return []
         # The session id is the main pid; while the main process is unreaped nobody else can
@@ -469,7 +473,8 @@ class BrowserProcess:
         if self._popen.returncode is None:
             members.add(self.pid)
         if sweep:
-            users = procutil.dir_users(self.user_data_dir, procs)
+            users = procutil.dir_users(self.user_data_dir, procs) if dir_users is None \
+                else dir_users
             members |= {p.pid for p in users if p.create_time >= born_after}
         members |= procutil.descendants(members, procs)
         tree = [p for p in procs if p.pid in members]
@@ -519,8 +524,8 @@ class BrowserProcess:
                 graceful_until = trio.current_time()
         with trio.move_on_at(graceful_until):
             await self._wait_gone(sweep=False)
-        if grace_s > 0 and not self._check_gone(sweep=False):
-            self._signal_tree(signal.SIGTERM, sweep=False)
+        if grace_s > 0 and not await self._check_gone(sweep=False):
+            await self._signal_tree(signal.SIGTERM, sweep=False)
             with trio.move_on_after(min(grace_s, TERM_WAIT_S)):
                 await self._wait_gone(sweep=False)
         # Even when the group left by itself: what escaped it (crashpad) is found by name.
@@ -538,7 +543,23 @@ class BrowserProcess:
             return False
         return True
 
-    def _signal_tree(self, sig: int, *, sweep: bool) -> None:
+    async def _scan_tree(self, *, sweep: bool) -> tuple[list[procutil.ProcInfo],
+                                                         list[procutil.ProcInfo]]:
+        """(every process, this browser's tree), read from /proc in a worker thread.
+
+        With many browsers /proc holds hundreds of processes; reading them all (and, for a
+        sweep, every command line) takes milliseconds that would otherwise stall every client
+        of the daemon, several times per stop.
+        """
+        def read() -> tuple[list[procutil.ProcInfo], list[procutil.ProcInfo]]:
+            procs = procutil.scan()
+            users = procutil.dir_users(self.user_data_dir, procs) if sweep else []
+            return procs, users
+
+        procs, users = await trio.to_thread.run_sync(read)
+        return procs, self._tree(procs, sweep=sweep, dir_users=users)
+
+    async def _signal_tree(self, sig: int, *, sweep: bool) -> None:
         if self._tree_gone:
             return
         if self._popen.returncode is None:  # unreaped, so the group id is still ours
@@ -546,10 +567,10 @@ class BrowserProcess:
                 os.killpg(self.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        tree = self._tree(procutil.scan(), sweep=sweep)
+        _, tree = await self._scan_tree(sweep=sweep)
         procutil.kill_pids((p.pid for p in tree if not p.zombie and p.pid != self.pid), sig)
 
-    def _check_gone(self, *, sweep: bool) -> bool:
+    async def _check_gone(self, *, sweep: bool) -> bool:
         """Reap what can be reaped; True once the main process is reaped and no member lives.
 
         With sweep=False only the group and descendants count; with sweep=True also the
@@ -558,8 +579,8 @@ class BrowserProcess:
         if self._tree_gone:
             return True
         self._poll_main()
-        procutil.reap_orphans()
-        tree = self._tree(procutil.scan(), sweep=sweep)
+        procs, tree = await self._scan_tree(sweep=sweep)
+        procutil.reap_orphans(procs)
         gone = self._popen.returncode is not None and all(p.zombie for p in tree)
         if gone and sweep:
             self._tree_gone = True
@@ -567,15 +588,15 @@ class BrowserProcess:
 
     async def _wait_gone(self, *, sweep: bool) -> None:
         delay = 0.005
-        while not self._check_gone(sweep=sweep):
+        while not await self._check_gone(sweep=sweep):
             await trio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     async def _kill_tree(self, *, sweep: bool) -> None:
         """SIGKILL the tree, again and again, until it is gone (bounded by KILL_WAIT_S)."""
         with trio.move_on_after(KILL_WAIT_S) as scope:
-            while not self._check_gone(sweep=sweep):
-                self._signal_tree(signal.SIGKILL, sweep=sweep)
+            while not await self._check_gone(sweep=sweep):
+                await self._signal_tree(signal.SIGKILL, sweep=sweep)
                 with trio.move_on_after(0.2):
                     await self._wait_gone(sweep=sweep)
         if scope.cancelled_caught:
