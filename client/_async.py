@@ -70,6 +70,7 @@ class Subscription:
 class _Call:
     done: anyio.Event
     subscribe: bool = False
+    abandoned: bool = False  # a subscribe whose caller was cancelled before the reply came
     result: Any = None
     error: BrowserdError | None = None
     subscription: Subscription | None = None
@@ -246,11 +247,25 @@ class AsyncClient:
                 async with self._send_lock:
                     await self._stream.send(frame)
             await call.done.wait()
+        except BaseException:
+            if subscribe:
+                self._abandon_subscribe(call)
+            raise
         finally:
-            self._calls.pop(msgid, None)
+            if not call.abandoned:
+                self._calls.pop(msgid, None)
         if call.error is not None:
             raise call.error
         return call.subscription if subscribe else call.result
+
+    def _abandon_subscribe(self, call: _Call) -> None:
+        """The caller of a subscribe was cancelled: the daemon may be streaming already, and
+        nobody will read it or cancel it, so cancel it here (the reader does, if the reply
+        has not come yet); else it would run until the connection closes."""
+        if not call.done.is_set():
+            call.abandoned = True
+        elif call.subscription is not None:
+            self.cancel_subscription_nowait(call.subscription.id)
 
     def _allocate_msgid(self) -> int:
         while True:
@@ -310,6 +325,13 @@ class AsyncClient:
             call = self._calls.get(event.msgid)
             if call is None:
                 return  # its caller was cancelled; nobody is waiting
+            if call.abandoned:
+                del self._calls[event.msgid]
+                sub_id = event.result.get("subscription") if isinstance(event.result, dict) \
+                    else None
+                if event.error is None and isinstance(sub_id, str):
+                    self.cancel_subscription_nowait(sub_id)
+                return
             if event.error is not None:
                 call.error = error_from_wire(event.error)
             else:

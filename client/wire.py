@@ -252,8 +252,9 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Add bytes read from the peer; ``b""`` means the peer closed its side."""
+    def receive_data(self, data: bytes | memoryview) -> None:
+        """Add bytes read from the peer (copied: the caller may reuse its buffer); ``b""``
+        means the peer closed its side."""
         if not data:
             self._eof = True
         elif self._eof:

@@ -34,7 +34,11 @@ log = logging.getLogger("browserd.rpc")
 # broken": log, wait a little, go on accepting.
 _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _PEERCRED = struct.Struct("3i")
-_RECEIVE_SIZE = 256 * 1024
+# Each session reads into a buffer of its own, reused for every read: a fresh bytes object
+# per read (receive_some) is allocated large and shrunk to what arrived, which fragmented the
+# heap under load (memory.py). Small while requests are small; large while a read fills it.
+_RECEIVE_SMALL = 16 * 1024
+_RECEIVE_LARGE = 256 * 1024
 # A read loop serving inline requests writes their replies after this many, or this many bytes.
 _OUTBOX_MAX_REPLIES = 64
 _OUTBOX_MAX_BYTES = 256 * 1024
@@ -217,6 +221,7 @@ class Session:
         self.wire = wire.Connection()
         self.subscriptions: dict[str, Any] = {}  # server-pushed streams (see follow.py)
         self._nursery: trio.Nursery | None = None
+        self._buffer = bytearray(_RECEIVE_SMALL)
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         # FIFO: a reply queued before a notification is sent before it (a subscription's
@@ -254,8 +259,7 @@ class Session:
             event = self.wire.next_event()
             if event is wire.NEED_DATA:
                 await self._flush()
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
-                self.wire.receive_data(data)
+                await self._receive()
             elif event is wire.CLOSED:
                 return
             elif isinstance(event, wire.Request):
@@ -269,6 +273,20 @@ class Session:
             # Responses and notifications from a client mean nothing to the daemon: ignored.
             if len(self._outbox) >= _OUTBOX_MAX_REPLIES or self._outbox_bytes >= _OUTBOX_MAX_BYTES:
                 await self._flush()
+
+    async def _receive(self) -> None:
+        """Read what the client sent into the session's buffer and hand it to the decoder
+        (which copies it); an empty read is the client's end of the stream."""
+        try:
+            count = await self.stream.socket.recv_into(self._buffer)
+        except OSError as exc:  # what receive_some would raise as BrokenResourceError
+            raise trio.BrokenResourceError(f"the client's connection broke: {exc}") from exc
+        with memoryview(self._buffer) as view:
+            self.wire.receive_data(view[:count])
+        if count == len(self._buffer) and count < _RECEIVE_LARGE:
+            self._buffer = bytearray(_RECEIVE_LARGE)  # a large request: read it in big bites
+        elif count < _RECEIVE_SMALL < len(self._buffer):
+            self._buffer = bytearray(_RECEIVE_SMALL)
 
     async def _dispatch(self, request: wire.Request, nursery: trio.Nursery) -> bool:
         """Serve or start one request; False when the connection must end."""

@@ -238,6 +238,35 @@ async def test_connection_close_releases_the_subscription(daemon: Daemon) -> Non
             await runtime.stop()
 
 
+async def test_a_follow_cancelled_before_its_reply_does_not_leak(daemon: Daemon) -> None:
+    """A caller cancelled between sending runs.events.follow and its reply never learns the
+    subscription id; the client cancels it when the reply comes. (The soak found this: a
+    follower with a timeout filled its connection's 64 subscriptions.)"""
+    with trio.fail_after(60):
+        async with AsyncClient(daemon.config.socket) as bd:
+            runtime = await bd.runtimes.browser.launch(name="hasty")
+            run = await runtime.current_run()
+            rt = runtime_of(daemon, runtime.id)
+            assert rt.log is not None
+            listeners = rt.log.listener_count
+            # Timeouts from 0 to 2 ms: many land between the request and its reply. In
+            # batches, so the cancels (sent in the background) never pile up to the limit.
+            for batch in range(10):
+                for attempt in range(40):
+                    with trio.move_on_after((batch * 40 + attempt) * 5e-6):
+                        sub = await bd.subscribe("runs.events.follow", {"run_id": run.id})
+                        bd.cancel_subscription_nowait(sub.id)
+                for _ in range(500):  # up to 5 s for the background cancels
+                    if rt.log.listener_count == listeners:
+                        break
+                    await trio.sleep(0.01)
+                assert rt.log.listener_count == listeners, f"subscriptions leaked ({batch=})"
+            # and the connection can still subscribe (it is far from its 64)
+            sub = await bd.subscribe("runs.events.follow", {"run_id": run.id})
+            bd.cancel_subscription_nowait(sub.id)
+            await runtime.stop()
+
+
 async def test_follow_refuses_bad_input(daemon: Daemon) -> None:
     with trio.fail_after(30):
         async with AsyncClient(daemon.config.socket) as bd:
