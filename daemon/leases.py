@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("browserd.leases")
 
 # How long a lease that has ended (expired, revoked or closed) and has no open socket is still
-# shown by connections.get/list. Then it is forgotten: a daemon that hands out a lease a minute
-# for weeks must not keep them all. Its history stays in its run's events.
-ENDED_LEASE_KEPT_S = 600.0
+# shown by connections.get/list. Then it is forgotten: agents and test suites make a lease per
+# task, thousands an hour (3,396 in the ten-minute soak, every one still held at its end when
+# this was ten minutes), and each costs memory. A minute covers a client asking why its attach
+# was refused; the lease's whole history stays in its run's events.
+ENDED_LEASE_KEPT_S = 60.0
 
 
 class LeaseBook:
