@@ -28,6 +28,7 @@ from trio_websocket import open_websocket_url
 from browserd.client import AsyncClient
 
 STEADY = "load-steady"
+LAUNCHERS = 2  # each launches and stops its own runtime, load-<n>, in a loop
 
 
 @attrs.define
@@ -80,7 +81,7 @@ async def _cdp_round_trip(url: str, method: str) -> None:
 
 
 async def drive(socket_path: Path, duration_s: float, *, clients: int = 50,
-                launchers: int = 2, attachers: int = 4, followers: int = 2,
+                launchers: int = LAUNCHERS, attachers: int = 4, followers: int = 2,
                 seed: int = 8) -> Load:
     """Load the daemon for `duration_s`; a runtime named load-steady must be active."""
     load = Load(clients=clients)

@@ -18,6 +18,8 @@ import pytest
 import trio
 
 from browserd.client import AsyncClient
+from browserd.client.errors import RunNotFound
+from browserd.daemon.config import RetentionConfig
 
 from .harness import (
     LOAD_S,
@@ -30,7 +32,7 @@ from .harness import (
     check_run_logs,
     descendants,
 )
-from .soak import STEADY, Load, drive
+from .soak import LAUNCHERS, STEADY, Load, drive
 
 WARM_UP_S = 15.0
 SETTLE_S = 12.0
@@ -50,8 +52,27 @@ async def settled(daemon: Daemon, baseline: Resources | None, max_wait_s: float)
     return now
 
 
-def lost_operations(state_dir: Path, load: Load) -> int:
-    """Acknowledged leases and attaches that are not in their run's log."""
+def runs_without_log(state_dir: Path, load: Load) -> set[str]:
+    on_disk = {path.parent.name for path in state_dir.glob("runs/*/events.jsonl")}
+    return set(load.runs) - on_disk
+
+
+async def removed_by_retention(bd: AsyncClient, without_log: set[str]) -> set[str]:
+    """The runs without a log that retention removed (retention.max_runs per runtime): the
+    daemon no longer knows them either. That is policy, not loss; a log gone while the daemon
+    still knows its run counts as lost."""
+    removed = set()
+    for run_id in without_log:
+        try:
+            await bd.runs.get(run_id)
+        except RunNotFound:
+            removed.add(run_id)
+    return removed
+
+
+def lost_operations(state_dir: Path, load: Load, removed: set[str]) -> int:
+    """Acknowledged leases and attaches that are not in their run's log (runs retention
+    removed aside)."""
     created: dict[str, set[str]] = {}
     attached: dict[str, set[str]] = {}
     for path in state_dir.glob("runs/*/events.jsonl"):
@@ -64,8 +85,10 @@ def lost_operations(state_dir: Path, load: Load) -> int:
                 created[run_id].add(connection)
             elif event["type"] == "connection.attached":
                 attached[run_id].add(connection)
-    lost = sum(lease not in created.get(run, ()) for run, lease in load.leases)
-    lost += sum(lease not in attached.get(run, ()) for run, lease in load.attached)
+    lost = sum(lease not in created.get(run, ()) for run, lease in load.leases
+               if run not in removed)
+    lost += sum(lease not in attached.get(run, ()) for run, lease in load.attached
+                if run not in removed)
     return lost
 
 
@@ -86,6 +109,10 @@ async def hold_load(base: Path, name: str, duration_s: float) -> None:
             status = await bd.status()
             assert status["counts"]["clients"] == 1, "every load client was let go"
             await (await bd.runtimes.get(STEADY)).stop()
+            removed = await removed_by_retention(bd, runs_without_log(daemon.state_dir, load))
+        # Retention keeps the newest runs of each launcher's runtime; only older ones may go.
+        kept = RetentionConfig().max_runs * LAUNCHERS
+        assert len(removed) <= max(0, len(set(load.runs)) - kept), (len(removed), kept)
         figures = load.figures()
         figures.update(resources_before=_show(baseline), resources_after=_show(after))
         REPORT.load[name] = figures
@@ -96,10 +123,10 @@ async def hold_load(base: Path, name: str, duration_s: float) -> None:
 
         logs = check_run_logs(daemon.state_dir)
         REPORT.events_checked += logs.events
-        lost = lost_operations(daemon.state_dir, load)
+        lost = lost_operations(daemon.state_dir, load, removed)
         REPORT.data_lost += lost
         assert lost == 0, f"{lost} acknowledged operations missing from the run logs"
-        assert all(logs.seqs.get(run) for run in load.runs)
+        assert all(logs.seqs.get(run) for run in load.runs if run not in removed)
 
         tree = descendants(daemon.pid)
         assert daemon.stop() == 0, daemon.log_text()[-3000:]
