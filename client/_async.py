@@ -242,13 +242,15 @@ class AsyncClient:
             raise error_from_wire(exc.error) from None
         call = _Call(anyio.Event(), subscribe=subscribe)
         self._calls[msgid] = call
+        sending = False  # from here on the daemon may have the request
         try:
             with self._map_transport_errors():
                 async with self._send_lock:
+                    sending = True
                     await self._stream.send(frame)
             await call.done.wait()
         except BaseException:
-            if subscribe:
+            if subscribe and sending:
                 self._abandon_subscribe(call)
             raise
         finally:
