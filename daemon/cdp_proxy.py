@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_POLICIES = ("detach", "allow")
 _DETACH_LINGER_S = 2.0  # after answering Browser.close, how long the client may take to leave
-_CHUNK = 256 * 1024
+_CHUNK = 64 * 1024  # each pump reads into a buffer of this size, its own for its life
 _MAX_UNYIELDED = 16  # chunks a pump may forward back to back before it yields
 _TRANSIENT_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY_S = 0.1
@@ -334,6 +334,7 @@ class CdpProxy:
     ) -> None:
         """Client to browser: read each command; forward everything but a detached close."""
         src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
+        buffer = bytearray(_CHUNK)
         scanner = MessageScanner(masked=True, capture=REQUEST_CAPTURE, tail_capture=REQUEST_TAIL)
         held = b""  # scanned but not forwarded: the start of a small, still incomplete message
         held_at = 0  # stream offset of held[0] (of the next byte when nothing is held)
@@ -375,7 +376,7 @@ class CdpProxy:
                         unyielded = 0
                         await trio.lowlevel.checkpoint()
                 try:
-                    data = os.read(src_fd, _CHUNK)
+                    data = _read(src_fd, buffer)
                 except BlockingIOError:
                     unyielded = 0
                     await trio.lowlevel.wait_readable(src_fd)
@@ -402,6 +403,7 @@ class CdpProxy:
     ) -> None:
         """Browser to client: headers and response heads only; answers a detached close."""
         src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
+        buffer = bytearray(_CHUNK)
         recording = sock.tracker.recording
         scanner = MessageScanner(masked=False, capture=RESPONSE_CAPTURE if recording else 0)
         unyielded = 0
@@ -435,7 +437,7 @@ class CdpProxy:
                     await self._answer_detach(sock, dst_fd, b"")
                     return
                 try:
-                    data = os.read(src_fd, _CHUNK)
+                    data = _read(src_fd, buffer)
                 except BlockingIOError:
                     unyielded = 0
                     with trio.CancelScope() as sock.out_wait:
@@ -540,3 +542,12 @@ async def _write_all(fd: int, data: bytes) -> bool:
             return False
         view = view[sent:]
     return True
+
+
+def _read(fd: int, buffer: bytearray) -> bytes:
+    """What is there to read on `fd` (raises BlockingIOError when nothing is), copied out of
+    the pump's own buffer. os.read(fd, n) allocates n bytes per call and shrinks them to what
+    arrived, which fragments the heap under load (see memory.py)."""
+    count = os.readv(fd, [buffer])
+    with memoryview(buffer) as view:
+        return bytes(view[:count])

@@ -82,6 +82,8 @@ class Registry:
                               close_policy=config.cdp.close_policy)
         self.lease_book.proxy = self.proxy
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
+        # runtime id -> the removal of its last ephemeral profile, while it runs (stop waits)
+        self._removals: dict[str, trio.Event] = {}
         self.pool: WarmPool | None = None
         self.profiles = ProfileStore(config.state_dir / "profiles")
         self._nursery: trio.Nursery | None = None
@@ -414,15 +416,16 @@ class Registry:
             self.profiles.release(rt.held_profile)
             rt.held_profile = None
         if rt.ephemeral and rt.user_data_dir is not None:
-            self._remove_ephemeral(rt.user_data_dir)
+            self._remove_ephemeral(rt.id, rt.user_data_dir)
         rt.user_data_dir, rt.ephemeral = None, False
 
-    def _remove_ephemeral(self, user_data_dir: Path) -> None:
+    def _remove_ephemeral(self, runtime_id: str, user_data_dir: Path) -> None:
         """The run's profile is gone from its path now; its files go in a worker thread.
 
         A used profile holds thousands of files: removing them on the event loop stalled every
         client for tens of milliseconds per stop. The rename is one syscall, so the path is
-        free at once; the removal is shielded, so a shutting-down daemon still finishes it (and
+        free at once; `stop` waits for the removal (its next launch then does not compete
+        with it); the removal is shielded, so a shutting-down daemon still finishes it (and
         start-up removes whatever a crash left in ephemeral/).
         """
         doomed = user_data_dir.with_name(f".removing-{user_data_dir.name}")
@@ -430,15 +433,23 @@ class Registry:
             user_data_dir.rename(doomed)
         except OSError:
             doomed = user_data_dir  # gone already, or a rename refused: remove it in place
+        removed = trio.Event()
+        self._removals[runtime_id] = removed
 
         async def remove() -> None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(shutil.rmtree, doomed, True)
+            try:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(shutil.rmtree, doomed, True)
+            finally:
+                removed.set()
+                if self._removals.get(runtime_id) is removed:
+                    del self._removals[runtime_id]
 
         try:
             self.nursery.start_soon(remove)
         except RuntimeError:  # the registry's nursery has closed (daemon exiting)
             shutil.rmtree(doomed, ignore_errors=True)
+            removed.set()
 
     async def supervise(
         self, rt: Runtime, start: Callable[[trio.Nursery], Awaitable[BrowserProcess]],
@@ -633,6 +644,9 @@ class Registry:
             await rt.process.stop(grace)
             with trio.move_on_after(grace + 10):
                 await rt.done.wait()
+            if (removal := self._removals.get(rt.id)) is not None:
+                with trio.move_on_after(grace + 10):
+                    await removal.wait()
             return run, True
 
     async def _close_sockets(self, rt: Runtime) -> None:
