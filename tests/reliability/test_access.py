@@ -224,14 +224,7 @@ async def test_cdp_refuses_bad_tokens_expired_revoked_origins_and_hosts(
         assert 403 in refused and 410 in refused
         attached = [e for e in events if e["type"] == "connection.attached"]
         assert len(attached) == 1, "only the revoked lease's one good socket ever attached"
-        await runtime.stop()
-        # stop frees the ephemeral profile's path at once and removes its files in the
-        # background: wait for that, so the walk below does not race it
-        ephemeral = shell_daemon.config.state_dir / "ephemeral"
-        for _ in range(200):  # up to 10 s
-            if not any(ephemeral.iterdir()):
-                break
-            await trio.sleep(0.05)
+        await runtime.stop()  # returns once the ephemeral profile's files are gone too
     # The token is a secret: never written anywhere in the state dir.
     for path in shell_daemon.config.state_dir.rglob("*"):
         if path.is_file() and "user-data" not in path.parts:
