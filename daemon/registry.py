@@ -46,6 +46,7 @@ from .pool import WarmPool
 from .profiles import ProfileStore
 from .reconcile import Reconciler
 from .runtime import Actor, LaunchOptions, RunService, Runtime
+from .state_writer import StateWriter
 from .supervisor import BrowserProcess, LaunchSpec
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class Registry:
         self._removals: dict[str, trio.Event] = {}
         self.pool: WarmPool | None = None
         self.profiles = ProfileStore(config.state_dir / "profiles")
+        # The only writer of runtime.json and run.json once `run` hosts it.
+        self.state = StateWriter()
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ paths and persistence
@@ -96,32 +99,25 @@ class Registry:
     def _run_dir(self, run_id: str) -> Path:
         return self.state_dir / "runs" / run_id
 
-    def save_runtime(self, rt: Runtime, *, strict: bool = True) -> None:
-        """Write runtime.json. A lifecycle step (strict=False) goes on when the disk refuses:
-        a stop must finish and a crash must be recorded even on a full disk. The record stays
-        right in memory, the next save writes it whole, and a restart reconciles a stale file."""
+    def save_runtime(self, rt: Runtime) -> None:
+        """Queue runtime.json for the state writer (state_writer.py). A disk that refuses it
+        stops nothing: a stop must finish and a crash must be recorded even on a full disk.
+        The record stays right in memory, the next save writes it whole, and a restart
+        reconciles a stale file."""
         rt.record.updated_at = _now()
-        directory = self._runtime_dir(rt.id)
-        try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-            storage.write_json_atomic(directory / "runtime.json", rt.record.to_json())
-        except OSError as exc:
-            if strict:
-                raise
-            log.error("runtime %s: could not save runtime.json (%s); going on with the record "
-                      "in memory", rt.id, describe_os_error(exc))
+        self.state.save(self._runtime_dir(rt.id) / "runtime.json", rt.record.to_json(),
+                        partial(_runtime_unsaved, rt.id))
 
-    def save_run(self, run: RunRecord, *, strict: bool = False) -> None:
-        """Write run.json. Only a launch (strict) fails on a disk error; a live or ending run
-        goes on with its record in memory, marked degraded (durability.py)."""
-        directory = self._run_dir(run.id)
-        try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-            storage.write_json_atomic(directory / "run.json", run.to_json())
-        except OSError as exc:
-            if strict:
-                raise
-            degrade(run, f"run.json: {describe_os_error(exc)}")
+    async def write_runtime(self, rt: Runtime) -> None:
+        """runtime.json on disk before this returns (raises OSError): for a client's change."""
+        rt.record.updated_at = _now()
+        await self.state.write(self._runtime_dir(rt.id) / "runtime.json", rt.record.to_json())
+
+    def save_run(self, run: RunRecord) -> None:
+        """Queue run.json; a failure marks the run degraded (durability.py) and it goes on with
+        its record in memory."""
+        self.state.save(self._run_dir(run.id) / "run.json", run.to_json(),
+                        partial(_run_unsaved, run))
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -148,6 +144,7 @@ class Registry:
         orphans = reconciler.load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.state.run)
             for rt in orphans:
                 await reconciler.reconcile(rt)
             reconciler.remove_leftover_ephemeral()
@@ -171,6 +168,7 @@ class Registry:
             for rt in list(self.runtimes.values()):
                 if rt.record.status in LIVE_RUNTIME:
                     nursery.start_soon(self.stop, rt, "daemon_shutdown", None, None)
+        await self.state.flush()
 
     # ------------------------------------------------------------------ spaces
 
@@ -259,6 +257,7 @@ class Registry:
                 metadata=dict(options.metadata), config=options.config(), created_at=now,
                 updated_at=now, last_activity_at=now,
             )
+            self._runtime_dir(record.id).mkdir(mode=0o700)
             rt = Runtime(record)
             self.runtimes[record.id] = rt
             self.save_runtime(rt)
@@ -336,7 +335,12 @@ class Registry:
         else:
             self._acquire_profile(rt, run)
         try:
-            self.save_run(run, strict=True)
+            # The run's first record is written here, on the loop, not queued: it is what
+            # tells a full disk from a working one, and a launch the disk cannot take is
+            # refused rather than half-done. The path is new, so no queued write races it.
+            directory = self._run_dir(run.id)
+            directory.mkdir(mode=0o700)
+            storage.write_json_atomic(directory / "run.json", run.to_json())
             rt.run, rt.log = run, self.open_log(run)
         except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
@@ -352,7 +356,7 @@ class Registry:
         rt.end_reason, rt.done = None, trio.Event()
         rt.record.status = runtime_transition(rt.record.status, Trigger.LAUNCH)
         rt.record.active_run_id = run.id
-        self.save_runtime(rt, strict=False)
+        self.save_runtime(rt)
         rt.log.append("runtime.lifecycle", {"executable": executable,
                                             "profile": rt.record.profile,
                                             "from_pool": pooled is not None},
@@ -361,6 +365,9 @@ class Registry:
             cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
             if cleared is not None:
                 rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
+        # On disk before the browser starts: an fsync while it creates its profile slowed
+        # its start by 10 ms (the journal commit holds up its file creation).
+        await self.state.flush()
         assert self._nursery is not None
         if pooled is not None:
             await self._nursery.start(self.supervise, rt, partial(_already_started, pooled))
@@ -482,6 +489,10 @@ class Registry:
                                       status="active")
                     else:
                         self._mark_ready(rt, process)
+                        if self.config.live_restore:
+                            # The next daemon adopts the browser from runtime.json: it must
+                            # be on disk before a client is told the browser is up.
+                            await self.state.flush()
                     for service in self.run_services:
                         pumps.start_soon(_attend_guarded, service, rt)
                     task_status.started()
@@ -578,7 +589,7 @@ class Registry:
                              "ephemeral": rt.ephemeral, "host": endpoint.host,
                              "port": endpoint.port, "browser_path": endpoint.browser_path}
         self.touch(rt)
-        self.save_runtime(rt, strict=False)
+        self.save_runtime(rt)
         self.save_run(rt.run)
         rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
                       status="active")
@@ -607,7 +618,7 @@ class Registry:
         rt.record.active_run_id = None
         rt.record.process = None
         rt.process, rt.log = None, None
-        self.save_runtime(rt, strict=False)
+        self.save_runtime(rt)
         self._slot_freed.set()
         self._slot_freed = trio.Event()
         if self.pool is not None:
@@ -637,7 +648,7 @@ class Registry:
             rt.end_reason = reason
             rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
             run.status = run_transition(run.status, Trigger.STOP)
-            self.save_runtime(rt, strict=False)
+            self.save_runtime(rt)
             rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
                           actor=actor)
             await self._close_sockets(rt)
@@ -647,6 +658,7 @@ class Registry:
             if (removal := self._removals.get(rt.id)) is not None:
                 with trio.move_on_after(grace + 10):
                     await removal.wait()
+            await self.state.flush()  # the reply says the run ended: so does run.json
             return run, True
 
     async def _close_sockets(self, rt: Runtime) -> None:
@@ -671,6 +683,7 @@ class Registry:
         async with rt.lock:
             self._cancel_restart(rt)
             self.runtimes.pop(rt.id, None)
+            await self.state.flush()  # no queued write of it may land after the removal
             shutil.rmtree(self._runtime_dir(rt.id), ignore_errors=True)
 
     # ------------------------------------------------------------------ runs and events
@@ -706,6 +719,15 @@ class Registry:
         return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
                              runtime_id=run.runtime_id, space=run.space,
                              fsync=self.config.events.fsync)  # type: ignore[arg-type]
+
+def _runtime_unsaved(runtime_id: str, exc: OSError) -> None:
+    log.error("runtime %s: could not save runtime.json (%s); going on with the record in memory",
+              runtime_id, describe_os_error(exc))
+
+
+def _run_unsaved(run: RunRecord, exc: OSError) -> None:
+    degrade(run, f"run.json: {describe_os_error(exc)}")
+
 
 async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:
     return process

@@ -91,6 +91,8 @@ class Retention:
                                datetime.now(UTC))
         for run in expired:
             registry.runs.pop(run.id, None)
+        if expired:
+            await registry.state.flush()  # no queued write of them may land after the removal
         for run in expired:
             directory = registry.state_dir / "runs" / run.id
             await trio.to_thread.run_sync(shutil.rmtree, directory, True)

@@ -19,11 +19,13 @@ from typing import Any
 
 __all__ = [
     "CorruptFileError",
+    "encode_record",
     "format_rfc3339",
     "fsync_dir",
     "make_id",
     "now_rfc3339",
     "read_json",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -40,6 +42,11 @@ class CorruptFileError(ValueError):
         self.reason = reason
 
 
+def encode_record(obj: Any) -> bytes:
+    """`obj` as the JSON bytes of a state file. Raises ValueError (NaN) or TypeError."""
+    return (_record_encoder.encode(obj) + "\n").encode("utf-8")
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Replace `path` with `obj` as JSON, durably and atomically.
 
@@ -47,7 +54,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     unencodable object (or NaN) raises without side effects. On any failure the temporary
     file is removed and the previous content of `path` is left as it was.
     """
-    payload = (_record_encoder.encode(obj) + "\n").encode("utf-8")
+    write_bytes_atomic(path, encode_record(obj))
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Replace `path` with `payload`: write a temporary file, fsync, rename, fsync the dir."""
     directory = path.parent
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -229,13 +229,18 @@ async def test_browser_outlives_trio_worker_threads(
         await proc.stop()
 
 
-def test_browser_dies_with_the_daemon(tmp_path: Path) -> None:
-    """The daemon SIGKILLed: the parent-death signal takes the browser down."""
+@pytest.mark.parametrize("arming", ["setpriv", "preexec_fn"])
+def test_browser_dies_with_the_daemon(tmp_path: Path, arming: str) -> None:
+    """The daemon SIGKILLed: the parent-death signal takes the browser down, whether setpriv
+    armed it or (where setpriv is missing) the fork's preexec_fn."""
     profile = tmp_path / "profile"
     code = textwrap.dedent(f"""
         import sys, trio
+        from browserd.daemon import procutil
         from browserd.daemon.discovery import find_browser
         from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
+        if {arming!r} == "preexec_fn":
+            procutil._SETPRIV = None
         async def main():
             async with trio.open_nursery() as nursery:
                 proc = await BrowserProcess.launch(

@@ -105,7 +105,7 @@ async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 @method("runtimes.update")
-def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     rt = api.runtime(p, "id")
     metadata = p.mapping("metadata", None)
     idle_timeout_s = p.number("idle_timeout_s", None, low=1, high=7 * 86400)
@@ -115,7 +115,7 @@ def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     if idle_timeout_s is not None:
         rt.record.config = {**rt.record.config, "idle_timeout_s": idle_timeout_s}
     api.registry.touch(rt)
-    api.registry.save_runtime(rt)
+    await api.registry.write_runtime(rt)
     return rt.record.to_wire()
 
 
