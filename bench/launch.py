@@ -75,7 +75,7 @@ def playwright_launch(pw: Playwright, executable: str) -> float:
 
 
 def run(*, quick: bool) -> list[Row]:
-    repetitions = 2 if quick else 11
+    repetitions = 2 if quick else 25
     rows: list[Row] = []
     with sync_playwright() as pw:
         for label, executable in (("chromium", CHROMIUM),

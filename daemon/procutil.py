@@ -1,8 +1,7 @@
 """Linux process plumbing for the supervisor: spawning with a parent-death signal, reading
 /proc, sweeping the processes of a user-data-dir and reaping orphaned helpers.
 
-Plain functions here never wait: they read /proc or send signals and return. The one awaiting
-function, `spawn`, hands the fork to a dedicated thread (see `_Spawner` for why).
+Plain functions here never wait: they read /proc, send signals or spawn, and return.
 """
 
 from __future__ import annotations
@@ -11,18 +10,15 @@ import ctypes
 import errno
 import logging
 import os
-import queue
 import select
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
-import outcome
 import psutil
 import trio
 
@@ -67,37 +63,6 @@ def set_child_subreaper() -> None:
 # ------------------------------------------------------------------ spawning
 
 
-class _Spawner:
-    """The one long-lived thread that forks every browser.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process.
-    `trio.lowlevel.open_process` forks from a trio worker thread, and idle worker threads exit
-    after 10 seconds: every browser would be SIGKILLed 10 s after its launch. So spawns run on
-    this thread, which lives as long as the daemon; the signal then means "the daemon died".
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="browserd-spawner", daemon=True
-                )
-                self._thread.start()
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        while True:
-            self._jobs.get()()
-
-
-_SPAWNER = _Spawner()
-
-
 # util-linux's setpriv arms the parent-death signal in the child and execs the browser. With
 # it, Popen needs no preexec_fn, and CPython can vfork() instead of fork()ing the whole daemon:
 # 0.3 ms instead of 3-14 ms per launch (bench/FINDINGS.md, 1). It is on every Debian system;
@@ -124,7 +89,7 @@ def _check_executable(program: str) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
-async def spawn(
+def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], output_fd: int,
     die_with_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
@@ -134,13 +99,13 @@ async def spawn(
     stdout and stderr go to `output_fd`, stdin is /dev/null, no other fd is inherited.
     Raises OSError when the executable cannot be started.
 
-    The signal is armed by setpriv, which then execs the browser (same pid). A daemon that
-    dies in the millisecond between the spawn and the arming leaves a browser behind: the
-    next daemon's start-up sweep of the user-data-dirs removes it.
+    Call it from the thread that runs the event loop: PR_SET_PDEATHSIG fires when the
+    *thread* that spawned the child exits, and that one lives as long as the daemon (a trio
+    worker thread exits after 10 s idle, and every browser it spawned would die with it). The
+    signal is armed by setpriv, which then execs the browser (same pid); spawning takes 0.5
+    ms then. A daemon that dies in the millisecond between the spawn and the arming leaves
+    a browser behind: the next daemon's start-up sweep of the user-data-dirs removes it.
     """
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
-    result: list[outcome.Outcome[subprocess.Popen[bytes]]] = []
     command = list(argv)
     preexec = None
     if die_with_parent and _SETPRIV is not None:
@@ -148,26 +113,10 @@ async def spawn(
         command = [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
     elif die_with_parent:
         preexec = _die_with_parent(os.getpid())
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
-            env=dict(env), start_new_session=True, close_fds=True, preexec_fn=preexec,
-        )
-
-    def job() -> None:
-        result.append(outcome.capture(start))
-        try:
-            token.run_sync_soon(done.set)
-        except trio.RunFinishedError:  # pragma: no cover - the loop is gone; so is the waiter
-            pass
-
-    _SPAWNER.submit(job)
-    # A spawn in flight cannot be abandoned: wait for it even when cancelled, so the caller
-    # always learns the pid it must clean up.
-    with trio.CancelScope(shield=True):
-        await done.wait()
-    return result[0].unwrap()
+    return subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
+        env=dict(env), start_new_session=True, close_fds=True, preexec_fn=preexec,
+    )
 
 
 class AdoptedPopen:

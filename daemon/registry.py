@@ -365,9 +365,6 @@ class Registry:
             cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
             if cleared is not None:
                 rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
-        # On disk before the browser starts: an fsync while it creates its profile slowed
-        # its start by 10 ms (the journal commit holds up its file creation).
-        await self.state.flush()
         assert self._nursery is not None
         if pooled is not None:
             await self._nursery.start(self.supervise, rt, partial(_already_started, pooled))

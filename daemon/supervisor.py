@@ -246,7 +246,7 @@ class BrowserProcess:
         argv = browser_args(spec, user_data_dir)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            popen = await procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd,
+            popen = procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd,
                                          die_with_parent=spec.die_with_daemon)
         except OSError as exc:
             os.close(read_fd)
