@@ -126,11 +126,14 @@ class EventLog:
         runtime_id: str,
         space: str,
         fsync: FsyncPolicy = "batch",
+        sync_dir: bool = True,
     ) -> EventLog:
         """Open (or create) the log at `path` for appending; the parent directory must exist.
 
         An existing file is scanned backwards for its last valid event: the next seq follows
-        it. Raises OSError if the file cannot be opened: only appends swallow disk errors.
+        it. A new file's directory entry is made durable unless `sync_dir` is False (the
+        caller syncs the directory itself) or the policy is "never". Raises OSError if the
+        file cannot be opened: only appends swallow disk errors.
         """
         if fsync not in _FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {_FSYNC_POLICIES}, got {fsync!r}")
@@ -138,7 +141,7 @@ class EventLog:
         fd = os.open(path, _OPEN_FLAGS, 0o600)
         try:
             last_seq, need_newline = _scan(fd)
-            if created and fsync != "never":
+            if created and sync_dir and fsync != "never":
                 fsync_dir(path.parent)
         except BaseException:
             os.close(fd)

@@ -334,17 +334,19 @@ class Registry:
             rt.user_data_dir, rt.ephemeral = pooled.user_data_dir, True
         else:
             self._acquire_profile(rt, run)
+        directory = self._run_dir(run.id)
         try:
-            # The run's first record is written here, on the loop, not queued: it is what
-            # tells a full disk from a working one, and a launch the disk cannot take is
-            # refused rather than half-done. The path is new, so no queued write races it.
-            directory = self._run_dir(run.id)
+            # The run's first record is written at once, so that a disk that cannot take the
+            # run refuses the launch (ENOSPC shows at the write) instead of leaving it half
+            # done; its fsyncs are left to the state writer (save_run below, which also makes
+            # the log's directory entry durable), done while the browser starts.
             directory.mkdir(mode=0o700)
-            storage.write_json_atomic(directory / "run.json", run.to_json())
-            rt.run, rt.log = run, self.open_log(run)
+            storage.write_json_atomic(directory / "run.json", run.to_json(), durable=False)
+            event_log = self.open_log(run, sync_dir=False)
         except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
             self._release_profile(rt)
+            shutil.rmtree(directory, ignore_errors=True)
             raise ApiError(
                 "state.unwritable",
                 f"The state directory cannot take a new run: {describe_os_error(exc)}.",
@@ -352,6 +354,8 @@ class Registry:
                      "permissions), then launch again.",
                 data={"state_dir": str(self.state_dir)},
             ) from None
+        rt.run, rt.log = run, event_log
+        self.save_run(run)
         self.runs[run.id] = run
         rt.end_reason, rt.done = None, trio.Event()
         rt.record.status = runtime_transition(rt.record.status, Trigger.LAUNCH)
@@ -712,10 +716,12 @@ class Registry:
             lambda: read_events(path, after_seq=after_seq, limit=limit, types=types)
         )
 
-    def open_log(self, run: RunRecord) -> EventLog:
+    def open_log(self, run: RunRecord, *, sync_dir: bool = True) -> EventLog:
         return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
                              runtime_id=run.runtime_id, space=run.space,
-                             fsync=self.config.events.fsync)  # type: ignore[arg-type]
+                             fsync=self.config.events.fsync,  # type: ignore[arg-type]
+                             sync_dir=sync_dir)
+
 
 def _runtime_unsaved(runtime_id: str, exc: OSError) -> None:
     log.error("runtime %s: could not save runtime.json (%s); going on with the record in memory",

@@ -47,17 +47,18 @@ def encode_record(obj: Any) -> bytes:
     return (_record_encoder.encode(obj) + "\n").encode("utf-8")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace `path` with `obj` as JSON, durably and atomically.
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
+    """Replace `path` with `obj` as JSON, atomically, and durably unless `durable` is False
+    (then without fsyncs: the caller has the record made durable later).
 
     The parent directory must exist. The object is encoded before any file is touched, so an
     unencodable object (or NaN) raises without side effects. On any failure the temporary
     file is removed and the previous content of `path` is left as it was.
     """
-    write_bytes_atomic(path, encode_record(obj))
+    write_bytes_atomic(path, encode_record(obj), durable=durable)
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
+def write_bytes_atomic(path: Path, payload: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `payload`: write a temporary file, fsync, rename, fsync the dir."""
     directory = path.parent
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -67,7 +68,8 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_name, path)
@@ -75,8 +77,8 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    # The rename is durable only once the directory entry is on disk.
-    fsync_dir(directory)
+    if durable:  # the rename is durable only once the directory entry is on disk
+        fsync_dir(directory)
 
 
 def read_json(path: Path) -> Any | None:
