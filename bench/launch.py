@@ -1,7 +1,7 @@
 """Cold launch: `runtimes.launch` until the endpoint is ready, against the physical floor.
 
 Three ways to get a headless browser with a fresh profile, interleaved round-robin so drift
-(page cache, CPU frequency) hits all of them alike:
+(page cache, CPU frequency) hits all of them alike; ratios pair each round's launches:
 
 - raw: exec Chromium with exactly the daemon's flags (`supervisor.browser_args`) and wait for
   DevToolsActivePort to appear in its user-data-dir: the floor, nothing can be faster.
@@ -74,8 +74,15 @@ def playwright_launch(pw: Playwright, executable: str) -> float:
     return elapsed
 
 
+def paired_ratio(subject: list[float], floor: list[float]) -> float:
+    """The median over rounds of subject / floor. A browser's start varies by +-30 % from one
+    launch to the next on a shared 2-core VM, and the load drifts during a run; a round's
+    launches run back to back, so pairing them cancels the drift."""
+    return median([s / f for s, f in zip(subject, floor, strict=True)])
+
+
 def run(*, quick: bool) -> list[Row]:
-    repetitions = 2 if quick else 25
+    repetitions = 2 if quick else 31
     rows: list[Row] = []
     with sync_playwright() as pw:
         for label, executable in (("chromium", CHROMIUM),
@@ -102,9 +109,13 @@ def run(*, quick: bool) -> list[Row]:
                     note="the floor: the daemon's flags (supervisor.browser_args), fresh "
                     "profile, 1 ms polling" if label == "chromium" else ""),
                 Row(SCENARIO, f"runtimes.launch -> active, {label}", median(times["browserd"]),
-                    "ms", baseline=raw, target=TARGET),
+                    "ms", baseline=raw, target=TARGET,
+                    paired_ratio=paired_ratio(times["browserd"], times["raw"]),
+                    note="ratios: the median of each round's ratio to that round's raw launch"
+                    if label == "chromium" else ""),
                 Row(SCENARIO, f"Playwright chromium.launch, {label}",
                     median(times["playwright"]), "ms", baseline=raw,
+                    paired_ratio=paired_ratio(times["playwright"], times["raw"]),
                     note="Playwright's own flags and pipe transport; for comparison"
                     if label == "chromium" else ""),
             ]

@@ -52,9 +52,14 @@ class Row:
     note: str = ""
     skipped: bool = False
     error: bool = False  # the scenario crashed: the metric says how
+    # Set when the scenario pairs its samples round by round (launch): the median of the
+    # per-round ratios, which a load that drifts during the run does not bias.
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.value is None or not self.baseline:
             return None
         return self.value / self.baseline
@@ -136,7 +141,8 @@ def document(rows: Sequence[Row], *, machine: dict[str, str], versions: dict[str
         "# browserd benchmarks",
         "",
         f"Written by {mode} on {now} in {elapsed_s:.0f} s. Every number is a median over "
-        "repeated runs unless the metric says p99 or max; ratios are browserd / baseline.",
+        "repeated runs unless the metric says p99 or max; ratios are browserd / baseline "
+        "(for launches, the median of each round's ratio).",
         "Targets apply to this 2-core machine. Regenerate with `make bench`; the Findings "
         "section comes from `bench/FINDINGS.md`.",
         "",
