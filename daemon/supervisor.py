@@ -6,9 +6,8 @@ parent-death signal and a scrubbed environment. Its DevTools endpoint comes from
 stdout and stderr are drained for the browser's whole life into a bounded tail.
 
 Stop order (DESIGN section 6): CDP `Browser.close` -> wait -> SIGTERM the group -> wait ->
-SIGKILL the group and sweep what escaped it -> wait until nothing remains. "The tree" is the
-main process, every process of its session or group, their descendants, and processes started
-after the browser whose command line names its user-data-dir (crashpad leaves the group).
+SIGKILL the group and sweep what escaped it -> wait until nothing remains. Which processes
+make up "the tree", and the signalling and reaping of them, is process_tree.py's job.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import trio
 from . import procutil
 from .cdp_client import open_cdp
 from .errors import ApiError
+from .process_tree import ProcessTree
 from .procutil import (
     reap_orphans,
     run_orphan_reaper,
@@ -52,7 +52,6 @@ log = logging.getLogger("browserd.supervisor")
 STDERR_TAIL_LINES = 200
 MAX_LINE_BYTES = 16 * 1024
 TERM_WAIT_S = 3.0  # after SIGTERM, at most this long (and at most grace_s) before SIGKILL
-KILL_WAIT_S = 10.0  # after SIGKILL: only uninterruptible sleep takes this long
 ORPHAN_GRACE_S = 1.0  # main already gone when stop begins: its helpers get this long to follow
 
 DEVTOOLS_LINE = re.compile(
@@ -225,7 +224,9 @@ class BrowserProcess:
         self._exited = trio.Event()
         self._output_done = trio.Event()
         self._stopping: trio.Event | None = None
-        self._tree_gone = False
+        self._tree = ProcessTree(pid=self.pid, create_time=self.create_time,
+                                 user_data_dir=user_data_dir, popen=popen,
+                                 poll_main=self._poll_main)
         self.adopted = isinstance(popen, procutil.AdoptedPopen)
 
     def __repr__(self) -> str:
@@ -279,7 +280,7 @@ class BrowserProcess:
             await proc._wait_started()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await proc._kill_tree(sweep=not proc._profile_in_use)
+                await proc._tree.kill(sweep=not proc._profile_in_use)
             raise
         return proc
 
@@ -323,7 +324,7 @@ class BrowserProcess:
                   else "exited" if self._poll_main() else "timeout")
         # A profile held by another browser: that browser names the same dir, and it is
         # not ours to sweep.
-        await self._kill_tree(sweep=reason != "profile_in_use")
+        await self._tree.kill(sweep=reason != "profile_in_use")
         with trio.move_on_after(1.0):  # the last lines may still be in the pipe
             await self._output_done.wait()
         status = self._final_status()
@@ -453,33 +454,7 @@ class BrowserProcess:
 
     def tree_pids(self) -> list[int]:
         """The live (non-zombie) processes of this browser, main process first."""
-        procs = [p for p in self._tree(procutil.scan(), sweep=True) if not p.zombie]
-        return sorted((p.pid for p in procs), key=lambda pid: (pid != self.pid, pid))
-
-    def _tree(self, procs: list[procutil.ProcInfo], *, sweep: bool,
-              dir_users: list[procutil.ProcInfo] | None = None) -> list[procutil.ProcInfo]:
-        """The browser's processes among `procs`: its group and their descendants, and with
-        `sweep` also the processes naming its user-data-dir (`dir_users` when the caller
-        already found them)."""
-        if self._tree_gone:
-            return []
-        # The session id is the main pid; while the main process is unreaped nobody else can
-        # have it. Afterwards the kernel keeps it while any member lives, and every member was
-        # born after the main process: the create-time check keeps a reused pid out.
-        born_after = self.create_time - 0.02
-        members = {
-            p.pid for p in procutil.iter_group(self.pid, procs) if p.create_time >= born_after
-        }
-        if self._popen.returncode is None:
-            members.add(self.pid)
-        if sweep:
-            users = procutil.dir_users(self.user_data_dir, procs) if dir_users is None \
-                else dir_users
-            members |= {p.pid for p in users if p.create_time >= born_after}
-        members |= procutil.descendants(members, procs)
-        tree = [p for p in procs if p.pid in members]
-        procutil.remember_helpers(p for p in tree if p.pid != self.pid)
-        return tree
+        return self._tree.pids()
 
     # ---------------------------------------------------------------- stop
 
@@ -495,7 +470,7 @@ class BrowserProcess:
         with trio.CancelScope(shield=True):
             if self._stopping is not None:
                 await self._stopping.wait()
-            elif not self._tree_gone:
+            elif not self._tree.gone:
                 self._stopping = trio.Event()
                 try:
                     await self._shutdown(max(grace_s, 0.0))
@@ -523,13 +498,13 @@ class BrowserProcess:
             if not closing:  # no graceful exit is coming: go on to the signals
                 graceful_until = trio.current_time()
         with trio.move_on_at(graceful_until):
-            await self._wait_gone(sweep=False)
-        if grace_s > 0 and not await self._check_gone(sweep=False):
-            await self._signal_tree(signal.SIGTERM, sweep=False)
+            await self._tree.wait_gone(sweep=False)
+        if grace_s > 0 and not await self._tree.check_gone(sweep=False):
+            await self._tree.signal(signal.SIGTERM, sweep=False)
             with trio.move_on_after(min(grace_s, TERM_WAIT_S)):
-                await self._wait_gone(sweep=False)
+                await self._tree.wait_gone(sweep=False)
         # Even when the group left by itself: what escaped it (crashpad) is found by name.
-        await self._kill_tree(sweep=True)
+        await self._tree.kill(sweep=True)
 
     async def _close_over_cdp(self) -> bool:
         """Send Browser.close; False when it could not be delivered."""
@@ -542,66 +517,6 @@ class BrowserProcess:
             log.info("browser pid %d: Browser.close failed: %r", self.pid, exc)
             return False
         return True
-
-    async def _scan_tree(self, *, sweep: bool) -> tuple[list[procutil.ProcInfo],
-                                                         list[procutil.ProcInfo]]:
-        """(every process, this browser's tree), read from /proc in a worker thread.
-
-        With many browsers /proc holds hundreds of processes; reading them all (and, for a
-        sweep, every command line) takes milliseconds that would otherwise stall every client
-        of the daemon, several times per stop.
-        """
-        def read() -> tuple[list[procutil.ProcInfo], list[procutil.ProcInfo]]:
-            procs = procutil.scan()
-            users = procutil.dir_users(self.user_data_dir, procs) if sweep else []
-            return procs, users
-
-        procs, users = await trio.to_thread.run_sync(read)
-        return procs, self._tree(procs, sweep=sweep, dir_users=users)
-
-    async def _signal_tree(self, sig: int, *, sweep: bool) -> None:
-        if self._tree_gone:
-            return
-        if self._popen.returncode is None:  # unreaped, so the group id is still ours
-            try:
-                os.killpg(self.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        _, tree = await self._scan_tree(sweep=sweep)
-        procutil.kill_pids((p.pid for p in tree if not p.zombie and p.pid != self.pid), sig)
-
-    async def _check_gone(self, *, sweep: bool) -> bool:
-        """Reap what can be reaped; True once the main process is reaped and no member lives.
-
-        With sweep=False only the group and descendants count; with sweep=True also the
-        processes naming the user-data-dir, and a True answer is final.
-        """
-        if self._tree_gone:
-            return True
-        self._poll_main()
-        procs, tree = await self._scan_tree(sweep=sweep)
-        procutil.reap_orphans(procs)
-        gone = self._popen.returncode is not None and all(p.zombie for p in tree)
-        if gone and sweep:
-            self._tree_gone = True
-        return gone
-
-    async def _wait_gone(self, *, sweep: bool) -> None:
-        delay = 0.005
-        while not await self._check_gone(sweep=sweep):
-            await trio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
-    async def _kill_tree(self, *, sweep: bool) -> None:
-        """SIGKILL the tree, again and again, until it is gone (bounded by KILL_WAIT_S)."""
-        with trio.move_on_after(KILL_WAIT_S) as scope:
-            while not await self._check_gone(sweep=sweep):
-                await self._signal_tree(signal.SIGKILL, sweep=sweep)
-                with trio.move_on_after(0.2):
-                    await self._wait_gone(sweep=sweep)
-        if scope.cancelled_caught:
-            log.error("browser pid %d: processes survive SIGKILL: %s", self.pid,
-                      self.tree_pids())
 
     def _status_now(self) -> ExitStatus:
         # An adopted browser is not our child: it exited, but how is not ours to know.
