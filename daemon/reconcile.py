@@ -110,7 +110,7 @@ class Reconciler:
                 raise ApiError("browser.adopt_failed", str(exc)) from None
 
         try:
-            supervise = partial(self.registry.supervise, rt, start, adopting=True)
+            supervise = partial(self.registry.supervisor.supervise, rt, start, adopting=True)
             await self.registry.nursery.start(supervise)
         except ApiError:
             # Nothing was ended: give back what was taken; the caller reconciles it as lost.

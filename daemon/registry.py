@@ -1,9 +1,10 @@
 """The model: spaces, runtimes, runs and connection leases, and every change to them.
 
-The registry is the only writer of state files and run logs. Each live runtime has one
-supervising task (in the registry's nursery) that owns its browser process from launch to the
-end of the run; operations that change a runtime's lifecycle hold that runtime's lock, so a
-launch, a stop and a delete of one runtime never interleave.
+The registry (with its state writer, state_writer.py) is the only writer of state files and
+run logs. A launch opens a run and hands it to a supervising task in the registry's nursery
+(run_supervisor.py), which owns its browser until the run has ended; operations that change a
+runtime's lifecycle hold that runtime's lock, so a launch, a stop and a delete of one runtime
+never interleave.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,10 @@ from .errors import ApiError
 from .eventlog import EventLog, read_events
 from .leases import LeaseBook
 from .lifecycle import (
-    FINISHED_RUN,
     LIVE_RUNTIME,
     RunStatus,
     RuntimeStatus,
     Trigger,
-    run_transition,
     runtime_transition,
 )
 from .model import (
@@ -45,6 +44,7 @@ from .model import (
 from .pool import WarmPool
 from .profiles import ProfileStore
 from .reconcile import Reconciler
+from .run_supervisor import RunSupervisor
 from .runtime import Actor, LaunchOptions, RunService, Runtime
 from .state_writer import StateWriter
 from .supervisor import BrowserProcess, LaunchSpec
@@ -90,6 +90,7 @@ class Registry:
         # The only writer of runtime.json and run.json once `run` hosts it.
         self.state = StateWriter()
         self._nursery: trio.Nursery | None = None
+        self.supervisor = RunSupervisor(self)
 
     # ------------------------------------------------------------------ paths and persistence
 
@@ -274,7 +275,7 @@ class Registry:
                 assert rt.run is not None
                 return rt, rt.run, False
             await self._wait_for_slot(options.wait_s)
-            self._cancel_restart(rt)
+            self.supervisor.cancel_restart(rt)
             rt.restart_policy.reset()
             rt.record.profile = options.profile
             rt.record.config = options.config()
@@ -283,11 +284,11 @@ class Registry:
             # The launch runs to its own deadline even if the asking client goes away, so the
             # runtime never stays half-started.
             with trio.CancelScope(shield=True):
-                run = await self._start(rt, actor)
+                run = await self.start_run(rt, actor)
             return rt, run, True
 
     async def _wait_for_slot(self, wait_s: float) -> None:
-        """Queue up to `wait_s` for a runtime slot; then `_check_quota` has the last word.
+        """Queue up to `wait_s` for a runtime slot; then `check_quota` has the last word.
 
         Pooled browsers hold slots too; one is given back when only that frees room (the
         launch may still take another pooled browser, which changes nothing in the count)."""
@@ -299,12 +300,12 @@ class Registry:
         with trio.move_on_after(wait_s):
             while self._live_count() >= self.config.limits.max_runtimes:
                 await self._slot_freed.wait()
-        self._check_quota()
+        self.check_quota()
 
     def _live_count(self) -> int:
         return sum(1 for rt in self.runtimes.values() if rt.record.status in LIVE_RUNTIME)
 
-    def _check_quota(self) -> None:
+    def check_quota(self) -> None:
         live = [rt for rt in self.runtimes.values() if rt.record.status in LIVE_RUNTIME]
         limit = self.config.limits.max_runtimes
         if len(live) >= limit:
@@ -324,7 +325,7 @@ class Registry:
             raise ApiError("daemon.shutting_down", "The daemon is shutting down.",
                            hint="Retry once it has restarted.")
 
-    async def _start(self, rt: Runtime, actor: Actor | None) -> RunRecord:
+    async def start_run(self, rt: Runtime, actor: Actor | None) -> RunRecord:
         """Open a run and start the browser; returns when it is active or raises."""
         executable = find_browser(self.config.browser.executable)
         run = RunRecord(id=storage.make_id("run"), runtime_id=rt.id, space=rt.record.space,
@@ -345,7 +346,7 @@ class Registry:
             event_log = self.open_log(run, sync_dir=False)
         except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
-            self._release_profile(rt)
+            self.release_profile(rt)
             shutil.rmtree(directory, ignore_errors=True)
             raise ApiError(
                 "state.unwritable",
@@ -369,16 +370,16 @@ class Registry:
             cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
             if cleared is not None:
                 rt.log.append("profile.lock_cleared", {"profile": rt.held_profile.name, **cleared})
-        assert self._nursery is not None
+        supervise = self.supervisor.supervise
         if pooled is not None:
-            await self._nursery.start(self.supervise, rt, partial(_already_started, pooled))
+            await self.nursery.start(supervise, rt, partial(_already_started, pooled))
             return run
         spec = self._launch_spec(
             executable, rt.user_data_dir or Path(),
             headless=bool(rt.record.config.get("headless", True)),
             args=tuple(rt.record.config.get("args", ())),
         )
-        await self._nursery.start(self.supervise, rt, partial(BrowserProcess.launch, spec))
+        await self.nursery.start(supervise, rt, partial(BrowserProcess.launch, spec))
         return run
 
     def _launch_spec(self, executable: str, user_data_dir: Path, *, headless: bool = True,
@@ -419,7 +420,7 @@ class Registry:
         })
         rt.user_data_dir, rt.ephemeral = rt.held_profile.user_data_dir, False
 
-    def _release_profile(self, rt: Runtime) -> None:
+    def release_profile(self, rt: Runtime) -> None:
         if rt.held_profile is not None:
             self.profiles.release(rt.held_profile)
             rt.held_profile = None
@@ -459,217 +460,22 @@ class Registry:
             shutil.rmtree(doomed, ignore_errors=True)
             removed.set()
 
-    async def supervise(
-        self, rt: Runtime, start: Callable[[trio.Nursery], Awaitable[BrowserProcess]],
-        *, adopting: bool = False, task_status: trio.TaskStatus[None],
-    ) -> None:
-        """Own one run's browser: start (or adopt) it, watch it, and end the run however it
-        goes. A failed adoption ends nothing: the caller reconciles the run as lost."""
-        assert rt.run is not None and rt.log is not None
-        process: BrowserProcess | None = None
-        launch_error: ApiError | None = None
-        try:
-            async with trio.open_nursery() as pumps:
-                try:
-                    process = await start(pumps)
-                except ApiError as exc:
-                    # Raised once the nursery has closed, so the caller gets the ApiError
-                    # itself rather than an exception group.
-                    launch_error = exc
-                    if not adopting:
-                        failure = {"code": exc.code, "message": exc.message, **exc.data}
-                        if "stderr_tail" in failure:
-                            failure["stderr_tail"] = failure["stderr_tail"][-20:]
-                        self._plan_restart(rt)
-                        self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
-                else:
-                    rt.process = process
-                    if process.adopted:
-                        rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
-                                                            "cdp_port": process.endpoint.port},
-                                      status="active")
-                    else:
-                        self._mark_ready(rt, process)
-                        if self.config.live_restore:
-                            # The next daemon adopts the browser from runtime.json: it must
-                            # be on disk before a client is told the browser is up.
-                            await self.state.flush()
-                    for service in self.run_services:
-                        pumps.start_soon(_attend_guarded, service, rt)
-                    task_status.started()
-                    await self._watch(rt, process)
-                pumps.cancel_scope.cancel()
-        finally:
-            ended_elsewhere = adopting and launch_error is not None
-            if not ended_elsewhere and rt.run is not None and rt.run.status not in FINISHED_RUN:
-                # Cancelled from outside (the daemon is going down hard): still leave nothing.
-                with trio.CancelScope(shield=True):
-                    if process is not None:
-                        await process.stop(self.config.browser.stop_grace_s)
-                    self._end_run(rt, Trigger.STOP, "daemon_shutdown", None, force=True)
-            rt.done.set()
-        if launch_error is not None:
-            raise launch_error
+    async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
+                   actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
+        """Stop the runtime's browser; returns once the whole process tree is gone (and the
+        run's end is on disk). (run, True) when this call stopped it."""
+        return await self.supervisor.stop(rt, reason, timeout_s, actor)
 
-    async def _watch(self, rt: Runtime, process: BrowserProcess) -> None:
-        """Wait for the browser's main process to exit, then end the run as it deserves."""
-        assert rt.log is not None
-        exit_status = await process.wait_exited()
-        if rt.end_reason is not None:
-            await process.stop(self.config.browser.stop_grace_s)
-            self._end_run(rt, Trigger.EXITED, rt.end_reason, None)
-            return
-        # Nobody asked: a crash. The rest of the tree follows the main process before the run
-        # is closed.
-        rt.end_reason = "crashed"
-        failure = {
-            "code": "browser.crashed",
-            "message": _describe_exit(exit_status.exit_code, exit_status.signal),
-            "exit_code": exit_status.exit_code,
-            "signal": exit_status.signal,
-            "stderr_tail": list(exit_status.stderr_tail[-20:]),
-        }
-        rt.log.append("alert", failure)
-        self.proxy.close_runtime(rt.id)
-        await process.stop(self.config.browser.stop_grace_s)
-        self._plan_restart(rt)
-        self._end_run(rt, Trigger.CRASHED, "crashed", failure)
-
-    def _plan_restart(self, rt: Runtime) -> None:
-        """After a crash or failed launch: schedule the restart that `restart="on-failure"`
-        asks for, or record why there will be none. Logged in the run that just failed."""
-        if rt.record.config.get("restart") != "on-failure" or self.shutting_down:
-            return
-        assert rt.log is not None and self._nursery is not None
-        delay = rt.restart_policy.record_crash(trio.current_time())
-        if delay is None:
-            policy = rt.restart_policy
-            rt.log.append("alert", {
-                "reason": "crash_loop",
-                "message": f"{policy.recent_crashes} crashes within {policy.window_s:g} s: "
-                           "not restarting; launch it again to retry.",
-                "crashes": policy.recent_crashes, "window_s": policy.window_s,
-            })
-            return
-        rt.log.append("alert", {"reason": "restart_scheduled", "delay_s": delay,
-                                "attempt": rt.restart_policy.recent_crashes})
-        rt.restart_scope = trio.CancelScope()
-        self._nursery.start_soon(self._restart_after, rt, delay, rt.restart_scope)
-
-    async def _restart_after(self, rt: Runtime, delay: float, scope: trio.CancelScope) -> None:
-        with scope:
-            await trio.sleep(delay)
-            async with rt.lock:
-                # A client may have launched, stopped or deleted it meanwhile.
-                if rt.restart_scope is not scope or rt.record.status != RuntimeStatus.FAILED:
-                    return
-                if self.runtimes.get(rt.id) is not rt:
-                    return
-                rt.restart_scope = None
-                try:
-                    self._check_quota()
-                    with trio.CancelScope(shield=True):
-                        await self._start(rt, {"type": "daemon", "reason": "restart"})
-                except ApiError as exc:
-                    log.warning("restart of %s/%s failed: %s", rt.record.space, rt.record.name,
-                                exc.message)
-
-    def _cancel_restart(self, rt: Runtime) -> None:
-        if rt.restart_scope is not None:
-            rt.restart_scope.cancel()
-            rt.restart_scope = None
-
-    def _mark_ready(self, rt: Runtime, process: BrowserProcess) -> None:
-        assert rt.run is not None and rt.log is not None
-        rt.record.status = runtime_transition(rt.record.status, Trigger.READY)
-        rt.run.status = run_transition(rt.run.status, Trigger.READY)
-        endpoint = process.endpoint
-        rt.record.process = {"pid": process.pid, "create_time": process.create_time,
-                             "user_data_dir": str(process.user_data_dir),
-                             "executable": process.spec.executable,
-                             "ephemeral": rt.ephemeral, "host": endpoint.host,
-                             "port": endpoint.port, "browser_path": endpoint.browser_path}
-        self.touch(rt)
-        self.save_runtime(rt)
-        self.save_run(rt.run)
-        rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
-                      status="active")
-
-    def _end_run(self, rt: Runtime, trigger: Trigger, reason: str,
-                 failure: dict[str, Any] | None, *, force: bool = False) -> None:
-        """Close the run and put the runtime at rest. Called exactly once per run."""
-        run, event_log = rt.run, rt.log
-        assert run is not None and event_log is not None
-        if force:
-            run.status = RunStatus.FAILED if failure else RunStatus.ENDED
-            rt.record.status = RuntimeStatus.STOPPED
-        else:
-            run.status = run_transition(run.status, trigger)
-            rt.record.status = runtime_transition(rt.record.status, trigger)
-        run.ended_at, run.end_reason, run.failure = _now(), reason, failure
-        self.lease_book.close_run(run.id)
-        event_log.append("runtime.lifecycle", {"end_reason": reason, "failure": failure},
-                         status=run.status)
-        run.counts["events"] = event_log.last_seq
-        event_log.close()
-        note_log_state(run, event_log)
-        self.save_run(run)
-        self.proxy.close_runtime(rt.id)
-        self._release_profile(rt)
-        rt.record.active_run_id = None
-        rt.record.process = None
-        rt.process, rt.log = None, None
-        self.save_runtime(rt)
+    def slot_freed(self) -> None:
+        """A run has ended: wake launches queued for a slot, and the pool's refill."""
         self._slot_freed.set()
         self._slot_freed = trio.Event()
         if self.pool is not None:
             self.pool.poke()
-        log.info("runtime %s/%s: run %s %s (%s)", rt.record.space, rt.record.name, run.id,
-                 run.status, reason)
 
-    async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
-                   actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
-        """Stop the runtime's browser; returns once the whole process tree is gone."""
-        grace = self.config.browser.stop_grace_s if timeout_s is None else timeout_s
-        outcome: tuple[RunRecord | None, bool] = (rt.run, False)
-        # A stop runs to the end even if its caller goes away: a half-stopped browser is the
-        # leak this daemon exists to prevent.
-        with trio.CancelScope(shield=True):
-            outcome = await self._stop_shielded(rt, reason, grace, actor)
-        return outcome
-
-    async def _stop_shielded(self, rt: Runtime, reason: str, grace: float,
-                             actor: Actor | None) -> tuple[RunRecord | None, bool]:
-        async with rt.lock:
-            self._cancel_restart(rt)
-            run = rt.run
-            if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
-                return run, False
-            assert rt.log is not None
-            rt.end_reason = reason
-            rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
-            run.status = run_transition(run.status, Trigger.STOP)
-            self.save_runtime(rt)
-            rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
-                          actor=actor)
-            await self._close_sockets(rt)
-            await rt.process.stop(grace)
-            with trio.move_on_after(grace + 10):
-                await rt.done.wait()
-            if (removal := self._removals.get(rt.id)) is not None:
-                with trio.move_on_after(grace + 10):
-                    await removal.wait()
-            await self.state.flush()  # the reply says the run ended: so does run.json
-            return run, True
-
-    async def _close_sockets(self, rt: Runtime) -> None:
-        """Close every proxied CDP socket of the runtime and let their detach events land."""
-        if rt.open_sockets == 0:
-            return
-        rt.sockets_closed = trio.Event()
-        self.proxy.close_runtime(rt.id)
-        with trio.move_on_after(2):
-            await rt.sockets_closed.wait()
+    def profile_removal(self, runtime_id: str) -> trio.Event | None:
+        """The removal of the runtime's last ephemeral profile, while it runs."""
+        return self._removals.get(runtime_id)
 
     async def delete(self, rt: Runtime, force: bool, actor: Actor | None) -> None:
         if rt.record.status in LIVE_RUNTIME:
@@ -682,7 +488,7 @@ class Registry:
                 )
             await self.stop(rt, "stopped", None, actor)
         async with rt.lock:
-            self._cancel_restart(rt)
+            self.supervisor.cancel_restart(rt)
             self.runtimes.pop(rt.id, None)
             await self.state.flush()  # no queued write of it may land after the removal
             shutil.rmtree(self._runtime_dir(rt.id), ignore_errors=True)
@@ -734,19 +540,3 @@ def _run_unsaved(run: RunRecord, exc: OSError) -> None:
 
 async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:
     return process
-
-
-async def _attend_guarded(service: RunService, rt: Runtime) -> None:
-    """A failing run service is logged and dropped; it never takes the run or daemon down."""
-    try:
-        await service.attend(rt)
-    except* Exception:
-        # except*: a failure that races with the run's end arrives grouped with trio's
-        # Cancelled, which `except Exception` would let through to the daemon's nursery.
-        log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
-
-
-def _describe_exit(exit_code: int | None, signal: int | None) -> str:
-    if signal is not None:
-        return f"The browser was killed by signal {signal}."
-    return f"The browser exited with code {exit_code} without being asked to."
