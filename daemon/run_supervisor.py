@@ -39,6 +39,8 @@ log = logging.getLogger("browserd.registry")
 
 
 class RunSupervisor:
+    """The registry's supervision of its runs (one per registry, sharing its nursery)."""
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
@@ -250,7 +252,6 @@ class RunSupervisor:
         self.registry.proxy.close_runtime(rt.id)
         with trio.move_on_after(2):
             await rt.sockets_closed.wait()
-
 
 
 async def _attend_guarded(service: RunService, rt: Runtime) -> None:

@@ -294,6 +294,39 @@ def test_live_restore_adopts_browsers_of_a_killed_daemon(short_dir: Path) -> Non
     assert_no_processes(short_dir / "state")
 
 
+def test_a_runtime_lost_before_its_ready_record_has_its_browser_killed(short_dir: Path) -> None:
+    """The launch reply does not wait for the `active` record: a daemon killed before it was
+    written leaves a runtime.json without the browser's process. The next daemon still finds a
+    named profile's browser by the profile's dir."""
+    import json
+
+    from browserd.client import Client
+
+    from .conftest import DaemonProcess
+
+    # live_restore keeps the browser alive past the kill, as the moment before the parent-
+    # death signal is armed would.
+    config = f'[browser]\nexecutable = "{SHELL}"\n'
+    (short_dir / "config.toml").write_text("live_restore = true\n" + config)
+    first = DaemonProcess(short_dir)
+    first.start()
+    with Client(first.socket) as bd:
+        runtime = bd.runtimes.browser.launch(name="crm", profile="keep")
+    first.kill()
+    path = short_dir / "state" / "runtimes" / runtime.id / "runtime.json"
+    record = json.loads(path.read_text())
+    assert record["process"] is not None
+    path.write_text(json.dumps({**record, "status": "starting", "process": None}))
+    assert processes_using(short_dir / "state" / "profiles" / "keep"), "the browser lives on"
+    (short_dir / "config.toml").write_text(config)
+    second = DaemonProcess(short_dir)
+    second.start()
+    try:
+        assert_no_processes(short_dir / "state" / "profiles" / "keep", within_s=5)
+    finally:
+        assert second.stop() == 0
+
+
 def first_pid(base: Path, runtime_id: str) -> int:
     import json
 
