@@ -4,6 +4,11 @@ A run service: every `resources.sample_interval_s` it measures the whole process
 runtime (CPU %, RSS, process count, page targets), records a `resource.sample` event, and stops
 a runtime whose tree's RSS exceeds its `memory_limit_mb` with end reason `memory_limit`.
 `runtimes.stats` reads the same measurements, fresh.
+
+Finding a tree means reading every process in /proc and every command line (helpers that
+leave the group are found by their user-data-dir): about 30 us per process, so with 32
+runtimes, one read per runtime per sample cost the daemon a quarter of a core. Samples fall on
+a clock shared by all runtimes, and the samples of one tick share one read of /proc.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 import psutil
 import trio
 
+from . import procutil
 from .cdp_proxy import fetch_browser_json
 from .config import Config
 from .registry import Registry
@@ -22,6 +28,11 @@ from .storage import now_rfc3339
 
 log = logging.getLogger("browserd.monitor")
 MIB = 1024 * 1024
+# A read of /proc serves every sample taken within this long (or half the sample interval,
+# if shorter): the samples of one tick start within milliseconds of each other.
+SNAPSHOT_REUSE_S = 0.5
+
+_Snapshot = tuple[list[procutil.ProcInfo], dict[int, list[str]]]
 
 
 class ResourceMonitor:
@@ -31,6 +42,11 @@ class ResourceMonitor:
         # psutil measures CPU between two readings of the same Process object, so each
         # runtime keeps its objects from one sample to the next.
         self._procs: dict[str, dict[int, psutil.Process]] = {}
+        self._snapshot: _Snapshot | None = None
+        self._snapshot_at = 0.0
+        self._reading: trio.Event | None = None  # set when the read in flight is done
+        self.reads = 0  # reads of /proc so far, for tests
+        self._reuse_s = min(SNAPSHOT_REUSE_S, config.resources.sample_interval_s / 2)
 
     def memory_limit_mb(self, rt: Runtime) -> int | None:
         limit = rt.record.config.get("memory_limit_mb") or self.config.limits.memory_limit_mb
@@ -40,7 +56,8 @@ class ResourceMonitor:
         interval = self.config.resources.sample_interval_s
         try:
             while True:
-                await trio.sleep(interval)
+                # On the shared clock: every runtime samples at the same instants.
+                await trio.sleep_until((trio.current_time() // interval + 1) * interval)
                 sample = await self.sample(rt)
                 if sample is None or rt.log is None:
                     return
@@ -64,14 +81,43 @@ class ResourceMonitor:
         if process is None:
             return None
         known = self._procs.setdefault(rt.id, {})
-        usage = await trio.to_thread.run_sync(_measure, process.tree_pids, known)
+        procs, cmdlines = await self._processes()
+        usage = await trio.to_thread.run_sync(_measure, process.tree_pids(procs, cmdlines),
+                                              known)
         usage["targets"] = await _count_pages(process.endpoint.host, process.endpoint.port)
         usage["sampled_at"] = now_rfc3339()
         return usage
 
+    async def _processes(self) -> _Snapshot:
+        """Every process and command line, read at most once per tick: samples due at the
+        same tick wait for the read in flight rather than start their own."""
+        for _ in range(2):  # a read that failed under a waiter: that waiter reads itself
+            fresh = trio.current_time() - self._snapshot_at < self._reuse_s
+            if self._snapshot is not None and fresh:
+                return self._snapshot
+            if self._reading is None:
+                break
+            await self._reading.wait()
+        self._reading = reading = trio.Event()
+        try:
+            # Shielded: the read takes milliseconds, and the samples waiting for it must not
+            # be left without one because the run that started it ended.
+            with trio.CancelScope(shield=True):
+                snapshot = await trio.to_thread.run_sync(_read_processes)
+            self.reads += 1
+            self._snapshot, self._snapshot_at = snapshot, trio.current_time()
+        finally:
+            self._reading = None
+            reading.set()
+        return snapshot
 
-def _measure(tree_pids: Any, known: dict[int, psutil.Process]) -> dict[str, Any]:
-    pids = tree_pids()
+
+def _read_processes() -> _Snapshot:
+    procs = procutil.scan()
+    return procs, procutil.read_cmdlines(procs)
+
+
+def _measure(pids: list[int], known: dict[int, psutil.Process]) -> dict[str, Any]:
     cpu = 0.0
     rss = 0
     for pid in pids:

@@ -43,10 +43,15 @@ class ProcessTree:
         self._poll_main = poll_main
         self.gone = False  # set by a sweeping check that found nothing: final
 
-    def pids(self) -> list[int]:
-        """The live (non-zombie) processes of the tree, main process first."""
-        procs = [p for p in self.members(procutil.scan(), sweep=True) if not p.zombie]
-        return sorted((p.pid for p in procs), key=lambda pid: (pid != self.pid, pid))
+    def pids(self, procs: list[procutil.ProcInfo] | None = None,
+             cmdlines: dict[int, list[str]] | None = None) -> list[int]:
+        """The live (non-zombie) processes of the tree, main process first; found among
+        `procs` and their `cmdlines` when the caller has read /proc already, else in /proc."""
+        if procs is None:
+            procs = procutil.scan()
+        users = procutil.dir_users(self.user_data_dir, procs, cmdlines)
+        tree = [p for p in self.members(procs, sweep=True, dir_users=users) if not p.zombie]
+        return sorted((p.pid for p in tree), key=lambda pid: (pid != self.pid, pid))
 
     def members(self, procs: list[procutil.ProcInfo], *, sweep: bool,
                 dir_users: list[procutil.ProcInfo] | None = None) -> list[procutil.ProcInfo]:

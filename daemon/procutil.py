@@ -30,6 +30,7 @@ __all__ = [
     "kill_pids",
     "names_dir",
     "read_cmdline",
+    "read_cmdlines",
     "read_proc",
     "reap_orphans",
     "remember_helpers",
@@ -256,10 +257,19 @@ def _protected_pids() -> set[int]:
     return pids | {1}
 
 
-def dir_users(path: Path, procs: Iterable[ProcInfo]) -> list[ProcInfo]:
-    """The live processes in `procs` whose command line names `path` (see `names_dir`)."""
+def dir_users(path: Path, procs: Iterable[ProcInfo],
+              cmdlines: Mapping[int, Sequence[str]] | None = None) -> list[ProcInfo]:
+    """The live processes in `procs` whose command line names `path` (see `names_dir`); the
+    command lines come from `cmdlines` when given (see `read_cmdlines`), else from /proc."""
     text = os.path.abspath(path)
-    return [p for p in procs if not p.zombie and names_dir(read_cmdline(p.pid), text)]
+    if cmdlines is None:
+        return [p for p in procs if not p.zombie and names_dir(read_cmdline(p.pid), text)]
+    return [p for p in procs if not p.zombie and names_dir(cmdlines.get(p.pid, ()), text)]
+
+
+def read_cmdlines(procs: Iterable[ProcInfo]) -> dict[int, list[str]]:
+    """The command line of every live process in `procs`, for several `dir_users` calls."""
+    return {p.pid: read_cmdline(p.pid) for p in procs if not p.zombie}
 
 
 def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> list[int]:

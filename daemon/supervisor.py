@@ -452,9 +452,11 @@ class BrowserProcess:
         assert self._exit_status is not None
         return self._exit_status
 
-    def tree_pids(self) -> list[int]:
-        """The live (non-zombie) processes of this browser, main process first."""
-        return self._tree.pids()
+    def tree_pids(self, procs: list[procutil.ProcInfo] | None = None,
+                  cmdlines: dict[int, list[str]] | None = None) -> list[int]:
+        """The live (non-zombie) processes of this browser, main process first (see
+        `ProcessTree.pids` for the arguments)."""
+        return self._tree.pids(procs, cmdlines)
 
     # ---------------------------------------------------------------- stop
 

@@ -144,6 +144,22 @@ async def test_memory_limit_and_stats(fast: Running) -> None:
         assert alert.data["limit_mb"] == 64 and alert.data["rss_bytes"] > 64 * 1024 * 1024
 
 
+async def test_samples_of_many_runtimes_share_one_read_of_proc(fast: Running) -> None:
+    monitor = fast.daemon.api.monitor
+    assert monitor is not None
+    with trio.fail_after(60):
+        runtimes = [await fast.bd.runtimes.browser.launch(name=f"m{i}") for i in range(3)]
+        before = monitor.reads
+        await trio.sleep(0.3 * 6)  # six ticks of the 0.3 s sample clock
+        reads = monitor.reads - before
+        for runtime in runtimes:
+            run = await runtime.current_run()
+            assert len(await run.events.list(types=["resource.sample"])) >= 4
+            await runtime.stop()
+    # One read per tick (give or take the ticks at either end), not one per runtime.
+    assert 4 <= reads <= 8, reads
+
+
 async def test_launch_can_queue_for_a_slot(short_dir: Path) -> None:
     config = attrs.evolve(make_config(short_dir, executable=SHELL),
                           limits=LimitsConfig(max_runtimes=1))
