@@ -138,6 +138,10 @@ def cmd_status(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
         ("clients", counts.get("clients")),
         ("rss", f"{status.get('rss_bytes', 0) / 2**20:.1f} MiB"),
     ]
+    pool = status.get("pool") or {}
+    if pool.get("size"):
+        rows.append(("warm pool", f"{pool.get('ready', 0)} ready / {pool['size']}"
+                                  f" ({pool.get('starting', 0)} starting)"))
     return status, table(None, rows)
 
 

@@ -42,6 +42,10 @@ class WarmPool:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def status(self) -> dict[str, int]:
+        """For daemon.status: the configured size, browsers ready to serve, and starting."""
+        return {"size": self.size, "ready": len(self._ready), "starting": self._starting}
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Keep the pool filled until cancelled; then stop every pooled browser."""

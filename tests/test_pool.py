@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
-from browserd.client import AsyncClient
+from browserd.client import AsyncClient, cli
 from browserd.daemon.config import LimitsConfig, PoolConfig
 from browserd.daemon.service import Daemon, serve
 
@@ -22,7 +23,9 @@ async def wait_pool(daemon: Daemon, size: int) -> None:
         await trio.sleep(0.05)
 
 
-async def test_pool_serves_refills_and_respects_limits(short_dir: Path) -> None:
+async def test_pool_serves_refills_and_respects_limits(
+    short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = attrs.evolve(make_config(short_dir, executable=SHELL), pool=PoolConfig(size=2),
                           limits=LimitsConfig(max_runtimes=2))
     with trio.fail_after(90):
@@ -30,6 +33,10 @@ async def test_pool_serves_refills_and_respects_limits(short_dir: Path) -> None:
             daemon: Daemon = await nursery.start(serve, config)
             async with AsyncClient(config.socket) as bd:
                 await wait_pool(daemon, 2)
+                assert (await bd.status())["pool"] == {"size": 2, "ready": 2, "starting": 0}
+                command = ["--socket", str(config.socket), "status"]
+                assert await trio.to_thread.run_sync(cli.main, command) == 0
+                assert "2 ready / 2 (0 starting)" in capsys.readouterr().out
                 pool = daemon.registry.pool
                 assert pool is not None
                 pooled_dirs = {p.user_data_dir for p in pool._ready}

@@ -34,6 +34,8 @@ def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
         "rss_bytes": rss,
         "cpu_percent": cpu,
         "limits": {"max_runtimes": reg.config.limits.max_runtimes},
+        "pool": reg.pool.status() if reg.pool is not None else
+        {"size": 0, "ready": 0, "starting": 0},
         "state_dir": str(reg.state_dir),
         "socket": api.socket_path,
         "cdp_base_url": reg.proxy.base_url(),
