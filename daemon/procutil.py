@@ -66,8 +66,8 @@ def set_child_subreaper() -> None:
 
 # util-linux's setpriv arms the parent-death signal in the child and execs the browser. With
 # it, Popen needs no preexec_fn, and CPython can vfork() instead of fork()ing the whole daemon:
-# 0.3 ms instead of 3-14 ms per launch (bench/FINDINGS.md, 1). It is on every Debian system;
-# without it, the preexec_fn does the same job the slow way.
+# 0.5 ms instead of 3-14 ms per launch (bench/FINDINGS.md, 1). It is on every Debian system;
+# without it, the preexec_fn does the same job the slow way (a fork of the whole daemon).
 _SETPRIV = shutil.which("setpriv")
 
 
