@@ -25,8 +25,9 @@ from browserd.client import AsyncClient, Client
 from browserd.client.cli_timeline import timeline_line
 from browserd.client.errors import BrowserdError
 from browserd.client.records import Event
+from browserd.client.resources import AsyncRun, AsyncRuntime
 from browserd.daemon import follow
-from browserd.daemon.runtime import Runtime
+from browserd.daemon.eventlog import EventLog
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import BIN, DaemonProcess, make_config
@@ -43,8 +44,14 @@ async def daemon(nursery: trio.Nursery, short_dir: Path) -> AsyncIterator[Daemon
     running.stop()
 
 
-def runtime_of(daemon: Daemon, runtime_id: str) -> Runtime:
-    return daemon.registry.runtimes[runtime_id]
+async def launch_with_log(daemon: Daemon, bd: AsyncClient,
+                          name: str) -> tuple[AsyncRuntime, AsyncRun, EventLog]:
+    """Launch `name`: the client's runtime and current run, and the daemon's log of the run."""
+    runtime = await bd.runtimes.browser.launch(name=name)
+    run = await runtime.current_run()
+    log = daemon.registry.runtimes[runtime.id].log
+    assert log is not None
+    return runtime, run, log
 
 
 def assert_contiguous(events: list[Event], first: int = 1) -> None:
@@ -131,13 +138,10 @@ async def test_live_events_arrive_within_100_ms(daemon: Daemon) -> None:
     delays: list[float] = []
     with trio.fail_after(60):
         async with AsyncClient(daemon.config.socket) as bd:
-            runtime = await bd.runtimes.browser.launch(name="fast")
-            run = await runtime.current_run()
-            rt = runtime_of(daemon, runtime.id)
-            assert rt.log is not None
+            runtime, run, log = await launch_with_log(daemon, bd, "fast")
             sub = await bd.subscribe("runs.events.follow", {"run_id": run.id, "types": ["test.*"]})
             for i in range(30):
-                rt.log.append("test.tick", {"i": i})
+                log.append("test.tick", {"i": i})
                 with trio.fail_after(1):
                     payload = await sub.receive.receive()
                 arrived = time.time()
@@ -156,25 +160,22 @@ async def test_heartbeats_when_idle_and_cancel(daemon: Daemon,
     monkeypatch.setattr(follow, "HEARTBEAT_S", 0.2)
     with trio.fail_after(60):
         async with AsyncClient(daemon.config.socket) as bd:
-            runtime = await bd.runtimes.browser.launch(name="idle")
-            run = await runtime.current_run()
-            rt = runtime_of(daemon, runtime.id)
-            assert rt.log is not None
-            listeners = rt.log.listener_count
-            before = rt.log.last_seq
+            runtime, run, log = await launch_with_log(daemon, bd, "idle")
+            listeners = log.listener_count
+            before = log.last_seq
             sub = await bd.subscribe("runs.events.follow", {"run_id": run.id,
                                                             "types": ["test.*"]})
             heartbeat = await sub.receive.receive()  # nothing matches yet: a heartbeat
             assert heartbeat.keys() == {"subscription", "last_seq"}
             assert heartbeat["subscription"] == sub.id
-            assert before <= heartbeat["last_seq"] <= rt.log.last_seq
-            assert rt.log.listener_count == listeners + 1
+            assert before <= heartbeat["last_seq"] <= log.last_seq
+            assert log.listener_count == listeners + 1
             result = await bd.call("subscriptions.cancel", {"subscription": sub.id})
             assert result == {"subscription": sub.id, "cancelled": True}
             async for _ in sub.receive:  # drained until the daemon's `subscription.ended`
                 pass
             assert sub.ended_reason == "cancelled"
-            assert rt.log.listener_count == listeners  # the daemon let go of the log
+            assert log.listener_count == listeners  # the daemon let go of the log
             again = await bd.call("subscriptions.cancel", {"subscription": sub.id})
             assert again["cancelled"] is False
             await runtime.stop()
@@ -186,16 +187,13 @@ async def test_overflow_ends_the_stream_and_the_client_resubscribes(
     monkeypatch.setattr(follow, "QUEUE_SIZE", 5)
     with trio.fail_after(60):
         async with AsyncClient(daemon.config.socket) as bd:
-            runtime = await bd.runtimes.browser.launch(name="burst")
-            run = await runtime.current_run()
-            rt = runtime_of(daemon, runtime.id)
-            assert rt.log is not None
+            runtime, run, log = await launch_with_log(daemon, bd, "burst")
             # The daemon's side: a burst larger than the queue, appended without a pause.
             sub = await bd.subscribe("runs.events.follow", {"run_id": run.id,
                                                             "types": ["test.*"]})
-            first = rt.log.last_seq + 1
+            first = log.last_seq + 1
             for i in range(20):
-                rt.log.append("test.burst", {"i": i})
+                log.append("test.burst", {"i": i})
             payloads = [p async for p in sub.receive]
             assert sub.ended_reason == "overflow"
             assert [p["event"]["data"]["i"] for p in payloads] == list(range(5))
@@ -212,7 +210,7 @@ async def test_overflow_ends_the_stream_and_the_client_resubscribes(
                 while len(got) < 1:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
                 for i in range(20, 40):
-                    rt.log.append("test.burst", {"i": i})
+                    log.append("test.burst", {"i": i})
                 while len([e for e in got if e.type == "test.burst"]) < 40:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
                 await runtime.stop()
@@ -224,17 +222,14 @@ async def test_overflow_ends_the_stream_and_the_client_resubscribes(
 async def test_connection_close_releases_the_subscription(daemon: Daemon) -> None:
     with trio.fail_after(60):
         async with AsyncClient(daemon.config.socket) as bd:
-            runtime = await bd.runtimes.browser.launch(name="leave")
-            run = await runtime.current_run()
-            rt = runtime_of(daemon, runtime.id)
-            assert rt.log is not None
-            listeners = rt.log.listener_count
+            runtime, run, log = await launch_with_log(daemon, bd, "leave")
+            listeners = log.listener_count
             async with AsyncClient(daemon.config.socket) as other:
                 await other.subscribe("runs.events.follow", {"run_id": run.id})
-                assert rt.log.listener_count == listeners + 1
-            while rt.log.listener_count != listeners:  # noqa: ASYNC110 - polls
+                assert log.listener_count == listeners + 1
+            while log.listener_count != listeners:  # noqa: ASYNC110 - polls
                 await trio.sleep(0.01)
-            rt.log.append("test.after", {})  # no listener of a gone connection is called
+            log.append("test.after", {})  # no listener of a gone connection is called
             await runtime.stop()
 
 
@@ -244,11 +239,8 @@ async def test_a_follow_cancelled_before_its_reply_does_not_leak(daemon: Daemon)
     follower with a timeout filled its connection's 64 subscriptions.)"""
     with trio.fail_after(60):
         async with AsyncClient(daemon.config.socket) as bd:
-            runtime = await bd.runtimes.browser.launch(name="hasty")
-            run = await runtime.current_run()
-            rt = runtime_of(daemon, runtime.id)
-            assert rt.log is not None
-            listeners = rt.log.listener_count
+            runtime, run, log = await launch_with_log(daemon, bd, "hasty")
+            listeners = log.listener_count
             # Timeouts from 0 to 2 ms: many land between the request and its reply. In
             # batches, so the cancels (sent in the background) never pile up to the limit.
             for batch in range(10):
@@ -257,10 +249,10 @@ async def test_a_follow_cancelled_before_its_reply_does_not_leak(daemon: Daemon)
                         sub = await bd.subscribe("runs.events.follow", {"run_id": run.id})
                         bd.cancel_subscription_nowait(sub.id)
                 for _ in range(500):  # up to 5 s for the background cancels
-                    if rt.log.listener_count == listeners:
+                    if log.listener_count == listeners:
                         break
                     await trio.sleep(0.01)
-                assert rt.log.listener_count == listeners, f"subscriptions leaked ({batch=})"
+                assert log.listener_count == listeners, f"subscriptions leaked ({batch=})"
             # and the connection can still subscribe (it is far from its 64)
             sub = await bd.subscribe("runs.events.follow", {"run_id": run.id})
             bd.cancel_subscription_nowait(sub.id)
