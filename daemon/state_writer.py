@@ -3,8 +3,8 @@
 Every record is still replaced the durable way (storage.write_bytes_atomic: write, fsync,
 rename, fsync the directory), but each fsync takes 0.1 ms on an idle disk and several ms on a
 busy one, and on the event loop nothing else in the daemon moves meanwhile: a launch wrote
-five records, three of them between the browser being ready and the reply
-(bench/FINDINGS.md, 1). Here the loop only encodes a snapshot of the record; one worker
+five records, two of them between the browser being ready and the reply (bench/FINDINGS.md,
+1). Here the loop only encodes a snapshot of the record; one worker
 thread at a time does the writing.
 
 - `save` queues a snapshot and returns at once. Per path only the newest queued snapshot is
@@ -34,7 +34,7 @@ from . import storage
 
 __all__ = ["StateWriter"]
 
-log = logging.getLogger("browserd.state")
+log = logging.getLogger("browserd.registry")  # the registry's persistence, logged as its
 
 OnError = Callable[[OSError], None]
 
@@ -60,7 +60,7 @@ class StateWriter:
         self._saved = 0  # saves so far; `flush` waits until `_written` reaches its count
         self._written = 0
         self._progress = trio.Event()  # set (and replaced) after every batch
-        self.batches = 0  # written batches, for tests and the daemon's status
+        self.batches = 0  # written batches, for tests
 
     def save(self, path: Path, obj: Any, on_error: OnError | None = None) -> None:
         """Queue `obj` to replace `path` (whose directory must exist); never waits.
