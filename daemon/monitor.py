@@ -82,8 +82,9 @@ class ResourceMonitor:
             return None
         known = self._procs.setdefault(rt.id, {})
         procs, cmdlines = await self._processes()
-        usage = await trio.to_thread.run_sync(_measure, process.tree_pids(procs, cmdlines),
-                                              known)
+        # Finding the tree among hundreds of processes is Python work: in the thread too.
+        usage = await trio.to_thread.run_sync(
+            lambda: _measure(process.tree_pids(procs, cmdlines), known))
         usage["targets"] = await _count_pages(process.endpoint.host, process.endpoint.port)
         usage["sampled_at"] = now_rfc3339()
         return usage
