@@ -49,15 +49,19 @@ class ProfileStore:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def user_data_dir(self, name: str) -> Path:
+        """The Chromium user-data-dir of the profile (which may not exist yet)."""
+        return self.root / name / USER_DATA
+
     def exists(self, name: str) -> bool:
-        return (self.root / name / USER_DATA).is_dir()
+        return self.user_data_dir(name).is_dir()
 
     # ------------------------------------------------------------------ holding
 
     def acquire(self, name: str, holder: dict[str, Any]) -> HeldProfile:
         """Take the profile for a run (creating it if new); `profile.in_use` if it is held."""
         base = self.path(name)
-        user_data_dir = base / USER_DATA
+        user_data_dir = self.user_data_dir(name)
         user_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

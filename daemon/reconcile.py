@@ -24,7 +24,6 @@ from . import storage
 from .errors import ApiError
 from .lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from .model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
-from .profiles import USER_DATA
 from .runtime import Runtime
 from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
 
@@ -132,7 +131,7 @@ class Reconciler:
         if not user_data_dir and record.profile is not None:
             # Lost before its ready record was written: a named profile's browser still runs
             # on the profile's dir (an ephemeral one is swept with the leftovers).
-            user_data_dir = str(self.registry.profiles.path(record.profile) / USER_DATA)
+            user_data_dir = str(self.registry.profiles.user_data_dir(record.profile))
         if user_data_dir:
             killed = sweep_user_data_dir(Path(user_data_dir))
         run = self.registry.runs.get(record.active_run_id or "")

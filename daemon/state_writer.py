@@ -12,7 +12,8 @@ thread at a time does the writing.
   three times. A failure goes to the saver's `on_error`, called on the event loop.
 - `write` queues a snapshot and waits until it (or a newer one) is on disk; it raises the
   OSError. For a client's own change, whose reply promises the record.
-- `flush` waits until everything saved before it is on disk.
+- `flush` waits until everything saved before it is on disk, for at most FLUSH_LIMIT_S: a
+  hung disk (a stalled NFS mount) must not hang a stop, which waits for it shielded.
 
 Only this writer replaces these files while it runs, so two writes of one path never race.
 Before `run` starts and after it ends, saves are written at once on the caller's thread: start-
@@ -37,6 +38,8 @@ __all__ = ["StateWriter"]
 log = logging.getLogger("browserd.registry")  # the registry's persistence, logged as its
 
 OnError = Callable[[OSError], None]
+
+FLUSH_LIMIT_S = 10.0
 
 
 @attrs.define
@@ -79,13 +82,17 @@ class StateWriter:
         if waiter.error is not None:
             raise waiter.error
 
-    async def flush(self) -> None:
-        """Return once every record saved before this call is on disk (or failed)."""
+    async def flush(self, limit_s: float = FLUSH_LIMIT_S) -> bool:
+        """Return once every record saved before this call is on disk (or failed): True; or
+        after `limit_s` with writes still pending (logged): False."""
         target = self._saved
-        for _ in range(target - self._written):  # each batch moves `_written` on
-            if self._written >= target:
-                break
-            await self._progress.wait()
+        with trio.move_on_after(limit_s):
+            while self._written < target:
+                await self._progress.wait()
+            return True
+        log.warning("state records are still being written after %g s (a slow or hung disk); "
+                    "going on", limit_s)
+        return False
 
     def _queue(self, path: Path, payload: bytes, on_error: OnError | None,
                waiter: _Waiter | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from browserd.daemon import storage
 from browserd.daemon.state_writer import StateWriter
 
 
@@ -108,3 +110,27 @@ async def test_queued_records_are_written_when_the_writer_stops(tmp_path: Path) 
     assert read(path) == {"n": 1}
     state.save(later, {"n": 2})  # a daemon on its way out still records how runs ended
     assert read(later) == {"n": 2}
+
+
+async def test_flush_gives_up_on_a_hung_disk(
+    writer: StateWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write that never returns (a stalled network mount; no such disk here, so the write
+    blocks on an event) must not hang a stop that flushes: flush gives up after its limit."""
+    released = threading.Event()
+    real_write = storage.write_bytes_atomic
+
+    def hung_write(path: Path, payload: bytes) -> None:
+        released.wait(30)
+        real_write(path, payload)
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", hung_write)
+    writer.save(tmp_path / "run.json", {"n": 1})
+    with trio.fail_after(10):
+        assert await writer.flush(limit_s=0.3) is False
+    assert "still being written" in caplog.text
+    released.set()
+    with trio.fail_after(10):
+        assert await writer.flush() is True
+    assert read(tmp_path / "run.json") == {"n": 1}
