@@ -31,6 +31,7 @@ from .errors import ApiError
 from .eventlog import read_events
 from .model import RunRecord
 from .registry import Registry
+from .roots import remove_tree
 from .runtime import Runtime
 
 __all__ = ["ArtifactStore", "safe_file_name"]
@@ -118,9 +119,7 @@ class ArtifactStore:
             self._check_live(rt, run)
         except ApiError:
             # The run ended while the file was being written: it is no artifact of it.
-            await trio.to_thread.run_sync(
-                lambda: shutil.rmtree(directory, ignore_errors=True)
-            )
+            await trio.to_thread.run_sync(remove_tree, directory, self.artifacts_dir(run))
             raise
         record = {
             "id": artifact_id,
@@ -248,7 +247,7 @@ def _store_file(directory: Path, dest: Path, data: bytes | None, source: Path | 
                 source.unlink(missing_ok=True)
         return _hash_file(dest)
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_tree(directory, directory.parent)
         raise
 
 

@@ -18,6 +18,8 @@ import attrs
 
 from browserd.client.paths import default_socket_path
 
+from .browser_flags import reserved_switch
+
 
 class ConfigError(Exception):
     """A configuration problem, reported at start with the offending key."""
@@ -254,6 +256,10 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
     elif explicit:
         raise ConfigError(str(path), "config file does not exist")
     sections = parse(table)
+    for arg in sections["browser"].get("args", ()):
+        if (switch := reserved_switch(arg)) is not None:
+            raise ConfigError("browser.args", f"{arg!r} sets {switch}, which the daemon sets "
+                              "for every browser and the config cannot override")
     top = sections[""]
     if os.environ.get("BROWSERD_SOCKET"):
         top["socket"] = os.environ["BROWSERD_SOCKET"]

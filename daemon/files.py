@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from .errors import ApiError
 from .model import format_time
+from .names import component_problem
 
 __all__ = ["FileArea", "path_invalid"]
 
@@ -56,8 +57,9 @@ def split_path(path: str, *, allow_root: bool = False) -> list[str]:
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise path_invalid(path, "it contains '..'")
-    if any(len(part.encode()) > 255 for part in parts):
-        raise path_invalid(path, "a component is longer than 255 bytes")
+    for part in parts:  # the name rule (names.py), component by component
+        if (problem := component_problem(part)) is not None:
+            raise path_invalid(path, problem)
     if not parts and not allow_root:
         raise path_invalid(path, "it names no file")
     return parts

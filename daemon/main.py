@@ -22,6 +22,7 @@ from .listen_fds import activated_listener, socket_path
 from .notify import Notifier
 from .rpc_server import SocketUnusable
 from .service import serve
+from .state_lock import StateDirRefused
 
 log = logging.getLogger("browserd")
 
@@ -74,17 +75,26 @@ def main(argv: list[str] | None = None) -> int:
             log.info("socket activation: %s replaces the configured socket %s", activated,
                      config.socket)
             config = attrs.evolve(config, socket=activated)
-    refused: SocketUnusable | None = None
+    refused: Exception | None = None
     try:
         trio.run(functools.partial(serve, config, handle_signals=True, listener=listener,
                                    notifier=notifier))
-    except* SocketUnusable as group:
-        refused = group.exceptions[0]  # type: ignore[assignment]
+    except* (SocketUnusable, StateDirRefused) as group:
+        refused = _first_leaf(group)
     if refused is not None:
         log.error("%s", refused)
         notifier.status(f"refusing to start: {refused}")
         return 1
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first exception in a (possibly nested) group: what the user should read."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, Exception)
+    return first
 
 
 if __name__ == "__main__":

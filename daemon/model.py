@@ -7,13 +7,11 @@ DESIGN.md section 3 shows it to clients; `to_json()`/`from_json()` is the state-
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DEFAULT_SPACE = "default"
 
 

@@ -5,10 +5,10 @@ runtime (CPU %, RSS, process count, page targets), records a `resource.sample` e
 a runtime whose tree's RSS exceeds its `memory_limit_mb` with end reason `memory_limit`.
 `runtimes.stats` reads the same measurements, fresh.
 
-Finding a tree means reading every process in /proc and every command line (helpers that
-leave the group are found by their user-data-dir): about 30 us per process, so with 32
-runtimes, one read per runtime per sample cost the daemon a quarter of a core. Samples fall on
-a clock shared by all runtimes, and the samples of one tick share one read of /proc.
+Finding a tree means reading every process in /proc (and the environment of each new one:
+helpers that leave the group are found by their spawn tag): about 30 us per process, so with
+32 runtimes, one read per runtime per sample cost the daemon a quarter of a core. Samples
+fall on a clock shared by all runtimes, and the samples of one tick share one read of /proc.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import trio
 
-from . import procutil
+from . import procutil, spawn_tags
 from .cdp_proxy import fetch_browser_json
 from .config import Config
 from .registry import Registry
@@ -32,7 +32,7 @@ MIB = 1024 * 1024
 # if shorter): the samples of one tick start within milliseconds of each other.
 SNAPSHOT_REUSE_S = 0.5
 
-_Snapshot = tuple[list[procutil.ProcInfo], dict[int, list[str]]]
+_Snapshot = list[procutil.ProcInfo]
 
 
 class ResourceMonitor:
@@ -81,17 +81,17 @@ class ResourceMonitor:
         if process is None:
             return None
         known = self._procs.setdefault(rt.id, {})
-        procs, cmdlines = await self._processes()
+        procs = await self._processes()
         # Finding the tree among hundreds of processes is Python work: in the thread too.
         usage = await trio.to_thread.run_sync(
-            lambda: _measure(process.tree_pids(procs, cmdlines), known))
+            lambda: _measure(process.tree_pids(procs), known))
         usage["targets"] = await _count_pages(process.endpoint.host, process.endpoint.port)
         usage["sampled_at"] = now_rfc3339()
         return usage
 
     async def _processes(self) -> _Snapshot:
-        """Every process and command line, read at most once per tick: samples due at the
-        same tick wait for the read in flight rather than start their own."""
+        """Every process, read at most once per tick: samples due at the same tick wait for
+        the read in flight rather than start their own."""
         for _ in range(2):  # a read that failed under a waiter: that waiter reads itself
             fresh = trio.current_time() - self._snapshot_at < self._reuse_s
             if self._snapshot is not None and fresh:
@@ -115,7 +115,8 @@ class ResourceMonitor:
 
 def _read_processes() -> _Snapshot:
     procs = procutil.scan()
-    return procs, procutil.read_cmdlines(procs)
+    spawn_tags.forget_gone(procs)  # the tags of processes that are gone
+    return procs
 
 
 def _measure(pids: list[int], known: dict[int, psutil.Process]) -> dict[str, Any]:

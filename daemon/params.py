@@ -10,7 +10,8 @@ import math
 from typing import Any
 
 from .errors import ApiError
-from .model import DEFAULT_SPACE, NAME_RE
+from .model import DEFAULT_SPACE
+from .names import NAME_HINT, label_problem, name_problem
 
 _MISSING: Any = object()
 MAX_DEPTH = 32
@@ -62,10 +63,17 @@ class Params:
         return value
 
     def name(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.text(key, default, max_len=64)
-        if value is not default and not NAME_RE.match(value):
-            raise invalid(key, f"{value!r} is not a valid name",
-                          "Names are 1-64 characters of letters, digits, '.', '_' and '-'.")
+        """A name that becomes a path or a key (names.py has the rule)."""
+        value = self.text(key, default, max_len=4096)
+        if value is not default and (problem := name_problem(value)) is not None:
+            raise invalid(key, f"not a valid name: {problem}", NAME_HINT)
+        return value
+
+    def label(self, key: str, default: Any = _MISSING) -> Any:
+        """Free text kept in records, events and the log (names.label_problem)."""
+        value = self.text(key, default, max_len=4096)
+        if value is not default and (problem := label_problem(value)) is not None:
+            raise invalid(key, problem, "Give a short one-line text without control characters.")
         return value
 
     def flag(self, key: str, default: Any = _MISSING) -> Any:

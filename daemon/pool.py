@@ -11,13 +11,13 @@ it) when a launch needs the slot for something the pool cannot serve.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from .errors import ApiError
+from .roots import remove_tree
 from .storage import make_id
 from .supervisor import BrowserProcess, LaunchSpec
 
@@ -78,7 +78,7 @@ class WarmPool:
             process = await BrowserProcess.launch(self._spec_for(user_data_dir), self._nursery_())
         except ApiError as exc:
             log.warning("could not pre-start a pooled browser: %s", exc.message)
-            shutil.rmtree(user_data_dir, ignore_errors=True)
+            await trio.to_thread.run_sync(remove_tree, user_data_dir, self.directory)
             await trio.sleep(_RETRY_AFTER_FAILURE_S)
             return
         finally:
@@ -122,4 +122,4 @@ class WarmPool:
 
     async def _discard(self, process: BrowserProcess) -> None:
         await process.stop(self._stop_grace_s)
-        shutil.rmtree(process.user_data_dir, ignore_errors=True)
+        await trio.to_thread.run_sync(remove_tree, process.user_data_dir, self.directory)

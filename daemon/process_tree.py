@@ -2,11 +2,11 @@
 until none is left.
 
 "The tree" is the main process, every process of its session or group, their descendants,
-and, when sweeping, processes started after the browser whose command line names its
-user-data-dir (crashpad leaves the group). /proc is read in a worker thread: with many
-browsers it holds hundreds of processes, and reading them all (for a sweep, every command
-line too) takes milliseconds that would otherwise stall every client of the daemon, several
-times per stop.
+and, when sweeping, the processes carrying the browser's spawn tag in their environment
+(crashpad leaves the group, but not the environment; spawn_tags.py says why nothing else is
+ever signalled). /proc is read in a worker thread: with many browsers it holds hundreds of
+processes, and reading them all takes milliseconds that would otherwise stall every client
+of the daemon, several times per stop.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import trio
 
-from . import procutil
+from . import procutil, spawn_tags
 
 __all__ = ["ProcessTree"]
 
@@ -31,32 +30,32 @@ KILL_WAIT_S = 10.0  # after SIGKILL: only uninterruptible sleep takes this long
 
 class ProcessTree:
     def __init__(
-        self, *, pid: int, create_time: float, user_data_dir: Path,
+        self, *, pid: int, create_time: float, tag: str,
         popen: subprocess.Popen[bytes] | procutil.AdoptedPopen,
         poll_main: Callable[[], bool],
     ) -> None:
-        """`poll_main` reaps the main process if it has exited (its owner records how)."""
+        """`poll_main` reaps the main process if it has exited (its owner records how);
+        `tag` is the spawn tag the browser was started with."""
         self.pid = pid
         self.create_time = create_time
-        self.user_data_dir = user_data_dir
+        self.tag = tag
         self._popen = popen
         self._poll_main = poll_main
         self.gone = False  # set by a sweeping check that found nothing: final
 
-    def pids(self, procs: list[procutil.ProcInfo] | None = None,
-             cmdlines: dict[int, list[str]] | None = None) -> list[int]:
+    def pids(self, procs: list[procutil.ProcInfo] | None = None) -> list[int]:
         """The live (non-zombie) processes of the tree, main process first; found among
-        `procs` and their `cmdlines` when the caller has read /proc already, else in /proc."""
+        `procs` when the caller has read /proc already, else in /proc. Blocks (reads the
+        environments of processes new since the last call): call it in a worker thread."""
         if procs is None:
             procs = procutil.scan()
-        users = procutil.dir_users(self.user_data_dir, procs, cmdlines)
-        tree = [p for p in self.members(procs, sweep=True, dir_users=users) if not p.zombie]
+        tree = [p for p in self.members(procs, sweep=True) if not p.zombie]
         return sorted((p.pid for p in tree), key=lambda pid: (pid != self.pid, pid))
 
     def members(self, procs: list[procutil.ProcInfo], *, sweep: bool,
-                dir_users: list[procutil.ProcInfo] | None = None) -> list[procutil.ProcInfo]:
+                escaped: list[procutil.ProcInfo] | None = None) -> list[procutil.ProcInfo]:
         """The tree's processes among `procs`: the group and their descendants, and with
-        `sweep` also the processes naming the user-data-dir (`dir_users` when the caller
+        `sweep` also the processes carrying the tree's spawn tag (`escaped`, when the caller
         already found them)."""
         if self.gone:
             return []
@@ -64,15 +63,13 @@ class ProcessTree:
         # have it. Afterwards the kernel keeps it while any member lives, and every member was
         # born after the main process: the create-time check keeps a reused pid out.
         born_after = self.create_time - 0.02
-        members = {
-            p.pid for p in procutil.iter_group(self.pid, procs) if p.create_time >= born_after
-        }
+        members = spawn_tags.session_members(self.pid, born_after, procs)
         if self._popen.returncode is None:
             members.add(self.pid)
         if sweep:
-            users = procutil.dir_users(self.user_data_dir, procs) if dir_users is None \
-                else dir_users
-            members |= {p.pid for p in users if p.create_time >= born_after}
+            if escaped is None:
+                escaped = self._escaped(procs)
+            members |= {p.pid for p in escaped}
         members |= procutil.descendants(members, procs)
         tree = [p for p in procs if p.pid in members]
         procutil.remember_helpers(p for p in tree if p.pid != self.pid)
@@ -83,11 +80,14 @@ class ProcessTree:
         """(every process, the tree's), read from /proc in a worker thread."""
         def read() -> tuple[list[procutil.ProcInfo], list[procutil.ProcInfo]]:
             procs = procutil.scan()
-            users = procutil.dir_users(self.user_data_dir, procs) if sweep else []
-            return procs, users
+            return procs, self._escaped(procs) if sweep else []
 
-        procs, users = await trio.to_thread.run_sync(read)
-        return procs, self.members(procs, sweep=sweep, dir_users=users)
+        procs, escaped = await trio.to_thread.run_sync(read)
+        return procs, self.members(procs, sweep=sweep, escaped=escaped)
+
+    def _escaped(self, procs: list[procutil.ProcInfo]) -> list[procutil.ProcInfo]:
+        """Processes with the tree's tag, wherever they went (reads /proc: blocks)."""
+        return spawn_tags.tagged(procs, self.tag.__eq__, born_after=self.create_time - 0.02)
 
     async def signal(self, sig: int, *, sweep: bool) -> None:
         if self.gone:
@@ -98,7 +98,7 @@ class ProcessTree:
             except (ProcessLookupError, PermissionError):
                 pass
         _, tree = await self.scan(sweep=sweep)
-        procutil.kill_pids((p.pid for p in tree if not p.zombie and p.pid != self.pid), sig)
+        spawn_tags.send_signal((p for p in tree if not p.zombie and p.pid != self.pid), sig)
 
     async def check_gone(self, *, sweep: bool) -> bool:
         """Reap what can be reaped; True once the main process is reaped and no member lives.

@@ -1,5 +1,5 @@
 """Linux process plumbing for the supervisor: spawning with a parent-death signal, reading
-/proc, sweeping the processes of a user-data-dir and reaping orphaned helpers.
+/proc and reaping orphaned helpers. Which processes are ours to signal is spawn_tags.py's.
 
 Plain functions here never wait: they read /proc, send signals or spawn, and return.
 """
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 import attrs
 import psutil
@@ -25,12 +24,7 @@ import trio
 __all__ = [
     "ProcInfo",
     "descendants",
-    "dir_users",
     "iter_group",
-    "kill_pids",
-    "names_dir",
-    "read_cmdline",
-    "read_cmdlines",
     "read_proc",
     "reap_orphans",
     "remember_helpers",
@@ -38,7 +32,6 @@ __all__ = [
     "scan",
     "set_child_subreaper",
     "spawn",
-    "sweep_user_data_dir",
 ]
 
 log = logging.getLogger("browserd.supervisor")
@@ -202,34 +195,6 @@ def scan() -> list[ProcInfo]:
     return procs
 
 
-def read_cmdline(pid: int) -> list[str]:
-    """The argv of `pid`; empty for zombies, kernel threads and vanished processes."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            data = f.read()
-    except OSError:
-        return []
-    return [arg.decode(errors="replace") for arg in data.split(b"\0")[:-1]]
-
-
-def names_dir(argv: Sequence[str], path: str) -> bool:
-    """Whether a command line points a `--flag` at `path` or inside it.
-
-    Matches `--user-data-dir=<path>`, `--user-data-dir <path>` and flags such as crashpad's
-    `--database=<path>/Crash Reports`; a bare `<path>` argument (`du -sh <path>`) does not.
-    """
-    inside = path.rstrip("/") + "/"
-    for i, arg in enumerate(argv):
-        if not arg.startswith("--"):
-            continue
-        flag, sep, value = arg.partition("=")
-        if not sep and flag == "--user-data-dir" and i + 1 < len(argv):
-            value = argv[i + 1]
-        if value == path or value.startswith(inside):
-            return True
-    return False
-
-
 def descendants(roots: Iterable[int], procs: Iterable[ProcInfo]) -> set[int]:
     """The pids of every descendant of `roots` (not the roots themselves)."""
     children: dict[int, list[int]] = {}
@@ -243,63 +208,6 @@ def descendants(roots: Iterable[int], procs: Iterable[ProcInfo]) -> set[int]:
                 found.add(child)
                 stack.append(child)
     return found
-
-
-def _protected_pids() -> set[int]:
-    """This process and its ancestors: a sweep never signals them."""
-    pids, pid = set(), os.getpid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        info = read_proc(pid)
-        if info is None:
-            break
-        pid = info.ppid
-    return pids | {1}
-
-
-def dir_users(path: Path, procs: Iterable[ProcInfo],
-              cmdlines: Mapping[int, Sequence[str]] | None = None) -> list[ProcInfo]:
-    """The live processes in `procs` whose command line names `path` (see `names_dir`); the
-    command lines come from `cmdlines` when given (see `read_cmdlines`), else from /proc."""
-    text = os.path.abspath(path)
-    if cmdlines is None:
-        return [p for p in procs if not p.zombie and names_dir(read_cmdline(p.pid), text)]
-    return [p for p in procs if not p.zombie and names_dir(cmdlines.get(p.pid, ()), text)]
-
-
-def read_cmdlines(procs: Iterable[ProcInfo]) -> dict[int, list[str]]:
-    """The command line of every live process in `procs`, for several `dir_users` calls."""
-    return {p.pid: read_cmdline(p.pid) for p in procs if not p.zombie}
-
-
-def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> list[int]:
-    """Send `sig` to each pid that still exists; returns the pids signalled."""
-    sent = []
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            log.warning("not allowed to signal pid %d", pid)
-            continue
-        sent.append(pid)
-    return sent
-
-
-def sweep_user_data_dir(path: Path) -> list[int]:
-    """SIGKILL every process whose command line names `path`, with all its descendants.
-
-    For leftovers nobody supervises any more (startup reconciliation): a browser's helpers
-    (zygotes, renderers) do not name the dir but are descendants of the browser that does, and
-    crashpad names it (`--database=<dir>/...`) wherever it was reparented. Never signals this
-    process or its ancestors. Returns the pids signalled.
-    """
-    procs = scan()
-    users = dir_users(path, procs)
-    targets = {p.pid for p in users} | descendants((p.pid for p in users), procs)
-    remember_helpers(p for p in procs if p.pid in targets)
-    return kill_pids(sorted(targets - _protected_pids()))
 
 
 # ------------------------------------------------------------------ reaping

@@ -22,7 +22,8 @@ import attrs
 
 from . import storage
 from .errors import ApiError
-from .model import NAME_RE
+from .names import NAME_HINT, is_name, name_problem
+from .roots import OutsideRoot, inside, remove_tree, resolved_inside
 
 LOCK_FILE = "browserd.lock"
 USER_DATA = "user-data"
@@ -47,11 +48,17 @@ class ProfileStore:
         self.root = root
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        """The profile's directory. A name the rule refuses (names.py) never gets one: the
+        params check refuses it first, and this refuses it again for names from elsewhere
+        (a state file)."""
+        if (problem := name_problem(name)) is not None:
+            raise ApiError("rpc.invalid_params", f"profile: not a valid name: {problem}",
+                           hint=NAME_HINT, data={"field": "profile"})
+        return inside(self.root / name, self.root)
 
     def user_data_dir(self, name: str) -> Path:
         """The Chromium user-data-dir of the profile (which may not exist yet)."""
-        return self.root / name / USER_DATA
+        return self.path(name) / USER_DATA
 
     def exists(self, name: str) -> bool:
         return self.user_data_dir(name).is_dir()
@@ -62,6 +69,15 @@ class ProfileStore:
         """Take the profile for a run (creating it if new); `profile.in_use` if it is held."""
         base = self.path(name)
         user_data_dir = self.user_data_dir(name)
+        try:  # a symlink in the way would carry the profile (and our writes) elsewhere
+            resolved_inside(user_data_dir, self.root)
+        except OutsideRoot:
+            raise ApiError(
+                "state.unwritable", f"Profile {name!r} leads outside {self.root}: refused.",
+                hint=f"Something replaced {base} (or a directory in it) with a symbolic "
+                     "link; remove that link, or use another profile name.",
+                data={"profile": name, "path": str(base)},
+            ) from None
         user_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -115,7 +131,7 @@ class ProfileStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if NAME_RE.match(p.name) and (p / USER_DATA).is_dir())
+                      if is_name(p.name) and (p / USER_DATA).is_dir())
 
     def delete(self, name: str) -> None:
         if not self.exists(name):
@@ -123,7 +139,7 @@ class ProfileStore:
         # Held while deleting, so a launch racing with the delete gets profile.in_use.
         held = self.acquire(name, {"operation": "delete"})
         try:
-            shutil.rmtree(self.path(name))
+            remove_tree(self.path(name), self.root)
         finally:
             os.close(held.fd)
 
@@ -145,7 +161,7 @@ class ProfileStore:
             staging.rename(self.path(to))  # appears whole or not at all
         finally:
             self.release(held)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, self.root)
 
     def clear_stale_singleton(self, user_data_dir: Path) -> dict[str, Any] | None:
         """Remove Chromium's SingletonLock when it provably belongs to a dead process.

@@ -1,10 +1,12 @@
 """Start-up: load the state files and reconcile them with what is really running.
 
 A runtime the state files call live was left by a daemon that is gone. With `live_restore` its
-browser is adopted when it is still there (same pid, start time and user-data-dir); otherwise
-the run ends as `daemon_lost` and every process naming its user-data-dir is killed. Ephemeral
-profiles that no live run uses are removed. Every action is logged, and written into the run's
-event log.
+browser is adopted when it is still there (same pid, start time and spawn tag); otherwise the
+run ends as `daemon_lost`. Then one sweep kills whatever earlier daemons of this state dir left
+running, and nothing else: the processes carrying the state dir's spawn key (spawn_tags.py),
+and recorded browsers whose pid and start time still match; adopted browsers are kept.
+Ephemeral profiles that no live run uses are removed. Every action is logged, and written into
+the run's event log.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -24,8 +25,10 @@ from . import storage
 from .errors import ApiError
 from .lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from .model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
+from .roots import remove_tree
 from .runtime import Runtime
-from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec, sweep_user_data_dir
+from .spawn_tags import sweep_leftovers
+from .supervisor import BrowserProcess, DevToolsEndpoint, LaunchSpec
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -63,34 +66,54 @@ class Reconciler:
         return orphans
 
     def remove_leftover_ephemeral(self) -> None:
-        """Every ephemeral profile that no live (or adopted) run uses is a leftover."""
+        """Every ephemeral profile that no live (or adopted) run uses is a leftover (its
+        browser, if one was left, died in the sweep)."""
+        root = self.registry.state_dir / "ephemeral"
         in_use = {rt.user_data_dir for rt in self.registry.runtimes.values() if rt.ephemeral}
-        for leftover in (self.registry.state_dir / "ephemeral").iterdir():
-            if leftover in in_use:
-                continue
-            killed = sweep_user_data_dir(leftover)
-            if killed:
-                log.warning("killed %d leftover processes of %s", len(killed), leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in root.iterdir():
+            if leftover not in in_use:
+                remove_tree(leftover, root)
 
-    async def reconcile(self, rt: Runtime) -> None:
-        """A runtime the state says is live, left by a daemon that is gone: adopt its browser
-        when live_restore is on and the browser is still there, else end it as lost."""
+    async def reconcile_all(self, orphans: list[Runtime]) -> None:
+        """Adopt what can be adopted (live_restore), kill every other leftover of earlier
+        daemons, and end the runs of the runtimes that were not adopted as lost."""
+        lost = [rt for rt in orphans if not await self._adopted(rt)]
+        keep = [rt.process.spec.tag for rt in orphans if rt.process is not None]
+        recorded = [pair for rt in lost if (pair := _recorded_browser(rt)) is not None]
+        key = self.registry.spawn_key
+        killed = await trio.to_thread.run_sync(
+            lambda: sweep_leftovers(key, keep=keep, recorded=recorded))
+        ended = set()
+        for rt in lost:
+            tags = {(rt.record.process or {}).get("tag"),
+                    f"{key}.{rt.record.active_run_id}"}
+            pids = sorted(pid for tag in tags if tag for pid in killed.get(tag, ()))
+            ended.update(tags)
+            self.reconcile_lost(rt, pids)
+        others = sorted(pid for tag, pids in killed.items() if tag not in ended for pid in pids)
+        if others:
+            log.warning("killed %d processes left by an earlier daemon: %s", len(others), others)
+
+    async def _adopted(self, rt: Runtime) -> bool:
+        """Adopt the runtime's browser when live_restore is on and it is still there."""
         info = rt.record.process or {}
         run = self.registry.runs.get(rt.record.active_run_id or "")
-        if self.registry.config.live_restore and run is not None and "port" in info:
-            try:
-                await self.adopt(rt, run, info)
-                return
-            except (ApiError, LookupError, OSError) as exc:
-                log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
-        self.reconcile_lost(rt)
+        if not (self.registry.config.live_restore and run is not None and "port" in info):
+            return False
+        try:
+            await self.adopt(rt, run, info)
+        except (ApiError, LookupError, OSError, KeyError, TypeError) as exc:
+            log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
+            return False
+        return True
 
     async def adopt(self, rt: Runtime, run: RunRecord, info: dict[str, Any]) -> None:
         user_data_dir = Path(info["user_data_dir"])
         endpoint = DevToolsEndpoint(info["host"], info["port"], info["browser_path"])
+        if not isinstance(info.get("tag"), str):
+            raise LookupError("the record names no spawn tag (a browser of an older browserd)")
         spec = LaunchSpec(executable=info["executable"], user_data_dir=user_data_dir,
-                          die_with_daemon=False)
+                          die_with_daemon=False, tag=info["tag"])
         # Check before taking anything: a browser that is gone is reconciled as lost.
         adopt_recorded = partial(BrowserProcess.adopt, spec, pid=info["pid"],
                                  create_time=info["create_time"], endpoint=endpoint)
@@ -123,17 +146,10 @@ class Reconciler:
             raise
         log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
 
-    def reconcile_lost(self, rt: Runtime) -> None:
-        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
+    def reconcile_lost(self, rt: Runtime, killed: list[int]) -> None:
+        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`
+        (`killed`: the pids of its browser that the sweep killed)."""
         record = rt.record
-        killed: list[int] = []
-        user_data_dir = (record.process or {}).get("user_data_dir")
-        if not user_data_dir and record.profile is not None:
-            # Lost before its ready record was written: a named profile's browser still runs
-            # on the profile's dir (an ephemeral one is swept with the leftovers).
-            user_data_dir = str(self.registry.profiles.user_data_dir(record.profile))
-        if user_data_dir:
-            killed = sweep_user_data_dir(Path(user_data_dir))
         run = self.registry.runs.get(record.active_run_id or "")
         if run is not None and run.status not in FINISHED_RUN:
             event_log = self.registry.open_log(run)
@@ -154,6 +170,15 @@ class Reconciler:
         self.registry.save_runtime(rt)
         log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
                  record.name, killed or "nothing")
+
+
+def _recorded_browser(rt: Runtime) -> tuple[int, float] | None:
+    """The (pid, start time) of the browser the runtime's record names, if it names one."""
+    info = rt.record.process or {}
+    pid, create_time = info.get("pid"), info.get("create_time")
+    if isinstance(pid, int) and isinstance(create_time, int | float):
+        return pid, float(create_time)
+    return None
 
 
 @contextlib.contextmanager

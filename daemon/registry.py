@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -44,8 +43,10 @@ from .model import (
 from .pool import WarmPool
 from .profiles import ProfileStore
 from .reconcile import Reconciler
+from .roots import remove_tree
 from .run_supervisor import RunSupervisor
 from .runtime import Actor, LaunchOptions, RunService, Runtime
+from .spawn_tags import make_tag
 from .state_writer import StateWriter
 from .supervisor import BrowserProcess, LaunchSpec
 
@@ -59,9 +60,12 @@ def _now() -> str:
 
 
 class Registry:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, spawn_key: str) -> None:
+        """`spawn_key` names the state dir in the environment of every browser started
+        here (state_lock.py, spawn_tags.py)."""
         self.config = config
         self.state_dir = config.state_dir
+        self.spawn_key = spawn_key
         self.spaces: dict[str, Space] = {}
         self.runtimes: dict[str, Runtime] = {}
         self.runs: dict[str, RunRecord] = {}
@@ -146,8 +150,7 @@ class Registry:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.state.run)
-            for rt in orphans:
-                await reconciler.reconcile(rt)
+            await reconciler.reconcile_all(orphans)
             reconciler.remove_leftover_ephemeral()
             nursery.start_soon(self.lease_book.expire_loop)
             nursery.start_soon(sync_live_logs, self._live_logs)
@@ -249,6 +252,15 @@ class Registry:
     ) -> tuple[Runtime, RunRecord, bool]:
         self._refuse_if_shutting_down()
         self.get_space(space)
+        while True:
+            rt = self._runtime_for_launch(space, name, options)
+            async with rt.lock:
+                if self.runtimes.get(rt.id) is not rt:
+                    continue  # deleted while this launch waited for its lock: make it anew
+                return await self._launch_locked(rt, options, actor)
+
+    def _runtime_for_launch(self, space: str, name: str, options: LaunchOptions) -> Runtime:
+        """The runtime {space, name}, made (stopped, and saved) when there is none."""
         rt = self.find_runtime(space, name)
         if rt is None:
             now = _now()
@@ -262,30 +274,34 @@ class Registry:
             rt = Runtime(record)
             self.runtimes[record.id] = rt
             self.save_runtime(rt)
-        async with rt.lock:
-            if rt.record.status in LIVE_RUNTIME:
-                if options.profile != rt.record.profile:
-                    raise ApiError(
-                        "runtime.name_conflict",
-                        f"Runtime {space}/{name} is already running with profile "
-                        f"{rt.record.profile!r}, not {options.profile!r}.",
-                        hint="Stop it first, or launch under another name.",
-                        data={"runtime_id": rt.id, "profile": rt.record.profile},
-                    )
-                assert rt.run is not None
-                return rt, rt.run, False
-            await self._wait_for_slot(options.wait_s)
-            self.supervisor.cancel_restart(rt)
-            rt.restart_policy.reset()
-            rt.record.profile = options.profile
-            rt.record.config = options.config()
-            if options.metadata:
-                rt.record.metadata = dict(options.metadata)
-            # The launch runs to its own deadline even if the asking client goes away, so the
-            # runtime never stays half-started.
-            with trio.CancelScope(shield=True):
-                run = await self.start_run(rt, actor)
-            return rt, run, True
+        return rt
+
+    async def _launch_locked(self, rt: Runtime, options: LaunchOptions, actor: Actor | None
+                             ) -> tuple[Runtime, RunRecord, bool]:
+        space, name = rt.record.space, rt.record.name
+        if rt.record.status in LIVE_RUNTIME:
+            if options.profile != rt.record.profile:
+                raise ApiError(
+                    "runtime.name_conflict",
+                    f"Runtime {space}/{name} is already running with profile "
+                    f"{rt.record.profile!r}, not {options.profile!r}.",
+                    hint="Stop it first, or launch under another name.",
+                    data={"runtime_id": rt.id, "profile": rt.record.profile},
+                )
+            assert rt.run is not None
+            return rt, rt.run, False
+        await self._wait_for_slot(options.wait_s)
+        self.supervisor.cancel_restart(rt)
+        rt.restart_policy.reset()
+        rt.record.profile = options.profile
+        rt.record.config = options.config()
+        if options.metadata:
+            rt.record.metadata = dict(options.metadata)
+        # The launch runs to its own deadline even if the asking client goes away, so the
+        # runtime never stays half-started.
+        with trio.CancelScope(shield=True):
+            run = await self.start_run(rt, actor)
+        return rt, run, True
 
     async def _wait_for_slot(self, wait_s: float) -> None:
         """Queue up to `wait_s` for a runtime slot; then `check_quota` has the last word.
@@ -347,7 +363,7 @@ class Registry:
         except OSError as exc:
             # The state dir refused the run (disk full, permissions): leave nothing held.
             self.release_profile(rt)
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_tree(directory, self.state_dir / "runs")
             raise ApiError(
                 "state.unwritable",
                 f"The state directory cannot take a new run: {describe_os_error(exc)}.",
@@ -375,16 +391,17 @@ class Registry:
             await self.nursery.start(supervise, rt, partial(_already_started, pooled))
             return run
         spec = self._launch_spec(
-            executable, rt.user_data_dir or Path(),
+            executable, rt.user_data_dir or Path(), spawn_id=run.id,
             headless=bool(rt.record.config.get("headless", True)),
             args=tuple(rt.record.config.get("args", ())),
         )
         await self.nursery.start(supervise, rt, partial(BrowserProcess.launch, spec))
         return run
 
-    def _launch_spec(self, executable: str, user_data_dir: Path, *, headless: bool = True,
-                     args: tuple[str, ...] = ()) -> LaunchSpec:
+    def _launch_spec(self, executable: str, user_data_dir: Path, *, spawn_id: str,
+                     headless: bool = True, args: tuple[str, ...] = ()) -> LaunchSpec:
         return LaunchSpec(
+            tag=make_tag(self.spawn_key, spawn_id),
             executable=executable,
             user_data_dir=user_data_dir,
             headless=headless,
@@ -405,7 +422,8 @@ class Registry:
                 and not options.get("args"))
 
     def _pool_spec(self, user_data_dir: Path) -> LaunchSpec:
-        return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir)
+        return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir,
+                                 spawn_id=user_data_dir.name)
 
     def _acquire_profile(self, rt: Runtime, run: RunRecord) -> None:
         name = rt.record.profile
@@ -437,6 +455,7 @@ class Registry:
         with it); the removal is shielded, so a shutting-down daemon still finishes it (and
         start-up removes whatever a crash left in ephemeral/).
         """
+        root = self.state_dir / "ephemeral"
         doomed = user_data_dir.with_name(f".removing-{user_data_dir.name}")
         try:
             user_data_dir.rename(doomed)
@@ -448,7 +467,7 @@ class Registry:
         async def remove() -> None:
             try:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(shutil.rmtree, doomed, True)
+                    await trio.to_thread.run_sync(remove_tree, doomed, root)
             finally:
                 removed.set()
                 if self._removals.get(runtime_id) is removed:
@@ -457,7 +476,7 @@ class Registry:
         try:
             self.nursery.start_soon(remove)
         except RuntimeError:  # the registry's nursery has closed (daemon exiting)
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_tree(doomed, root)
             removed.set()
 
     async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
@@ -478,20 +497,33 @@ class Registry:
         return self._removals.get(runtime_id)
 
     async def delete(self, rt: Runtime, force: bool, actor: Actor | None) -> None:
-        if rt.record.status in LIVE_RUNTIME:
-            if not force:
-                raise ApiError(
-                    "runtime.not_stopped",
-                    f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}.",
-                    hint="Stop it first, or pass force=true to stop and delete it.",
-                    data={"status": rt.record.status},
-                )
-            await self.stop(rt, "stopped", None, actor)
-        async with rt.lock:
-            self.supervisor.cancel_restart(rt)
-            self.runtimes.pop(rt.id, None)
-            await self.state.flush()  # no queued write of it may land after the removal
-            shutil.rmtree(self._runtime_dir(rt.id), ignore_errors=True)
+        """Forget the runtime and remove its directory (runtime.json, the file area).
+
+        Under the runtime's lock, like launch and stop: a launch that got the lock first has
+        finished starting its browser when the delete looks (and a forced delete then stops
+        it); a launch that comes after finds the runtime gone and makes a new one. Shielded:
+        a delete begun is finished, whoever goes away.
+        """
+        with trio.CancelScope(shield=True):
+            async with rt.lock:
+                if self.runtimes.get(rt.id) is not rt:
+                    return  # deleted meanwhile by another call
+                if rt.record.status in LIVE_RUNTIME:
+                    if not force:
+                        raise ApiError(
+                            "runtime.not_stopped",
+                            f"Runtime {rt.record.space}/{rt.record.name} is "
+                            f"{rt.record.status}.",
+                            hint="Stop it first, or pass force=true to stop and delete it.",
+                            data={"status": rt.record.status},
+                        )
+                    await self.supervisor.stop_locked(rt, "stopped", None, actor)
+                self.supervisor.cancel_restart(rt)
+                self.runtimes.pop(rt.id, None)
+                await self.state.flush()  # no queued write of it may land after the removal
+                # A file area may hold thousands of files: not on the event loop.
+                await trio.to_thread.run_sync(remove_tree, self._runtime_dir(rt.id),
+                                              self.state_dir / "runtimes")
 
     # ------------------------------------------------------------------ runs and events
 

@@ -12,7 +12,6 @@ The sweep runs shortly after the daemon starts and then every SWEEP_INTERVAL_S.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +21,7 @@ from .config import RetentionConfig
 from .lifecycle import FINISHED_RUN
 from .model import RunRecord, parse_time
 from .registry import Registry
+from .roots import remove_tree
 
 __all__ = ["SWEEP_INTERVAL_S", "Retention", "expired_runs"]
 
@@ -95,7 +95,7 @@ class Retention:
             await registry.state.flush()  # no queued write of them may land after the removal
         for run in expired:
             directory = registry.state_dir / "runs" / run.id
-            await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+            await trio.to_thread.run_sync(remove_tree, directory, registry.state_dir / "runs")
         if expired:
             self.removed += len(expired)
             log.info("retention: removed %d runs (keeping %s per runtime, %s days)",

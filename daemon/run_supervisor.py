@@ -171,7 +171,7 @@ class RunSupervisor:
         endpoint = process.endpoint
         rt.record.process = {"pid": process.pid, "create_time": process.create_time,
                              "user_data_dir": str(process.user_data_dir),
-                             "executable": process.spec.executable,
+                             "executable": process.spec.executable, "tag": process.spec.tag,
                              "ephemeral": rt.ephemeral, "host": endpoint.host,
                              "port": endpoint.port, "browser_path": endpoint.browser_path}
         self.registry.touch(rt)
@@ -212,37 +212,38 @@ class RunSupervisor:
     async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
                    actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
         """Stop the runtime's browser; returns once the whole process tree is gone."""
-        grace = self.registry.config.browser.stop_grace_s if timeout_s is None else timeout_s
         outcome: tuple[RunRecord | None, bool] = (rt.run, False)
         # A stop runs to the end even if its caller goes away: a half-stopped browser is the
         # leak this daemon exists to prevent.
         with trio.CancelScope(shield=True):
-            outcome = await self._stop_shielded(rt, reason, grace, actor)
+            async with rt.lock:
+                outcome = await self.stop_locked(rt, reason, timeout_s, actor)
         return outcome
 
-    async def _stop_shielded(self, rt: Runtime, reason: str, grace: float,
-                             actor: Actor | None) -> tuple[RunRecord | None, bool]:
-        async with rt.lock:
-            self.cancel_restart(rt)
-            run = rt.run
-            if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
-                return run, False
-            assert rt.log is not None
-            rt.end_reason = reason
-            rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
-            run.status = run_transition(run.status, Trigger.STOP)
-            self.registry.save_runtime(rt)
-            rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
-                          actor=actor)
-            await self._close_sockets(rt)
-            await rt.process.stop(grace)
+    async def stop_locked(self, rt: Runtime, reason: str, timeout_s: float | None,
+                          actor: Actor | None) -> tuple[RunRecord | None, bool]:
+        """`stop`, for a caller that holds `rt.lock` (and shields the call)."""
+        grace = self.registry.config.browser.stop_grace_s if timeout_s is None else timeout_s
+        self.cancel_restart(rt)
+        run = rt.run
+        if rt.record.status not in LIVE_RUNTIME or rt.process is None or run is None:
+            return run, False
+        assert rt.log is not None
+        rt.end_reason = reason
+        rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
+        run.status = run_transition(run.status, Trigger.STOP)
+        self.registry.save_runtime(rt)
+        rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
+                      actor=actor)
+        await self._close_sockets(rt)
+        await rt.process.stop(grace)
+        with trio.move_on_after(grace + 10):
+            await rt.done.wait()
+        if (removal := self.registry.profile_removal(rt.id)) is not None:
             with trio.move_on_after(grace + 10):
-                await rt.done.wait()
-            if (removal := self.registry.profile_removal(rt.id)) is not None:
-                with trio.move_on_after(grace + 10):
-                    await removal.wait()
-            await self.registry.state.flush()  # the reply says the run ended: so does run.json
-            return run, True
+                await removal.wait()
+        await self.registry.state.flush()  # the reply says the run ended: so does run.json
+        return run, True
 
     async def _close_sockets(self, rt: Runtime) -> None:
         """Close every proxied CDP socket of the runtime and let their detach events land."""

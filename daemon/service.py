@@ -25,6 +25,7 @@ from .observer import Observer
 from .registry import Registry
 from .retention import Retention
 from .rpc_server import RpcServer
+from .state_lock import StateLock
 from .supervisor import run_orphan_reaper, set_child_subreaper
 from .timeouts import Timeouts
 
@@ -59,11 +60,23 @@ async def serve(config: Config, *, handle_signals: bool = False,
     daemon binds config.socket); `notifier` tells systemd READY/STATUS/WATCHDOG/STOPPING.
     """
     notifier = notifier or Notifier()
+    # Before anything reads or changes the state dir: a second daemon on it would kill the
+    # first one's browsers as "lost" and write into its run logs (state_lock.py).
+    state_lock = StateLock.acquire(config.state_dir, socket=str(config.socket))
+    try:
+        await _serve_locked(config, state_lock, handle_signals=handle_signals,
+                            listener=listener, notifier=notifier, task_status=task_status)
+    finally:
+        state_lock.release()
+
+
+async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals: bool,
+                        listener: trio.socket.SocketType | None, notifier: Notifier,
+                        task_status: trio.TaskStatus[Daemon]) -> None:
     # Browser helpers that lose their parent get reparented to us, not to init, so nothing of
     # a browser tree escapes supervision.
     set_child_subreaper()
-    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    registry = Registry(config)
+    registry = Registry(config, spawn_key=state_lock.spawn_key)
     registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]

@@ -1,7 +1,8 @@
 """One browser process tree, from launch to the moment nothing of it is left.
 
 A browser runs in its own session and process group, with an explicit `--user-data-dir`, a
-parent-death signal and a scrubbed environment. Its DevTools endpoint comes from the
+parent-death signal and a scrubbed environment that carries its spawn tag (spawn_tags.py).
+Its DevTools endpoint comes from the
 "DevTools listening on ws://..." line on stderr (cross-checked with `DevToolsActivePort`);
 stdout and stderr are drained for the browser's whole life into a bounded tail.
 
@@ -16,6 +17,7 @@ import collections
 import logging
 import os
 import re
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -23,7 +25,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import procutil
+from . import procutil, spawn_tags
+from .browser_flags import COMMON_FLAGS, HEADLESS_FLAGS, START_PAGE, reserved_switch
 from .cdp_client import open_cdp
 from .errors import ApiError
 from .process_tree import ProcessTree
@@ -31,7 +34,6 @@ from .procutil import (
     reap_orphans,
     run_orphan_reaper,
     set_child_subreaper,
-    sweep_user_data_dir,
 )
 
 __all__ = [
@@ -44,7 +46,6 @@ __all__ = [
     "run_orphan_reaper",
     "scrubbed_env",
     "set_child_subreaper",
-    "sweep_user_data_dir",
 ]
 
 log = logging.getLogger("browserd.supervisor")
@@ -64,43 +65,9 @@ PROFILE_IN_USE_MARKERS = (
     "Opening in existing browser session",
     "profile appears to be in use by another",
 )
-# Our supervision depends on these; a user argument must not override them.
-RESERVED_FLAGS = (
-    "--user-data-dir",
-    "--remote-debugging-port",
-    "--remote-debugging-address",
-    "--remote-debugging-pipe",
-    "--remote-debugging-io-pipes",
-)
 # systemd's protocol variables are for the daemon: a browser that saw NOTIFY_SOCKET or
 # LISTEN_FDS could talk to the service manager or claim sockets in our name.
 SCRUBBED_ENV_PREFIXES = ("NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_")
-
-COMMON_FLAGS = (
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-breakpad",
-    "--disable-client-side-phishing-detection",
-    "--disable-default-apps",
-    "--disable-hang-monitor",
-    "--disable-ipc-flooding-protection",
-    "--disable-popup-blocking",
-    "--disable-prompt-on-repost",
-    "--disable-search-engine-choice-screen",
-    "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-renderer-backgrounding",
-    "--disable-dev-shm-usage",
-    "--metrics-recording-only",
-    "--password-store=basic",
-    "--hide-crash-restore-bubble",
-)
-HEADLESS_FLAGS = ("--headless", "--hide-scrollbars", "--mute-audio")
-START_PAGE = "about:blank"
 
 
 @attrs.frozen
@@ -112,6 +79,9 @@ class LaunchSpec:
     startup_timeout_s: float = 30.0
     # False with live_restore: no parent-death signal, so a new daemon can adopt the browser.
     die_with_daemon: bool = True
+    # In the browser's environment, inherited by all its helpers: how the daemon tells its
+    # own processes from anyone else's (spawn_tags.py). The daemon gives each spawn its own.
+    tag: str = attrs.Factory(lambda: spawn_tags.make_tag("unkeyed", secrets.token_hex(8)))
 
 
 @attrs.frozen
@@ -147,7 +117,7 @@ class ExitStatus:
 def browser_args(spec: LaunchSpec, user_data_dir: Path) -> list[str]:
     """The full argv: our flags first, the user's extra args after them, then the start page."""
     for arg in spec.extra_args:
-        if arg.partition("=")[0] in RESERVED_FLAGS:
+        if reserved_switch(arg) is not None:
             raise ApiError(
                 "browser.launch_failed",
                 f"The browser argument {arg!r} is reserved by the daemon.",
@@ -170,9 +140,11 @@ def browser_args(spec: LaunchSpec, user_data_dir: Path) -> list[str]:
 
 
 def scrubbed_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The daemon's environment without the service manager's variables."""
+    """The daemon's environment without the service manager's variables (nor a spawn tag
+    the daemon itself may have inherited)."""
     source = dict(os.environ if environ is None else environ)
-    return {k: v for k, v in source.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+    return {k: v for k, v in source.items()
+            if not k.startswith(SCRUBBED_ENV_PREFIXES) and k != spawn_tags.ENV_VAR}
 
 
 def _prepare_profile(path: Path) -> Path:
@@ -225,7 +197,7 @@ class BrowserProcess:
         self._output_done = trio.Event()
         self._stopping: trio.Event | None = None
         self._tree = ProcessTree(pid=self.pid, create_time=self.create_time,
-                                 user_data_dir=user_data_dir, popen=popen,
+                                 tag=spec.tag, popen=popen,
                                  poll_main=self._poll_main)
         self.adopted = isinstance(popen, procutil.AdoptedPopen)
 
@@ -247,7 +219,8 @@ class BrowserProcess:
         argv = browser_args(spec, user_data_dir)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            popen = procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd,
+            env = {**scrubbed_env(), spawn_tags.ENV_VAR: spec.tag}
+            popen = procutil.spawn(argv, env=env, output_fd=write_fd,
                                          die_with_parent=spec.die_with_daemon)
         except OSError as exc:
             os.close(read_fd)
@@ -280,7 +253,7 @@ class BrowserProcess:
             await proc._wait_started()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await proc._tree.kill(sweep=not proc._profile_in_use)
+                await proc._tree.kill(sweep=True)
             raise
         return proc
 
@@ -289,16 +262,16 @@ class BrowserProcess:
                     endpoint: DevToolsEndpoint, nursery: trio.Nursery) -> BrowserProcess:
         """Take over a browser that an earlier daemon started (live restore).
 
-        Raises LookupError unless `pid` is still that browser: same start time, and a command
-        line that names `spec.user_data_dir`. Its output went to the dead daemon, so the
-        stderr tail stays empty; its exit is seen through a pidfd, its exit status is unknown.
+        Raises LookupError unless `pid` is still that browser: same start time, and the spawn
+        tag `spec.tag` in its environment. Its output went to the dead daemon, so the stderr
+        tail stays empty; its exit is seen through a pidfd, its exit status is unknown.
         """
         info = procutil.read_proc(pid)
         if info is None or info.zombie or abs(info.create_time - create_time) > 0.05:
             raise LookupError(f"pid {pid} is not the browser that was recorded")
+        if spawn_tags.tag_of(info) != spec.tag:
+            raise LookupError(f"pid {pid} does not carry the spawn tag it was started with")
         user_data_dir = spec.user_data_dir  # recorded absolute by the daemon that launched it
-        if not any(p.pid == pid for p in procutil.dir_users(user_data_dir, [info])):
-            raise LookupError(f"pid {pid} does not run on {user_data_dir}")
         proc = cls(spec, user_data_dir, procutil.AdoptedPopen(pid))
         proc._endpoint = endpoint
         proc._output_done.set()
@@ -322,9 +295,8 @@ class BrowserProcess:
             return
         reason = ("profile_in_use" if self._profile_in_use
                   else "exited" if self._poll_main() else "timeout")
-        # A profile held by another browser: that browser names the same dir, and it is
-        # not ours to sweep.
-        await self._tree.kill(sweep=reason != "profile_in_use")
+        # (A browser that holds the profile already is not swept: it lacks our spawn tag.)
+        await self._tree.kill(sweep=True)
         with trio.move_on_after(1.0):  # the last lines may still be in the pipe
             await self._output_done.wait()
         status = self._final_status()
@@ -452,11 +424,10 @@ class BrowserProcess:
         assert self._exit_status is not None
         return self._exit_status
 
-    def tree_pids(self, procs: list[procutil.ProcInfo] | None = None,
-                  cmdlines: dict[int, list[str]] | None = None) -> list[int]:
+    def tree_pids(self, procs: list[procutil.ProcInfo] | None = None) -> list[int]:
         """The live (non-zombie) processes of this browser, main process first (see
-        `ProcessTree.pids` for the arguments)."""
-        return self._tree.pids(procs, cmdlines)
+        `ProcessTree.pids`; it blocks)."""
+        return self._tree.pids(procs)
 
     # ---------------------------------------------------------------- stop
 
@@ -464,7 +435,7 @@ class BrowserProcess:
         """Close the browser and return once nothing of its tree is left.
 
         Browser.close over CDP (flushes cookies), then SIGTERM, then SIGKILL and a sweep of
-        processes that name the user-data-dir. Idempotent; safe to call while another stop
+        processes that carry its spawn tag. Idempotent; safe to call while another stop
         runs, and from a cancelled scope: it shields itself and is bounded by about
         grace_s + TERM_WAIT_S + KILL_WAIT_S seconds.
         """

@@ -18,14 +18,13 @@ import psutil
 import pytest
 import trio
 
-from browserd.daemon import procutil
+from browserd.daemon import procutil, spawn_tags
 from browserd.daemon.errors import ApiError
 from browserd.daemon.supervisor import (
     BrowserProcess,
     ExitStatus,
     LaunchSpec,
     browser_args,
-    sweep_user_data_dir,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -236,7 +235,7 @@ def test_browser_dies_with_the_daemon(tmp_path: Path, arming: str) -> None:
     profile = tmp_path / "profile"
     code = textwrap.dedent(f"""
         import sys, trio
-        from browserd.daemon import procutil
+        from browserd.daemon import procutil, spawn_tags
         from browserd.daemon.discovery import find_browser
         from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
         if {arming!r} == "preexec_fn":
@@ -370,12 +369,22 @@ async def test_environment_and_arguments(
     assert FAKE_ENDPOINT in status.stderr_tail
 
 
+RESERVED_SPELLINGS = ["--user-data-dir=/tmp/x", "--remote-debugging-port=9222",
+                      "--remote-debugging-pipe", "-remote-debugging-port=9333",
+                      "-user-data-dir=/x", "--Remote-Debugging-Port=1", "---user-data-dir=/y",
+                      "--remote-debugging-io-pipes", "--remote-allow-origins=*",
+                      "-remote-debugging-address=0.0.0.0"]
+
+
 def test_reserved_arguments_are_refused(tmp_path: Path) -> None:
-    for arg in ("--user-data-dir=/tmp/x", "--remote-debugging-port=9222",
-                "--remote-debugging-pipe"):
+    """Chromium takes `-name` as well as `--name` (the last value wins): every spelling of a
+    reserved switch is refused."""
+    for arg in RESERVED_SPELLINGS:
         with pytest.raises(ApiError) as caught:
             browser_args(LaunchSpec("chrome", tmp_path, extra_args=(arg,)), tmp_path)
         assert caught.value.data["arg"] == arg
+    for arg in ("--user-data-dirx=1", "user-data-dir=/x", "--lang=de", "-incognito"):
+        assert arg in browser_args(LaunchSpec("chrome", tmp_path, extra_args=(arg,)), tmp_path)
 
 
 async def test_headful_drops_headless_flags(tmp_path: Path) -> None:
@@ -386,11 +395,11 @@ async def test_headful_drops_headless_flags(tmp_path: Path) -> None:
 async def test_stop_sweeps_a_process_that_left_the_group(
     tmp_path: Path, pumps: trio.Nursery
 ) -> None:
-    """Like crashpad: a helper in its own session, reparented away, naming the profile."""
+    """Like crashpad: a helper in its own session, reparented away, naming no path of the
+    profile (Debian's crashpad names ~/.config/chromium): found by its spawn tag."""
     profile = tmp_path / "profile"
     pid_file = tmp_path / "escapee"
-    escapee = (f"setsid sh -c 'echo $$ > {pid_file}; sleep 600' "
-               f"--database={profile}/Crash\\ Reports &")
+    escapee = f"setsid sh -c 'echo $$ > {pid_file}; sleep 600' &"
     exe = script(tmp_path / "fake", f"""
         ( {escapee} )
         echo "{FAKE_ENDPOINT}" >&2
@@ -452,39 +461,110 @@ async def test_concurrent_stops_share_one_shutdown(tmp_path: Path, pumps: trio.N
 # ---------------------------------------------------------------- sweep and reaping
 
 
-def test_sweep_user_data_dir_kills_named_processes_and_their_children(tmp_path: Path) -> None:
+def _tagged_sleeper(tag: str | None, *, argv_extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """A process (with a child) in a session of its own, carrying `tag` as its spawn tag."""
+    env = {k: v for k, v in os.environ.items() if k != spawn_tags.ENV_VAR}
+    if tag is not None:
+        env[spawn_tags.ENV_VAR] = tag
+    return subprocess.Popen(["sh", "-c", "sleep 600 & wait", "sh", *argv_extra],
+                            start_new_session=True, env=env)
+
+
+def _wait_for_child(parent: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 5
+    while not psutil.Process(parent.pid).children():
+        assert time.monotonic() < deadline, "the sleeper's child did not start"
+        time.sleep(0.01)
+    return psutil.Process(parent.pid).children()[0].pid
+
+
+def test_sweep_leftovers_kills_only_this_state_dirs_tagged_processes(tmp_path: Path) -> None:
+    """The start-up sweep: processes tagged with the state dir's key (and their children)
+    die, except kept (adopted) tags; another key, no tag or a bystander naming the profile
+    in its argv are left alone."""
     profile = tmp_path / "profile"
-    named = subprocess.Popen(
-        ["sh", "-c", "sleep 600 & wait", "sh", f"--user-data-dir={profile}"],
-        start_new_session=True,
-    )
-    near_miss = subprocess.Popen(["sh", "-c", "sleep 600", "sh", f"--x={profile}-other"],
-                                 start_new_session=True)
-    bare_mention = subprocess.Popen(["sh", "-c", "sleep 600", "sh", str(profile)],
-                                    start_new_session=True)
+    ours = _tagged_sleeper("key1.run_a")
+    kept = _tagged_sleeper("key1.run_kept")
+    other_state = _tagged_sleeper("key2.run_a")
+    bystander = _tagged_sleeper(None, argv_extra=(f"--user-data-dir={profile}",
+                                                  f"--database={profile}/Crash Reports"))
+    procs = [ours, kept, other_state, bystander]
     try:
-        deadline = time.monotonic() + 5
-        while not psutil.Process(named.pid).children():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        child = psutil.Process(named.pid).children()[0].pid
-        killed = sweep_user_data_dir(profile)
-        assert sorted(killed) == sorted([named.pid, child])
-        assert named.wait(5) == -signal.SIGKILL
-        assert near_miss.poll() is None and bare_mention.poll() is None
+        child = _wait_for_child(ours)
+        killed = spawn_tags.sweep_leftovers("key1", keep=["key1.run_kept"])
+        assert sorted(killed["key1.run_a"]) == sorted([ours.pid, child])
+        assert set(killed) == {"key1.run_a"}
+        assert ours.wait(5) == -signal.SIGKILL
+        assert kept.poll() is None and other_state.poll() is None and bystander.poll() is None
     finally:
-        for proc in (named, near_miss, bare_mention):
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
 
-def test_names_dir() -> None:
-    assert procutil.names_dir(["chrome", "--user-data-dir=/p"], "/p")
-    assert procutil.names_dir(["chrome", "--user-data-dir", "/p"], "/p")
-    assert procutil.names_dir(["crashpad", "--database=/p/Crash Reports"], "/p")
-    assert not procutil.names_dir(["chrome", "--user-data-dir=/p2"], "/p")
-    assert not procutil.names_dir(["du", "-sh", "/p"], "/p")
+def test_sweep_leftovers_kills_a_recorded_browser_only_while_its_start_time_matches() -> None:
+    untagged = _tagged_sleeper(None)
+    try:
+        child = _wait_for_child(untagged)
+        info = procutil.read_proc(untagged.pid)
+        assert info is not None
+        # The same pid with another start time is another process: left alone.
+        assert spawn_tags.sweep_leftovers("key", recorded=[(untagged.pid,
+                                                            info.create_time - 100)]) == {}
+        assert untagged.poll() is None
+        killed = spawn_tags.sweep_leftovers("key", recorded=[(untagged.pid, info.create_time)])
+        assert sorted(killed[""]) == sorted([untagged.pid, child])
+        assert untagged.wait(5) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(untagged.pid, signal.SIGKILL)
+        untagged.wait(5)
+
+
+def test_send_signal_skips_a_reused_pid() -> None:
+    sleeper = _tagged_sleeper(None)
+    try:
+        info = procutil.read_proc(sleeper.pid)
+        assert info is not None
+        stale = procutil.ProcInfo(pid=info.pid, ppid=info.ppid, pgid=info.pgid, sid=info.sid,
+                                  state=info.state, create_time=info.create_time - 100)
+        assert spawn_tags.send_signal([stale]) == []
+        assert sleeper.poll() is None
+        assert spawn_tags.send_signal([info]) == [sleeper.pid]
+        assert sleeper.wait(5) == -signal.SIGKILL
+        # Never this process or its ancestors, whatever a caller passes.
+        me = procutil.read_proc(os.getpid())
+        assert me is not None and spawn_tags.send_signal([me], signal.SIGTERM) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sleeper.pid, signal.SIGKILL)
+        sleeper.wait(5)
+
+
+async def test_stop_never_signals_a_bystander_naming_the_profile(
+    tmp_path: Path, pumps: trio.Nursery
+) -> None:
+    """Another process whose argv names paths under the profile (any user's, were the daemon
+    root) is not part of the browser, however it was started."""
+    profile = tmp_path / "profile"
+    bystander = _tagged_sleeper(None, argv_extra=(f"--user-data-dir={profile}",
+                                                  f"--database={profile}/Crash Reports"))
+    try:
+        exe = script(tmp_path / "fake", f"""
+            echo "{FAKE_ENDPOINT}" >&2
+            exec sleep 600
+        """)
+        with trio.fail_after(10):
+            proc = await BrowserProcess.launch(LaunchSpec(exe, profile), pumps)
+        assert bystander.pid not in proc.tree_pids()
+        with trio.fail_after(30):
+            await proc.stop(grace_s=1)
+        assert bystander.poll() is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bystander.pid, signal.SIGKILL)
+        bystander.wait(5)
 
 
 def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
@@ -492,7 +572,7 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
     a zombie child that trio spawned and waits for keeps its exit status."""
     code = textwrap.dedent("""
         import os, subprocess, time, trio
-        from browserd.daemon import procutil
+        from browserd.daemon import procutil, spawn_tags
         from browserd.daemon.supervisor import (
             reap_orphans, run_orphan_reaper, set_child_subreaper)
 

@@ -14,7 +14,7 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     protocol = p.choice("protocol", ("cdp",), "cdp")
     ttl_s = p.number("ttl_s", 600, low=1, high=86400)
     exclusive = p.flag("exclusive", False)
-    label = p.text("label", None, max_len=200)
+    label = p.label("label", None)
     p.finish()
     lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
                                              exclusive=exclusive, label=label,

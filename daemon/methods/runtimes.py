@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from ..api import Api, Caller, method, page
+from ..browser_flags import reserved_switch
 from ..errors import ApiError
 from ..params import Params, invalid
 from ..runtime import LaunchOptions
@@ -30,8 +31,9 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     key = p.text("idempotency_key", None, max_len=256)
     p.finish()
     for arg in options.args:
-        if arg.split("=", 1)[0] in _RESERVED_ARGS:
-            raise invalid("args", f"{arg!r} is set by the daemon and cannot be overridden",
+        if (switch := reserved_switch(arg)) is not None:
+            raise invalid("args", f"{arg!r} sets {switch}, which the daemon sets and a launch "
+                          "cannot override",
                           "Use the launch params (profile, headless) instead.")
 
     async def launch() -> dict[str, Any]:
@@ -59,10 +61,6 @@ async def runtimes_stats(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
             hint="Launch it first.", data={"status": rt.record.status},
         )
     return {"runtime_id": rt.id, "name": rt.record.name, "space": rt.record.space, **sample}
-
-
-_RESERVED_ARGS = frozenset({"--user-data-dir", "--remote-debugging-port",
-                            "--remote-debugging-pipe", "--remote-debugging-address"})
 
 
 @method("runtimes.get")
