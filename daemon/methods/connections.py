@@ -10,11 +10,11 @@ from ..params import Params
 
 @method("connections.create")
 async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
-    rt = api.runtime(p)
     protocol = p.choice("protocol", ("cdp",), "cdp")
     ttl_s = p.number("ttl_s", 600, low=1, high=86400)
     exclusive = p.flag("exclusive", False)
     label = p.label("label", None)
+    rt = api.runtime(p)
     p.finish()
     lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
                                              exclusive=exclusive, label=label,
