@@ -28,7 +28,7 @@ import trio
 from . import storage
 from .actions import ACTIONS, ActionFailed, Step
 from .cdp_client import CdpError
-from .errors import ApiError
+from .errors import ApiError, resource_error
 from .idempotency import IdempotencyStore
 from .registry import Registry
 from .runtime import Actor, Runtime
@@ -211,6 +211,18 @@ class Invocations:
         except (CdpError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._finish(rt, inv, Status.FAILED, message=f"the browser connection failed: {exc}",
                          hint="The browser may have crashed or stopped; check the run's events.")
+        except Exception as exc:
+            # Anything else (a full disk under a screenshot's artifact, say) fails this
+            # invocation only: the run's link, and every other invocation on it, go on.
+            error = resource_error(exc, f"running {inv.action}")
+            if error is not None:
+                log.warning("invocation %s failed: %s", inv.id, error.message)
+            else:
+                log.exception("invocation %s failed unexpectedly", inv.id)
+                error = ApiError("rpc.internal_error", f"{inv.action} failed unexpectedly: {exc!r}",
+                                 hint="This is a bug in browserd; the daemon log has details.")
+            self._finish(rt, inv, Status.FAILED, message=error.message, hint=error.hint,
+                         data={"cause": error.code, **error.data})
         finally:
             if inv.status not in FINISHED:
                 if inv.scope.cancelled_caught and not inv.cancel_requested:

@@ -25,7 +25,7 @@ import trio
 from browserd.client import wire
 
 from .api import Api, Caller, Method
-from .errors import ApiError
+from .errors import ApiError, resource_error
 from .params import Params
 
 log = logging.getLogger("browserd.rpc")
@@ -402,37 +402,11 @@ class Session:
             self._send_lock.release()
 
 
-# OS errors that say the machine is short of something (not a bug, not a bad request): the
-# request fails with a clean error and the daemon goes on serving.
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
-
 def _resource_error(exc: BaseException, method: str) -> ApiError | None:
-    """`state.unwritable` or `daemon.resources_exhausted` for a request that failed on a full
-    disk or out of file descriptors or memory; None for anything else."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if not isinstance(exc, OSError) or exc.errno not in _DISK_ERRNOS | _RESOURCE_ERRNOS:
-        return None
-    code = errno.errorcode[exc.errno]
-    reason = f"{code}: {exc.strerror or exc}"
-    log.warning("method %s failed: %s", method, reason)
-    if exc.errno in _DISK_ERRNOS:
-        return ApiError(
-            "state.unwritable",
-            f"The daemon could not write its state while serving {method} ({reason}).",
-            hint="Free space on the disk holding the state directory (or fix its "
-                 "permissions), then retry.",
-            data={"errno": code},
-        )
-    return ApiError(
-        "daemon.resources_exhausted",
-        f"The daemon ran out of file descriptors or memory while serving {method} ({reason}).",
-        hint="Close idle clients or stop runtimes, or raise the daemon's limits "
-             "(LimitNOFILE= for the service), then retry.",
-        data={"errno": code},
-    )
+    error = resource_error(exc, f"serving {method}")
+    if error is not None:
+        log.warning("method %s failed: %s", method, error.message)
+    return error
 
 
 def _single_api_error(exc: BaseException) -> ApiError | None:

@@ -321,6 +321,17 @@ def test_state_dir_on_a_full_filesystem(make_daemon: Any, small_state_fs: Path) 
         ]:
             call_clean(bd, method, params)
         assert bd.runtimes.get("full").status == "active"
+        # A screenshot whose artifact the disk refuses fails that one action, as a full disk;
+        # the run's control link goes on (it used to die, and every later action said
+        # runtime.not_active while the runtime said active).
+        with pytest.raises(errors.InvocationFailed) as caught:
+            runtime.invocations.create("screenshot", {})
+        record = caught.value.data["invocation"]
+        assert record["status"] == "failed"
+        assert record["error"]["data"]["cause"] == "state.unwritable", record
+        assert "ENOSPC" in record["error"]["message"]
+        assert runtime.invocations.create("evaluate", {"expression": "6 * 7"}).output == 42
+        assert runtime.targets.list()
         # A stop must complete even though the disk cannot take its records.
         call_clean(bd, "runtimes.stop", {"name": "full"})
         assert bd.runtimes.get("full").status == "stopped", "a full disk wedged the stop"
