@@ -19,7 +19,7 @@ test: setup $(JS_STAMP) lint typecheck unit
 
 setup: $(STAMP) browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	scripts/ensure-python.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -34,7 +34,7 @@ $(JS_STAMP): package.json package-lock.json
 	touch $(JS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon client tests
+	$(BIN)/ruff check daemon client tests setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

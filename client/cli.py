@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from . import cli_artifacts, cli_control, doctor
 from ._sync import Client, Run
+from ._version import __version__
 from .cli_format import (
     StatsRow,
     event_table,
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="browserctl", description="Control the browserd daemon.", parents=[common]
     )
+    parser.add_argument("--version", action="version", version=f"browserctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, fn: Command, help: str) -> argparse.ArgumentParser:

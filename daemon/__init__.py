@@ -1,3 +1,5 @@
 """browserd daemon: supervises Chromium runtimes and serves the msgpack-RPC API."""
 
-__version__ = "0.1.0"
+from browserd.client._version import __version__
+
+__all__ = ["__version__"]

@@ -50,8 +50,9 @@ _PLAYWRIGHT_BUILDS = (
 )
 
 NOT_FOUND_HINT = (
-    "Install Chromium with `apt-get install chromium` (Debian/Ubuntu) or "
-    "`python -m playwright install chromium`, or set browser.executable in the config "
+    "Install Chromium with `apt-get install chromium` (Debian/Ubuntu), or Playwright's with "
+    "`pip install 'browserd[playwright]'` then `python -m playwright install chromium`, "
+    "or set browser.executable in the config "
     f"(or ${ENV_VAR}) to the path of a Chromium or Chrome executable."
 )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import __version__, check_config, logs
+from . import __version__, check_config, install_units, logs
 from .config import ConfigError, load
 from .listen_fds import activated_listener, socket_path
 from .notify import Notifier
@@ -42,12 +42,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="with --check-config: print it as one JSON object")
     parser.add_argument("--version", action="version", version=f"browserd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    units = commands.add_parser(
+        "install-units", help="write the systemd units for this installation and exit",
+        description="Write browserd.service and browserd.socket with ExecStart= naming this "
+                    "installation's browserd (user units in ~/.config/systemd/user, system "
+                    "units in /etc/systemd/system). Enables nothing; prints what to run next.")
+    scope = units.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--user", dest="scope", action="store_const", const="user",
+                       help="units for `systemctl --user`")
+    scope.add_argument("--system", dest="scope", action="store_const", const="system",
+                       help="units for a system service run as the browserd user")
+    units.add_argument("--dir", type=Path, help="write into DIR instead")
+    units.add_argument("--force", action="store_true", help="replace units that differ")
+    units.add_argument("--dry-run", action="store_true", help="say what would be written")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "install-units":
+        return install_units.install(args.scope, args.dir, force=args.force,
+                                     dry_run=args.dry_run)
     if args.json and not args.check_config:
         parser.error("--json goes with --check-config")
     notifier = Notifier.from_environ()
