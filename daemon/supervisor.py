@@ -14,6 +14,7 @@ make up "the tree", and the signalling and reaping of them, is process_tree.py's
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -476,8 +477,13 @@ class BrowserProcess:
             await self._tree.signal(signal.SIGTERM, sweep=False)
             with trio.move_on_after(min(grace_s, TERM_WAIT_S)):
                 await self._tree.wait_gone(sweep=False)
-        # Even when the group left by itself: what escaped it (crashpad) is found by name.
+        # Even when the group left by itself: what escaped it (crashpad) is found by its tag.
         await self._tree.kill(sweep=True)
+        if self._tree.gone:
+            # Chromium leaves it after a clean exit too; it would name a dead port (the next
+            # launch deletes it anyway, but `browserctl doctor` and other tools read it).
+            with contextlib.suppress(OSError):
+                (self.user_data_dir / "DevToolsActivePort").unlink(missing_ok=True)
 
     async def _close_over_cdp(self) -> bool:
         """Send Browser.close; False when it could not be delivered."""

@@ -1,5 +1,5 @@
-"""`browserctl doctor` against a real daemon and real leftovers: healthy means exit 0; a stale
-SingletonLock, a stale DevToolsActivePort, leftover browser processes or an open socket mean
+"""`browserctl doctor` against a real daemon and real leftovers: healthy means exit 0 (also
+after ordinary stops); a stale SingletonLock, leftover browser processes or an open socket mean
 exit 1 with the problem and its fix named."""
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ def headless_daemon(short_dir: Path) -> DaemonProcess:
 def test_healthy_daemon(headless_daemon: DaemonProcess) -> None:
     headless_daemon.start()
     try:
+        # Ordinary stops leave nothing doctor should fail on (Chromium leaves its
+        # DevToolsActivePort on a clean exit; the daemon removes it).
+        for name in ("was", "were"):
+            headless_daemon.ctl("launch", name, "--profile", name)
+            headless_daemon.ctl("stop", name)
+            profile = headless_daemon.state_dir / "profiles" / name / "user-data"
+            assert not (profile / "DevToolsActivePort").exists()
         headless_daemon.ctl("launch", "fine", "--profile", "fine")
         done = doctor(headless_daemon.env)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -50,13 +57,13 @@ def test_healthy_daemon(headless_daemon: DaemonProcess) -> None:
         by_check = {c["check"]: c["message"] for c in report["checks"]}
         assert "chromium-headless-shell" in by_check["browser"]
         assert "mode 0600" in by_check["socket"]
-        assert "1 of 1 runtimes active" in by_check["daemon"]
+        assert "1 of 3 runtimes active" in by_check["daemon"]
         assert "the daemon's own" in by_check["processes"]  # the live profile is not stale
     finally:
         assert headless_daemon.stop() == 0
 
 
-def test_stale_singleton_lock_and_devtools_port(headless_daemon: DaemonProcess) -> None:
+def test_stale_singleton_lock(headless_daemon: DaemonProcess) -> None:
     headless_daemon.start()
     try:
         profiles = headless_daemon.state_dir / "profiles"
@@ -75,14 +82,14 @@ def test_stale_singleton_lock_and_devtools_port(headless_daemon: DaemonProcess) 
         out = done.stdout
         assert f"FAIL  profiles   stale SingletonLock in {locked}" in out
         assert f"rm -f {locked}/SingletonLock {locked}/SingletonSocket" in out
-        assert f"FAIL  profiles   stale DevToolsActivePort in {ported}" in out
-        assert f"fix: rm {ported}/DevToolsActivePort" in out
+        # A DevToolsActivePort without a browser is harmless (deleted before each launch).
+        assert str(ported) not in out
         assert str(alive) not in out
-        assert out.splitlines()[-1] == "2 problem(s) found"
+        assert out.splitlines()[-1] == "1 problem(s) found"
         report = json.loads(doctor(headless_daemon.env, "--json").stdout)
         assert report["healthy"] is False
         failed = [c for c in report["checks"] if c["status"] == "fail"]
-        assert [c["check"] for c in failed] == ["profiles", "profiles"]
+        assert [c["check"] for c in failed] == ["profiles"]
         assert all(c["fix"].startswith("rm ") for c in failed)
     finally:
         assert headless_daemon.stop() == 0
