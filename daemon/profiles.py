@@ -196,10 +196,24 @@ def not_found(name: str) -> ApiError:
 def in_use(name: str, holder: dict[str, Any] | None) -> ApiError:
     return ApiError(
         "profile.in_use",
-        f"Profile {name!r} is in use by another runtime.",
+        f"Profile {name!r} is in use by {describe_holder(holder)}.",
         hint="Stop that runtime first, or clone the profile to a new name.",
         data={"profile": name, "holder": holder},
     )
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """'runtime default/crm (run run_…, since …)', or what else holds the profile."""
+    holder = holder or {}
+    if holder.get("operation"):
+        return f"a {holder['operation']} in progress"
+    if holder.get("space") and holder.get("name"):
+        text = f"runtime {holder['space']}/{holder['name']}"
+        details = [f"run {holder['run_id']}"] if holder.get("run_id") else []
+        if holder.get("since"):
+            details.append(f"since {holder['since']}")
+        return text + (f" ({', '.join(details)})" if details else "")
+    return "another runtime"
 
 
 def _pid_alive(pid: int) -> bool:

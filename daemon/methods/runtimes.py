@@ -36,9 +36,15 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
                           "cannot override",
                           "Use the launch params (profile, headless) instead.")
 
+    given = {key for key in _CONFIG_KEYS if p.has(key)} | ({"metadata"} if options.metadata
+                                                           else set())
+
     async def launch() -> dict[str, Any]:
         rt, run, started = await api.registry.launch(space, name, options, caller.actor())
-        return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started}
+        warnings = [] if started else _not_applied(rt.record.config, rt.record.metadata,
+                                                   options, given)
+        return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started,
+                "warnings": warnings}
 
     if key is None:
         return await launch()
@@ -46,6 +52,26 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     fingerprint = {"space": space, "name": name, **attrs.asdict(options)}
     result, _ = await api.control.idempotency.run("runtimes.launch", key, fingerprint, launch)
     return dict(result)
+
+
+_CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memory_limit_mb",
+                "args")
+
+
+def _not_applied(running: dict[str, Any], metadata: dict[str, Any], options: LaunchOptions,
+                 given: set[str]) -> list[str]:
+    """What a launch of a runtime that is already running asked for and did not get: the
+    options it gave that differ from the running ones (they take effect at the next start)."""
+    wanted = options.config()
+    warnings = [
+        f"{key}={wanted[key]!r} was not applied: the runtime is running with "
+        f"{running.get(key)!r}; stop it and launch again to change it"
+        for key in _CONFIG_KEYS if key in given and wanted[key] != running.get(key)
+    ]
+    if "metadata" in given and dict(options.metadata) != metadata:
+        warnings.append("metadata was not applied: the runtime is running; change it with "
+                        "runtimes.update")
+    return warnings
 
 
 @method("runtimes.stats")
