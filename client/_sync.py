@@ -423,8 +423,8 @@ class BrowserRuntimes:
         *,
         profile: str | None = None,
         metadata: dict[str, Any] | None = None,
-        headless: bool = True,
-        restart: str = "no",
+        headless: bool | None = None,
+        restart: str | None = None,
         idle_timeout_s: float | None = None,
         max_lifetime_s: float | None = None,
         args: Collection[str] | None = None,
@@ -435,7 +435,10 @@ class BrowserRuntimes:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
         On an active runtime this returns it as it is, unless ``profile`` differs
-        (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
+        (RuntimeNameConflict); options given that differ from the running ones are not
+        applied, and each is reported as a :class:`~browserd.client.errors.LaunchWarning`
+        (Python's ``warnings``). ``headless`` defaults to true and ``restart`` (``"no"`` or
+        ``"on-failure"``) to ``"no"``.
         ``memory_limit_mb`` (at least 64) stops the run (end reason ``memory_limit``) when
         the browser tree's RSS exceeds it. ``wait_s`` queues up to that many seconds for
         a free slot when ``limits.max_runtimes`` are running, instead of failing at once

@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any
 
-from . import cli_artifacts, cli_control, doctor
+from . import cli_artifacts, cli_completion, cli_control, cli_spaces, doctor
 from ._sync import Client, Run
 from ._version import __version__
+from .cli_errors import report_error
 from .cli_format import (
     StatsRow,
     event_table,
@@ -31,7 +33,13 @@ from .cli_format import (
     to_json,
 )
 from .cli_timeline import print_timeline
-from .errors import BrowserdError, RunNotFound, RuntimeNotActive, RuntimeNotFound
+from .errors import (
+    BrowserdError,
+    LaunchWarning,
+    RunNotFound,
+    RuntimeNotActive,
+    RuntimeNotFound,
+)
 
 # The formatting helpers moved to cli_format; they stay importable from here.
 __all__ = ["build_parser", "event_table", "main", "parse_args", "short_data", "short_time",
@@ -42,18 +50,22 @@ __all__ = ["build_parser", "event_table", "main", "parse_args", "short_data", "s
 
 
 def cmd_launch(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
-    runtime = bd.space(args.space).runtimes.browser.launch(
-        args.name,
-        profile=args.profile,
-        metadata=args.meta,
-        headless=not args.headful,
-        restart=args.restart,
-        idle_timeout_s=args.idle_timeout,
-        max_lifetime_s=args.max_lifetime,
-        args=args.arg,
-        memory_limit_mb=args.memory_limit,
-        wait_s=args.wait,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LaunchWarning)
+        runtime = bd.space(args.space).runtimes.browser.launch(
+            args.name,
+            profile=args.profile,
+            metadata=args.meta,
+            headless=False if args.headful else None,
+            restart=args.restart,
+            idle_timeout_s=args.idle_timeout,
+            max_lifetime_s=args.max_lifetime,
+            args=args.arg,
+            memory_limit_mb=args.memory_limit,
+            wait_s=args.wait,
+        )
+    for warning in caught:  # the running runtime kept its own options
+        print(f"warning: {warning.message}", file=sys.stderr)
     text = f"{runtime.space}/{runtime.name} {runtime.status} (run {runtime.active_run_id or '-'})"
     return runtime, text
 
@@ -272,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = named("launch", cmd_launch, "start a browser runtime (created if new)")
     p.add_argument("--profile", help="persistent profile name (default: ephemeral)")
     p.add_argument("--headful", action="store_true", help="show the browser window")
-    p.add_argument("--restart", choices=("no", "on-failure"), default="no")
+    p.add_argument("--restart", choices=("no", "on-failure"),
+                   help="restart it after a crash (default: no)")
     p.add_argument("--idle-timeout", type=_positive, metavar="S", help="stop after S idle seconds")
     p.add_argument("--max-lifetime", type=_positive, metavar="S", help="stop after S seconds")
     p.add_argument(
@@ -317,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="stop it first if needed")
 
     cli_control.add_commands(named)  # invoke, tabs, files
+    cli_spaces.add_commands(command, named, common)  # spaces, connections
     cli_artifacts.add_commands(named, _run_of)
 
     command("status", cmd_status, "show the daemon's status")
@@ -324,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"
     sub.add_parser("doctor", help=help, description=help, parents=[common])
+    help = "print a shell completion script (bash, zsh or fish)"
+    sub.add_parser("completion", help=help, description=help).add_argument(
+        "shell", choices=cli_completion.SHELLS)
 
     p = command("profiles", cmd_profiles, "list persistent profiles (or show, rm, clone one)")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -361,17 +378,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def report_error(err: BrowserdError, stream: TextIO) -> None:
-    print(f"error: {err.code}: {err.message}", file=stream)
-    if err.hint:
-        print(f"hint: {err.hint}", file=stream)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``browserctl``; returns the exit status."""
     args = parse_args(argv)
     if args.command == "doctor":
         return doctor.run(args.socket, as_json=args.json)
+    if args.command == "completion":
+        print(cli_completion.script(build_parser(), args.shell), end="")
+        return 0
     try:
         with Client(args.socket, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)
@@ -380,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if output:  # empty when the command printed as it went (stats)
             print(output)
     except BrowserdError as err:
-        report_error(err, sys.stderr)
+        report_error(err, sys.stderr, args=args, as_json=args.json)
         return 1
     except KeyboardInterrupt:
         return 130

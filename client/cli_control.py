@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,14 @@ def cmd_invoke(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
         timeout_s=args.timeout,
         wait=not args.no_wait,
     )
-    lines = [f"{inv.id} {inv.action} {inv.status}"]
+    # Only the result goes to stdout (`T=$(browserctl invoke crm evaluate ...)` holds the
+    # value); what happened goes to stderr.
+    if not args.json:
+        print(f"{inv.id} {inv.action} {inv.status}", file=sys.stderr)
     output = inv.output
     artifact = output.get("artifact") if isinstance(output, dict) else None
+    if args.no_wait:
+        return inv, inv.id
     if args.output and inv.status == "succeeded":
         if isinstance(artifact, dict):
             size = _save_artifact(bd, artifact, Path(args.output))
@@ -81,13 +87,16 @@ def cmd_invoke(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
             text = output if isinstance(output, str) else json.dumps(output, indent=2)
             Path(args.output).write_text(text + ("" if text.endswith("\n") else "\n"))
             size = Path(args.output).stat().st_size
-        lines.append(f"saved {human_bytes(size)} to {args.output}")
-    elif isinstance(artifact, dict):
-        lines.append(f"artifact {artifact.get('id')} {artifact.get('name')} "
-                     f"({human_bytes(artifact.get('size_bytes'))}) in run {artifact.get('run_id')}")
-    elif inv.status == "succeeded":
-        lines.append(output if isinstance(output, str) else json.dumps(output, indent=2))
-    return inv, "\n".join(lines)
+        if not args.json:
+            print(f"saved {human_bytes(size)} to {args.output}", file=sys.stderr)
+        return inv, ""
+    if isinstance(artifact, dict):
+        return inv, (f"artifact {artifact.get('id')} {artifact.get('name')} "
+                     f"({human_bytes(artifact.get('size_bytes'))}) in run "
+                     f"{artifact.get('run_id')}")
+    if inv.status == "succeeded":
+        return inv, output if isinstance(output, str) else json.dumps(output, indent=2)
+    return inv, ""
 
 
 def cmd_tabs(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:

@@ -38,6 +38,7 @@ __all__ = [
     "InvocationFailed",
     "InvocationNotFound",
     "InvocationTimedOut",
+    "LaunchWarning",
     "MethodNotFound",
     "NoActiveRun",
     "NotFoundError",
@@ -343,3 +344,8 @@ def error_from_wire(obj: Any) -> BrowserdError:
         hint if isinstance(hint, str) else "",
         data if isinstance(data, dict) else {},
     )
+
+
+class LaunchWarning(UserWarning):
+    """A launch of a runtime that was running already did not apply an option it gave (the
+    running browser keeps its own; the option applies at the next start)."""

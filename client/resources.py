@@ -7,6 +7,7 @@ through a portal, so the logic lives here only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncGenerator, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ import attrs
 
 from .artifacts import AsyncRunArtifacts
 from .control import AsyncFiles, AsyncInvocations, AsyncTargets
-from .errors import ConnectionLost, NoActiveRun
+from .errors import ConnectionLost, LaunchWarning, NoActiveRun
 from .records import (
     ConnectionRecord,
     Event,
@@ -231,8 +232,8 @@ class AsyncBrowserRuntimes:
         *,
         profile: str | None = None,
         metadata: dict[str, Any] | None = None,
-        headless: bool = True,
-        restart: str = "no",
+        headless: bool | None = None,
+        restart: str | None = None,
         idle_timeout_s: float | None = None,
         max_lifetime_s: float | None = None,
         args: Collection[str] | None = None,
@@ -243,7 +244,10 @@ class AsyncBrowserRuntimes:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
         On an active runtime this returns it as it is, unless ``profile`` differs
-        (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
+        (RuntimeNameConflict); options given that differ from the running ones are not
+        applied, and each is reported as a :class:`~browserd.client.errors.LaunchWarning`
+        (Python's ``warnings``). ``headless`` defaults to true and ``restart`` (``"no"`` or
+        ``"on-failure"``) to ``"no"``.
         ``memory_limit_mb`` (at least 64) stops the run (end reason ``memory_limit``) when
         the browser tree's RSS exceeds it. ``wait_s`` queues up to that many seconds for
         a free slot when ``limits.max_runtimes`` are running, instead of failing at once
@@ -266,6 +270,8 @@ class AsyncBrowserRuntimes:
                 wait_s=wait_s,
             ),
         )
+        for text in result.get("warnings") or ():
+            warnings.warn(LaunchWarning(text), stacklevel=2)
         return from_wire(AsyncRuntime, result["runtime"], client=self._client)
 
 

@@ -31,7 +31,7 @@ def test_launch_options() -> None:
 
 def test_defaults() -> None:
     args = cli.parse_args(["launch", "crm"])
-    assert (args.space, args.profile, args.headful, args.restart) == ("default", None, False, "no")
+    assert (args.space, args.profile, args.headful, args.restart) == ("default", None, False, None)
     assert (args.meta, args.arg) == (None, None)
     args = cli.parse_args(["connect", "crm"])
     assert (args.ttl, args.exclusive, args.label, args.http) == (600.0, False, None, False)

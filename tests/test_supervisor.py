@@ -461,7 +461,8 @@ async def test_concurrent_stops_share_one_shutdown(tmp_path: Path, pumps: trio.N
 # ---------------------------------------------------------------- sweep and reaping
 
 
-def _tagged_sleeper(tag: str | None, *, argv_extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+def _tagged_sleeper(tag: str | None, *,
+                    argv_extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """A process (with a child) in a session of its own, carrying `tag` as its spawn tag."""
     env = {k: v for k, v in os.environ.items() if k != spawn_tags.ENV_VAR}
     if tag is not None:

@@ -30,14 +30,18 @@ def test_invoke_tabs_files(shell_process: DaemonProcess, site: str, tmp_path: Pa
     ctl = shell_process.ctl
     ctl("launch", "crm")
 
-    out = ctl("invoke", "crm", "navigate", "--param", f"url={site}/tall").stdout
-    assert "succeeded" in out and "tall page" in out
-    value = ctl("invoke", "crm", "evaluate", "--param", "expression=6*7").stdout
-    assert value.splitlines()[-1] == "42"
+    done = ctl("invoke", "crm", "navigate", "--param", f"url={site}/tall")
+    assert "succeeded" in done.stderr and "tall page" in done.stdout
+    # Only the result on stdout: `T=$(browserctl invoke ...)` holds the value.
+    evaluated = ctl("invoke", "crm", "evaluate", "--param", "expression=6*7")
+    assert evaluated.stdout == "42\n"
+    assert evaluated.stderr.split()[1:] == ["evaluate", "succeeded"]
+    title = ctl("invoke", "crm", "evaluate", "--param", "expression=document.title").stdout
+    assert title == "tall page\n"
 
     shot = tmp_path / "shot.png"
-    out = ctl("invoke", "crm", "screenshot", "--param", "full_page=true", "-o", str(shot)).stdout
-    assert "saved" in out
+    saved = ctl("invoke", "crm", "screenshot", "--param", "full_page=true", "-o", str(shot))
+    assert "saved" in saved.stderr and saved.stdout == ""
     assert png_size(shot.read_bytes())[1] >= 3000
     text = tmp_path / "page.txt"
     ctl("invoke", "crm", "content", "--param", "format=text", "-o", str(text))

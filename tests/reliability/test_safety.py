@@ -12,8 +12,6 @@ every spelling.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +25,7 @@ import pytest
 from browserd.client import Client, errors
 from browserd.daemon import roots
 
-from .harness import BIN, REPORT, Daemon, assert_no_orphans, check_run_logs, config_text
+from .harness import BIN, REPORT, Daemon, assert_no_orphans, config_text
 
 BAD_NAMES = [".", "..", "...", ".hidden", "a/b", "/", "../x", "a\0b", "a\nb", "tab\there",
              "x" * 65, ""]
