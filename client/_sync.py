@@ -437,9 +437,10 @@ class BrowserRuntimes:
         On an active runtime this returns it as it is, unless ``profile`` differs
         (RuntimeNameConflict). ``restart`` is ``"no"`` or ``"on-failure"``.
         ``memory_limit_mb`` (at least 64) stops the run (end reason ``memory_limit``) when
-        the browser tree's RSS exceeds it. ``wait_s`` queues up to that many seconds for
-        a free slot when ``limits.max_runtimes`` are running, instead of failing at once
-        with ConcurrentQuotaExceeded.
+        the browser tree's memory (its PSS, as ``stats().memory_bytes``) exceeds it.
+        ``wait_s`` queues up to that many seconds for a free slot when
+        ``limits.max_runtimes`` are running, instead of failing at once with
+        ConcurrentQuotaExceeded.
         """
         runtime = self._bd._run(
             self._impl.launch,
