@@ -2,9 +2,10 @@
 
 A runtime the state files call live was left by a daemon that is gone. With `live_restore` its
 browser is adopted when it is still there (same pid, start time and user-data-dir); otherwise
-the run ends as `daemon_lost` and every process naming its user-data-dir is killed. Ephemeral
-profiles that no live run uses are removed. Every action is logged, and written into the run's
-event log.
+the run ends as `daemon_lost` and every process naming its user-data-dir is killed; downloads
+it left in flight are recorded as failed and their partial files removed (lost_downloads.py).
+Ephemeral profiles that no live run uses are removed. Every action is logged, and written into
+the run's event log.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import storage
+from . import lost_downloads, storage
 from .errors import ApiError
 from .lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from .model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
@@ -84,7 +85,7 @@ class Reconciler:
                 return
             except (ApiError, LookupError, OSError) as exc:
                 log.warning("cannot adopt %s/%s: %s", rt.record.space, rt.record.name, exc)
-        self.reconcile_lost(rt)
+        await self.reconcile_lost(rt)
 
     async def adopt(self, rt: Runtime, run: RunRecord, info: dict[str, Any]) -> None:
         user_data_dir = Path(info["user_data_dir"])
@@ -123,8 +124,9 @@ class Reconciler:
             raise
         log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
 
-    def reconcile_lost(self, rt: Runtime) -> None:
-        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`."""
+    async def reconcile_lost(self, rt: Runtime) -> None:
+        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`,
+        its downloads in flight as failed."""
         record = rt.record
         killed: list[int] = []
         user_data_dir = (record.process or {}).get("user_data_dir")
@@ -136,7 +138,14 @@ class Reconciler:
             killed = sweep_user_data_dir(Path(user_data_dir))
         run = self.registry.runs.get(record.active_run_id or "")
         if run is not None and run.status not in FINISHED_RUN:
+            # After the sweep: no browser writes into the staging folder any more. A whole log
+            # to read and files to remove: in a worker thread.
+            downloads = await trio.to_thread.run_sync(
+                _lost_downloads, self.registry.artifacts.run_dir(run))
             event_log = self.registry.open_log(run)
+            for download in downloads:
+                event_log.append("download", {**download["data"], "reason": "daemon_lost"},
+                                 status="failed", target=download["target"])
             event_log.append(
                 "runtime.lifecycle",
                 {"end_reason": "daemon_lost", "killed_pids": killed},
@@ -154,6 +163,22 @@ class Reconciler:
         self.registry.save_runtime(rt)
         log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
                  record.name, killed or "nothing")
+
+
+def _lost_downloads(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's downloads its dead daemon left in flight; their partial files removed from
+    the run's staging folder (before the failures are logged: a daemon that dies in between
+    leaves the run live, and the next reconcile finds the same downloads)."""
+    try:
+        downloads = lost_downloads.unfinished_downloads(run_dir / "events.jsonl")
+    except OSError as exc:  # the run still ends; its log said what it could
+        log.warning("run %s: could not read its log for lost downloads: %s", run_dir.name, exc)
+        downloads = []
+    removed = lost_downloads.clear_staging(run_dir)
+    if downloads or removed:
+        log.info("run %s: %d download(s) lost with the daemon; removed %s from its staging "
+                 "folder", run_dir.name, len(downloads), removed or "nothing")
+    return downloads
 
 
 @contextlib.contextmanager
