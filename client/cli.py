@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta", action="append", type=_meta, metavar="K=V", help="metadata, repeatable"
     )
     p.add_argument(
-        "--memory-limit", type=_megabytes, metavar="MB", help="stop it past MB of RSS (>= 64)"
+        "--memory-limit", type=_megabytes, metavar="MB",
+        help="stop it past MB of memory (PSS, >= 64)",
     )
     p.add_argument(
         "--wait", type=_seconds, metavar="S", help="queue up to S seconds for a free slot"
@@ -358,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         "to", metavar="TO", help="the new profile's name"
     )
 
-    p = command("stats", cmd_stats, "live CPU, memory and process counts of running browsers")
+    p = command("stats", cmd_stats,
+                "live CPU, memory (PSS: shared pages counted once) and process counts of "
+                "running browsers")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these runtimes")
     p.add_argument("--space", help="the runtimes' space (default: every space, or default)")
     p.add_argument("--no-stream", action="store_true", help="print one table and exit")

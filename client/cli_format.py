@@ -109,7 +109,9 @@ def stats_table(rows: Sequence[StatsRow]) -> str:
     for runtime, stats in rows:
         figures: tuple[object, ...] = (None,) * 4
         if stats is not None:
-            cpu, mem = f"{stats.cpu_percent:.1f}%", human_bytes(stats.rss_bytes)
+            # MEM is the tree's PSS (summed RSS from a daemon that predates memory_bytes)
+            memory = stats.rss_bytes if stats.memory_bytes is None else stats.memory_bytes
+            cpu, mem = f"{stats.cpu_percent:.1f}%", human_bytes(memory)
             figures = (cpu, mem, stats.processes, stats.targets)
         lines.append((runtime.name, runtime.space, *figures))
     return table(STATS_HEADERS, lines)
@@ -117,7 +119,8 @@ def stats_table(rows: Sequence[StatsRow]) -> str:
 
 def stats_document(rows: Sequence[StatsRow]) -> list[dict[str, Any]]:
     """The ``--json`` list: each measurement plus the runtime's ``status``; nulls if none."""
-    empty = dict.fromkeys(("cpu_percent", "rss_bytes", "processes", "targets", "sampled_at"))
+    empty = dict.fromkeys(("cpu_percent", "memory_bytes", "rss_bytes", "processes", "targets",
+                           "sampled_at"))
     return [
         {"runtime_id": runtime.id, "name": runtime.name, "space": runtime.space,
          **(empty if stats is None else stats.to_dict()), "status": runtime.status}

@@ -276,13 +276,18 @@ class RuntimeStats:
     """One measurement of a runtime's whole browser process tree (``runtime.stats()``).
 
     ``cpu_percent`` is summed over the tree's processes since the previous sample (100 is
-    one core); ``targets`` counts page targets and is None when the browser did not answer.
+    one core); ``memory_bytes`` is the tree's PSS (a page shared by N processes counts 1/N in
+    each; ``memory_limit_mb`` applies to it, and None from a daemon that predates it);
+    ``rss_bytes`` is RSS summed over the processes, which counts shared pages once per
+    process (several times what the tree holds); ``targets`` counts page targets and is None
+    when the browser did not answer.
     """
 
     runtime_id: str = ""
     name: str = ""
     space: str = ""
     cpu_percent: float = 0.0
+    memory_bytes: int | None = None
     rss_bytes: int = 0
     processes: int = 0
     targets: int | None = None

@@ -42,6 +42,7 @@ import trio
 
 from .cdp_client import CdpConnection, CdpError
 from .errors import ApiError
+from .lost_downloads import STAGING_DIR
 from .registry import Registry
 from .runtime import Runtime
 
@@ -72,7 +73,7 @@ class DownloadTracker:
         self.cdp = cdp
         self._emit = emit  # observer's emit(type, data, status=, target=)
         self._nursery = nursery
-        self.staging = registry.artifacts.artifacts_dir(rt.run) / ".incoming"
+        self.staging = registry.artifacts.artifacts_dir(rt.run) / STAGING_DIR
         self._downloads: dict[str, _Download] = {}
 
     # ------------------------------------------------------------------ behaviour

@@ -1,9 +1,13 @@
 """Resource use of each browser tree: samples, `resource.sample` events, and the memory limit.
 
 A run service: every `resources.sample_interval_s` it measures the whole process tree of the
-runtime (CPU %, RSS, process count, page targets), records a `resource.sample` event, and stops
-a runtime whose tree's RSS exceeds its `memory_limit_mb` with end reason `memory_limit`.
-`runtimes.stats` reads the same measurements, fresh.
+runtime (CPU %, memory, process count, page targets), records a `resource.sample` event, and
+stops a runtime whose tree's memory exceeds its `memory_limit_mb` with end reason
+`memory_limit`. `runtimes.stats` reads the same measurements, fresh.
+
+Memory is the tree's PSS (`memory_bytes`, see pss.py), not its summed RSS: Chromium's
+processes share most of their pages, and summed RSS counts each shared page once per process
+(`rss_bytes` stays in the samples, for compatibility).
 
 Finding a tree means reading every process in /proc (and the environment of each new one:
 helpers that leave the group are found by their spawn tag): about 30 us per process, so with
@@ -22,6 +26,7 @@ import trio
 from . import procutil, spawn_tags
 from .cdp_proxy import fetch_browser_json
 from .config import Config
+from .pss import Estimator
 from .registry import Registry
 from .runtime import Runtime
 from .storage import now_rfc3339
@@ -42,6 +47,7 @@ class ResourceMonitor:
         # psutil measures CPU between two readings of the same Process object, so each
         # runtime keeps its objects from one sample to the next.
         self._procs: dict[str, dict[int, psutil.Process]] = {}
+        self._pss: dict[str, Estimator] = {}  # each runtime's PSS readings, likewise
         self._snapshot: _Snapshot | None = None
         self._snapshot_at = 0.0
         self._reading: trio.Event | None = None  # set when the read in flight is done
@@ -63,17 +69,20 @@ class ResourceMonitor:
                     return
                 rt.log.append("resource.sample", sample)
                 limit = self.memory_limit_mb(rt)
-                if limit is not None and sample["rss_bytes"] > limit * MIB:
+                # Over the limit, memory_bytes was read exactly (never an estimate): see sample.
+                if limit is not None and sample["memory_bytes"] > limit * MIB:
                     rt.log.append("alert", {
                         "reason": "memory_limit",
-                        "message": f"The browser uses {sample['rss_bytes'] // MIB} MiB, over "
-                                   f"its limit of {limit} MiB: stopping it.",
+                        "message": f"The browser uses {sample['memory_bytes'] // MIB} MiB "
+                                   f"(PSS), over its limit of {limit} MiB: stopping it.",
+                        "memory_bytes": sample["memory_bytes"],
                         "rss_bytes": sample["rss_bytes"], "limit_mb": limit,
                     })
                     self.registry.request_stop(rt, "memory_limit")
                     return
         finally:
             self._procs.pop(rt.id, None)
+            self._pss.pop(rt.id, None)
 
     async def sample(self, rt: Runtime) -> dict[str, Any] | None:
         """Measure the runtime's process tree now; None if it has no browser."""
@@ -81,10 +90,13 @@ class ResourceMonitor:
         if process is None:
             return None
         known = self._procs.setdefault(rt.id, {})
+        pss = self._pss.setdefault(rt.id, Estimator())
+        limit = self.memory_limit_mb(rt)
+        exact_above = None if limit is None else limit * MIB
         procs = await self._processes()
         # Finding the tree among hundreds of processes is Python work: in the thread too.
         usage = await trio.to_thread.run_sync(
-            lambda: _measure(process.tree_pids(procs), known))
+            lambda: _measure(process.tree_pids(procs), known, pss, exact_above))
         usage["targets"] = await _count_pages(process.endpoint.host, process.endpoint.port)
         usage["sampled_at"] = now_rfc3339()
         return usage
@@ -119,9 +131,11 @@ def _read_processes() -> _Snapshot:
     return procs
 
 
-def _measure(pids: list[int], known: dict[int, psutil.Process]) -> dict[str, Any]:
+def _measure(pids: list[int], known: dict[int, psutil.Process], pss: Estimator,
+             exact_above: int | None) -> dict[str, Any]:
+    """CPU, summed RSS and PSS of `pids`; the PSS read exactly when over `exact_above`."""
     cpu = 0.0
-    rss = 0
+    rss_of: dict[int, int] = {}
     for pid in pids:
         proc = known.get(pid)
         try:
@@ -130,12 +144,14 @@ def _measure(pids: list[int], known: dict[int, psutil.Process]) -> dict[str, Any
                 proc.cpu_percent()  # primes the counter; counted from the next sample on
             with proc.oneshot():
                 cpu += proc.cpu_percent()
-                rss += proc.memory_info().rss
+                rss_of[pid] = proc.memory_info().rss
         except psutil.Error:
             known.pop(pid, None)
     for gone in set(known) - set(pids):
         del known[gone]
-    return {"cpu_percent": round(cpu, 1), "rss_bytes": rss, "processes": len(pids)}
+    memory = pss.total(rss_of, exact_above=exact_above)
+    return {"cpu_percent": round(cpu, 1), "memory_bytes": memory,
+            "rss_bytes": sum(rss_of.values()), "processes": len(pids)}
 
 
 async def _count_pages(host: str, port: int) -> int | None:

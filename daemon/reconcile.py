@@ -5,6 +5,8 @@ browser is adopted when it is still there (same pid, start time and spawn tag); 
 run ends as `daemon_lost`. Then one sweep kills whatever earlier daemons of this state dir left
 running, and nothing else: the processes carrying the state dir's spawn key (spawn_tags.py),
 and recorded browsers whose pid and start time still match; adopted browsers are kept.
+Downloads a lost run left in flight are recorded as failed and their partial files removed
+(lost_downloads.py).
 Ephemeral profiles that no live run uses are removed. Every action is logged, and written into
 the run's event log.
 """
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import storage
+from . import lost_downloads, storage
 from .errors import ApiError
 from .lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from .model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
@@ -89,7 +91,7 @@ class Reconciler:
                     f"{key}.{rt.record.active_run_id}"}
             pids = sorted(pid for tag in tags if tag for pid in killed.get(tag, ()))
             ended.update(tags)
-            self.reconcile_lost(rt, pids)
+            await self.reconcile_lost(rt, pids)
         others = sorted(pid for tag, pids in killed.items() if tag not in ended for pid in pids)
         if others:
             log.warning("killed %d processes left by an earlier daemon: %s", len(others), others)
@@ -146,13 +148,21 @@ class Reconciler:
             raise
         log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
 
-    def reconcile_lost(self, rt: Runtime, killed: list[int]) -> None:
-        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`
-        (`killed`: the pids of its browser that the sweep killed)."""
+    async def reconcile_lost(self, rt: Runtime, killed: list[int]) -> None:
+        """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`,
+        its downloads in flight as failed (`killed`: the pids of its browser that the sweep
+        killed)."""
         record = rt.record
         run = self.registry.runs.get(record.active_run_id or "")
         if run is not None and run.status not in FINISHED_RUN:
+            # After the sweep: no browser writes into the staging folder any more. A whole log
+            # to read and files to remove: in a worker thread.
+            downloads = await trio.to_thread.run_sync(
+                _lost_downloads, self.registry.artifacts.run_dir(run))
             event_log = self.registry.open_log(run)
+            for download in downloads:
+                event_log.append("download", {**download["data"], "reason": "daemon_lost"},
+                                 status="failed", target=download["target"])
             event_log.append(
                 "runtime.lifecycle",
                 {"end_reason": "daemon_lost", "killed_pids": killed},
@@ -179,6 +189,22 @@ def _recorded_browser(rt: Runtime) -> tuple[int, float] | None:
     if isinstance(pid, int) and isinstance(create_time, int | float):
         return pid, float(create_time)
     return None
+
+
+def _lost_downloads(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's downloads its dead daemon left in flight; their partial files removed from
+    the run's staging folder (before the failures are logged: a daemon that dies in between
+    leaves the run live, and the next reconcile finds the same downloads)."""
+    try:
+        downloads = lost_downloads.unfinished_downloads(run_dir / "events.jsonl")
+    except OSError as exc:  # the run still ends; its log said what it could
+        log.warning("run %s: could not read its log for lost downloads: %s", run_dir.name, exc)
+        downloads = []
+    removed = lost_downloads.clear_staging(run_dir)
+    if downloads or removed:
+        log.info("run %s: %d download(s) lost with the daemon; removed %s from its staging "
+                 "folder", run_dir.name, len(downloads), removed or "nothing")
+    return downloads
 
 
 @contextlib.contextmanager

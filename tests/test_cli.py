@@ -181,18 +181,22 @@ def test_stats_table_and_document() -> None:
     active = RuntimeRecord(id="rt_1", space="default", name="crm", status="active")
     stopped = RuntimeRecord(id="rt_2", space="lab", name="old", status="stopped")
     wire = {"runtime_id": "rt_1", "name": "crm", "space": "default", "cpu_percent": 12.25,
-            "rss_bytes": 150 * 2**20, "processes": 6, "targets": 1,
+            "memory_bytes": 45 * 2**20, "rss_bytes": 150 * 2**20, "processes": 6, "targets": 1,
             "sampled_at": "2026-11-28T10:06:46.822312Z"}  # fmt: skip
     rows = [(active, RuntimeStats.from_wire(wire)), (stopped, None)]
+    # MEM is the tree's PSS (memory_bytes), not its summed RSS
     assert cli_format.stats_table(rows).splitlines() == [
-        "NAME  SPACE    CPU %  MEM        PROCS  TARGETS",
-        "crm   default  12.2%  150.0 MiB  6      1",
-        "old   lab      -      -          -      -",
+        "NAME  SPACE    CPU %  MEM       PROCS  TARGETS",
+        "crm   default  12.2%  45.0 MiB  6      1",
+        "old   lab      -      -         -      -",
     ]
     assert cli_format.stats_document(rows) == [
         {**wire, "status": "active"},
         {"runtime_id": "rt_2", "name": "old", "space": "lab", "cpu_percent": None,
-         "rss_bytes": None, "processes": None, "targets": None, "sampled_at": None,
-         "status": "stopped"},
+         "memory_bytes": None, "rss_bytes": None, "processes": None, "targets": None,
+         "sampled_at": None, "status": "stopped"},
     ]  # fmt: skip
+    # A daemon that predates memory_bytes: MEM shows its summed RSS
+    older = {key: value for key, value in wire.items() if key != "memory_bytes"}
+    assert "150.0 MiB" in cli_format.stats_table([(active, RuntimeStats.from_wire(older))])
     assert cli_format.stats_table([]) == "NAME  SPACE  CPU %  MEM  PROCS  TARGETS"

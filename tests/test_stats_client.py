@@ -57,6 +57,8 @@ def test_runtime_stats_through_the_client(shell_daemon: DaemonProcess) -> None:
         assert isinstance(stats, RuntimeStats)
         assert (stats.runtime_id, stats.name, stats.space) == (runtime.id, "crm", "lab")
         assert stats.rss_bytes > 10 * 2**20, "a browser tree uses more than 10 MiB"
+        # its PSS: shared pages once, where the summed RSS counts them once per process
+        assert stats.memory_bytes is not None and 0 < stats.memory_bytes < stats.rss_bytes
         assert stats.processes >= 2, "browser plus at least one child"
         assert stats.cpu_percent >= 0 and stats.sampled_at.endswith("Z")
         assert stats.to_dict()["rss_bytes"] == stats.rss_bytes
@@ -102,6 +104,10 @@ def test_browserctl_stats(shell_daemon: DaemonProcess) -> None:
     for entry in document:
         assert entry["status"] == "active" and entry["runtime_id"].startswith("rt_")
         assert entry["rss_bytes"] > 10 * 2**20 and entry["processes"] >= 2
+        assert 0 < entry["memory_bytes"] < entry["rss_bytes"]
+    # MEM is the PSS: well under the summed RSS (less than half of it for Chromium)
+    mib = float(mem) * (1024 if unit == "GiB" else 1)
+    assert mib * 2**20 < 0.9 * document[1]["rss_bytes"], (mem, unit, document[1])
 
     assert set(stats_rows(ctl("stats", "a", "--no-stream").stdout)) == {"a"}
     [only_b] = json.loads(ctl("stats", "--space", "lab", "--json").stdout)
@@ -114,6 +120,7 @@ def test_browserctl_stats(shell_daemon: DaemonProcess) -> None:
     [stopped] = json.loads(ctl("stats", "b", "--space", "lab", "--json").stdout)
     assert stopped["runtime_id"] == b.id
     assert stopped["status"] == "stopped" and stopped["rss_bytes"] is None
+    assert stopped["memory_bytes"] is None
     missing = ctl("stats", "nope", "--no-stream", check=False)
     assert missing.returncode == 1 and missing.stderr.startswith("error: runtime.not_found: ")
 

@@ -144,6 +144,63 @@ async def test_memory_limit_and_stats(fast: Running) -> None:
         assert alert.data["limit_mb"] == 64 and alert.data["rss_bytes"] > 64 * 1024 * 1024
 
 
+MIB = 1024 * 1024
+
+
+async def open_tabs(runtime: Any, count: int) -> None:
+    """`count` more pages, each loaded (its renderer answers) before this returns."""
+    for i in range(count):
+        tab = await runtime.targets.create(url=f"data:text/html,<title>tab {i}</title><p>{i}")
+        await runtime.invocations.create("evaluate", {"expression": "document.title"},
+                                         target_id=tab.id)
+
+
+async def wait_samples(run: Any, count: int, after_seq: int = 0) -> list[Any]:
+    """`count` samples after `after_seq`; fails at once if the run ends first."""
+    while len(samples := [e for e in await run.events.list(types=["resource.sample"])
+                          if e.seq > after_seq]) < count:
+        assert (await run.refresh()).status == "active", (await run.events.list())[-3:]
+        await trio.sleep(0.1)
+    return samples
+
+
+async def test_memory_is_the_trees_pss_and_the_limit_applies_to_it(fast: Running) -> None:
+    """Chromium's processes share most of their pages: summed RSS counts each shared page once
+    per process, PSS once. `memory_bytes` is the PSS, and `memory_limit_mb` applies to it."""
+    bd = fast.bd
+    with trio.fail_after(90):
+        probe = await bd.runtimes.browser.launch(name="probe")
+        await open_tabs(probe, 4)
+        stats = await bd.call("runtimes.stats", {"id": probe.id})
+        assert 0 < stats["memory_bytes"] < stats["rss_bytes"], stats
+        assert stats["memory_bytes"] > 64 * MIB, "five pages hold more than 64 MiB"
+        run = await probe.current_run()
+        [sample] = (await wait_samples(run, 1))[-1:]
+        assert 0 < sample.data["memory_bytes"] < sample.data["rss_bytes"]
+        await probe.stop()
+
+        # A limit between the two figures: the browser is within it, and keeps running.
+        between = (stats["memory_bytes"] + stats["rss_bytes"]) // 2
+        roomy = await bd.runtimes.browser.launch(name="roomy", memory_limit_mb=between // MIB)
+        await open_tabs(roomy, 4)
+        run = await roomy.current_run()
+        opened = (await run.events.list())[-1].seq
+        samples = await wait_samples(run, 5, after_seq=opened)  # 1.5 s of samples
+        for sample in samples:
+            assert sample.data["memory_bytes"] < between < sample.data["rss_bytes"], sample.data
+        await roomy.stop()
+
+        # Below the PSS: stopped, and the alert says by how much.
+        tight = await bd.runtimes.browser.launch(name="tight", memory_limit_mb=64)
+        run_id = tight.active_run_id
+        await wait_status(tight, "stopped")
+        run = await bd.runs.get(run_id)
+        assert run.end_reason == "memory_limit"
+        alert = (await run.events.list(types=["alert"]))[-1]
+        assert alert.data["limit_mb"] == 64 and alert.data["memory_bytes"] > 64 * MIB
+        assert alert.data["memory_bytes"] < alert.data["rss_bytes"]
+
+
 async def test_samples_of_many_runtimes_share_one_read_of_proc(fast: Running) -> None:
     monitor = fast.daemon.api.monitor
     assert monitor is not None

@@ -477,7 +477,10 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
             if pending_torn is not None:
                 resumed = event["seq"] == expected and (
                     event.get("data", {}).get("end_reason") == "daemon_lost"
-                    or event.get("type") == "runtime.lifecycle")
+                    or event.get("type") == "runtime.lifecycle"
+                    # the reconcile ends the downloads a lost daemon left in flight first
+                    or (event.get("type") == "download"
+                        and event.get("data", {}).get("reason") == "daemon_lost"))
                 assert resumed, f"{path}:{pending_torn}: torn line in the middle of a live log"
                 pending_torn = None
             if degraded and event["seq"] > expected:

@@ -9,6 +9,7 @@ whose command line names the state dir is left.
 
 from __future__ import annotations
 
+import http.server
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from browserd.client import Client, errors
+from browserd.client import Client, Runtime, errors
 
 from .harness import (
     FAULT_CYCLES,
@@ -35,9 +36,12 @@ from .harness import (
     check_error,
     check_run_logs,
     check_state_files,
+    config_text,
     descendants,
     renderer_of,
 )
+
+CHROMIUM = "/usr/bin/chromium"  # headless-shell often refuses Browser.setDownloadBehavior
 
 
 @pytest.fixture
@@ -259,6 +263,124 @@ def test_kill_9_of_the_daemon_mid_write(make_daemon: Any) -> None:
         assert churn.leases or cycle == 0, "the churn never got going"
     REPORT.data_lost += lost
     assert lost == 0, f"{lost} acknowledged leases missing from their run logs"
+
+
+STALL_SENT = 256 * 1024  # what the stalling server sends of each download before it stalls
+
+
+@pytest.fixture
+def stalling_site() -> Iterator[str]:
+    """Pages with a download link each (`/page/NAME`), and downloads (`/files/NAME`) that send
+    STALL_SENT bytes of the 8 MiB they announce, then stall until the test ends."""
+    done = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind, _, name = self.path.strip("/").partition("/")
+            if kind == "files":
+                self._head("application/octet-stream", 8 * 1024 * 1024)
+                self.wfile.write(b"p" * STALL_SENT)
+                self.wfile.flush()
+                done.wait(60)
+                return
+            body = (f'<!doctype html><title>{name}</title>'
+                    f'<a id=dl download="{name}" href="/files/{name}">{name}</a>').encode()
+            self._head("text/html", len(body))
+            self.wfile.write(body)
+
+        def _head(self, content_type: str, length: int) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    done.set()
+    server.shutdown()
+    server.server_close()
+
+
+def start_download(runtime: Runtime, site: str, name: str) -> None:
+    """A new page on `site`'s page for `name`, whose download link is clicked."""
+    page = runtime.targets.create()
+    runtime.invocations.create("navigate", {"url": f"{site}/page/{name}"}, target_id=page.id)
+    runtime.invocations.create("evaluate", {"expression": "document.getElementById('dl').click()"},
+                               target_id=page.id)
+
+
+def download_events(bd: Client, run_id: str) -> list[dict[str, Any]]:
+    return [e for e in events_of(bd, run_id) if e["type"] == "download"]
+
+
+def test_kill_9_of_the_daemon_mid_download(make_daemon: Any, stalling_site: str,
+                                           short_dir: Path) -> None:
+    """Two downloads in flight when the daemon dies: one in the run's own staging folder, one
+    in a folder a CDP client set. The next daemon records both as failed, removes the partial
+    file from the run's folder, and touches nothing outside the run's directory."""
+    config = config_text(executable=CHROMIUM)
+    daemon = make_daemon(config=config)
+    client_folder = short_dir / "client-downloads"
+    client_folder.mkdir()
+    outside = short_dir / "outside"
+    outside.mkdir()
+    (outside / "keep.bin").write_bytes(b"not the daemon's")
+    with Client(daemon.socket) as bd:
+        runtime = bd.runtimes.browser.launch(name="fetcher")
+        run_id = runtime.active_run_id or ""
+        incoming = daemon.state_dir / "runs" / run_id / "artifacts" / ".incoming"
+        start_download(runtime, stalling_site, "ours.bin")
+        wait_for(lambda: [p for p in incoming.glob("*") if p.stat().st_size >= STALL_SENT],
+                 20, "the partial file of the daemon's download")
+        # A client sets its own folder (as Playwright does) and downloads into it.
+        lease = runtime.connections.create(ttl_s=120)
+        assert lease.endpoint is not None
+        cdp = CdpSocket(lease.endpoint.url)
+        cdp.call("Browser.setDownloadBehavior", {
+            "behavior": "allow", "downloadPath": str(client_folder), "eventsEnabled": True})
+        start_download(runtime, stalling_site, "theirs.bin")
+        wait_for(lambda: [p for p in client_folder.glob("*") if p.stat().st_size >= STALL_SENT],
+                 20, "the partial file of the client's download")
+        started = wait_for(lambda: [e for e in download_events(bd, run_id)
+                                    if e["status"] == "started"][1:] and
+                           download_events(bd, run_id), 10, "both downloads' started events")
+        guids = {e["data"]["guid"]: e["data"]["suggested_filename"]
+                 for e in started if e["status"] == "started"}
+        assert sorted(guids.values()) == ["ours.bin", "theirs.bin"]
+        # Something the reconcile must not follow out of the run's directory.
+        (incoming / "link-out").symlink_to(outside / "keep.bin")
+        (incoming / "dir-out").symlink_to(outside)
+
+    tree = descendants(daemon.pid)
+    daemon.kill()
+    cdp.close()
+    assert_gone(tree)
+    left_over = sorted(p.name for p in incoming.iterdir())
+    assert any(name.endswith(".crdownload") for name in left_over), \
+        f"the kill left no partial file to clean: {left_over}"
+
+    daemon = make_daemon(config=config)  # reconciles the lost run
+    with Client(daemon.socket) as bd:
+        events = events_of(bd, run_id)
+        failed = [e for e in events if e["type"] == "download" and e["status"] == "failed"]
+        assert {e["data"]["guid"]: e["data"]["name"] for e in failed} == guids, failed
+        for event in failed:
+            assert event["data"]["reason"] == "daemon_lost", event
+        # Recorded before the run's final event, which stays the last.
+        assert events[-1]["type"] == "runtime.lifecycle", events[-1]
+        assert events[-1]["data"]["end_reason"] == "daemon_lost"
+        assert bd.runs.get(run_id).counts["events"] == events[-1]["seq"]
+    assert not incoming.exists() or list(incoming.iterdir()) == [], list(incoming.iterdir())
+    assert (outside / "keep.bin").read_bytes() == b"not the daemon's"
+    assert sorted(p.name for p in client_folder.iterdir()), "the client's folder is its own"
+    REPORT.faults["daemon kill -9 mid-download"] += 1
+    finish(daemon)
 
 
 # ------------------------------------------------------------------------------ resources
