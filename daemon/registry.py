@@ -122,7 +122,12 @@ class Registry:
         """Queue run.json; a failure marks the run degraded (durability.py) and it goes on with
         its record in memory."""
         self.state.save(self._run_dir(run.id) / "run.json", run.to_json(),
-                        partial(_run_unsaved, run))
+                        partial(self._run_unsaved, run))
+
+    def _run_unsaved(self, run: RunRecord, exc: OSError) -> None:
+        if degrade(run, f"run.json: {describe_os_error(exc)}"):
+            # The record now says so too; the writer keeps trying until the disk takes it.
+            self.save_run(run)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -564,10 +569,6 @@ class Registry:
 def _runtime_unsaved(runtime_id: str, exc: OSError) -> None:
     log.error("runtime %s: could not save runtime.json (%s); going on with the record in memory",
               runtime_id, describe_os_error(exc))
-
-
-def _run_unsaved(run: RunRecord, exc: OSError) -> None:
-    degrade(run, f"run.json: {describe_os_error(exc)}")
 
 
 async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:

@@ -14,6 +14,9 @@ thread at a time does the writing.
   OSError. For a client's own change, whose reply promises the record.
 - `flush` waits until everything saved before it is on disk, for at most FLUSH_LIMIT_S: a
   hung disk (a stalled NFS mount) must not hang a stop, which waits for it shielded.
+- A saved record that a disk error refused (a full disk) is tried again every RETRY_S while
+  the writer runs, until it is written or a newer snapshot of the path replaces it: the run's
+  final record lands once there is room, instead of the file keeping an older state for good.
 
 Only this writer replaces these files while it runs, so two writes of one path never race.
 Before `run` starts and after it ends, saves are written at once on the caller's thread: start-
@@ -40,6 +43,7 @@ log = logging.getLogger("browserd.registry")  # the registry's persistence, logg
 OnError = Callable[[OSError], None]
 
 FLUSH_LIMIT_S = 10.0
+RETRY_S = 2.0
 
 
 @attrs.define
@@ -58,6 +62,7 @@ class _Queued:
 class StateWriter:
     def __init__(self) -> None:
         self._queued: dict[Path, _Queued] = {}
+        self._retry: dict[Path, _Queued] = {}  # refused by the disk: tried again later
         self._running = False
         self._wake = trio.Event()
         self._saved = 0  # saves so far; `flush` waits until `_written` reaches its count
@@ -101,6 +106,7 @@ class StateWriter:
         if waiter is not None:
             waiters.append(waiter)
         entry = _Queued(payload, on_error, waiters)
+        self._retry.pop(path, None)  # a newer snapshot replaces one waiting to be retried
         self._saved += 1
         if not self._running:
             self._settle({path: entry}, _write_all({path: entry.payload}))
@@ -116,8 +122,12 @@ class StateWriter:
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                with trio.move_on_after(RETRY_S if self._retry else float("inf")):
+                    await self._wake.wait()
                 self._wake = trio.Event()
+                for path, entry in self._retry.items():  # quietly: they failed once already
+                    self._queued.setdefault(path, attrs.evolve(entry, on_error=_quiet))
+                self._retry = {}
                 while self._queued:
                     batch, self._queued = self._queued, {}
                     upto = self._saved
@@ -127,6 +137,11 @@ class StateWriter:
                     with trio.CancelScope(shield=True):
                         failures = await trio.to_thread.run_sync(_write_all, payloads)
                     self._settle(batch, failures)
+                    for path, error in failures.items():
+                        entry = batch[path]
+                        if not entry.waiters and path not in self._queued and (
+                                path.parent.exists() and not isinstance(error, FileNotFoundError)):
+                            self._retry[path] = entry
                     self._advance(upto)
         finally:
             self._running = False
@@ -156,6 +171,10 @@ class StateWriter:
                 entry.on_error(error)
             else:
                 log.error("could not write %s: %s", path, error)
+
+
+def _quiet(error: OSError) -> None:
+    """A retried write that fails again: the first failure was reported already."""
 
 
 def _write_all(payloads: dict[Path, bytes]) -> dict[Path, OSError]:
