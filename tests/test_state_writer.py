@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,37 +137,42 @@ async def test_flush_gives_up_on_a_hung_disk(
     assert read(tmp_path / "run.json") == {"n": 1}
 
 
-async def test_a_record_a_full_disk_refused_lands_once_there_is_room(
-    writer: StateWriter, tmp_path: Path
-) -> None:
-    """A run's final record saved while the disk was full is not left behind for good: it is
-    tried again until the disk takes it (unless a newer snapshot replaced it)."""
-    import subprocess
-
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (the tests run as root)."""
     mount = tmp_path / "small"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        path = mount / "run.json"
-        writer.save(path, {"status": "active"})
-        with trio.fail_after(10):
-            await writer.flush()
-        filler = mount / "filler"
-        with open(filler, "wb") as sink:
-            with pytest.raises(OSError):
-                while True:
-                    sink.write(b"\0" * 65536)
-                    sink.flush()
-        failures: list[OSError] = []
-        writer.save(path, {"status": "ended", "big": "x" * 8192}, failures.append)
-        with trio.fail_after(10):
-            await writer.flush()
-        assert failures and read(path) == {"status": "active"}
-        filler.unlink()
-        with trio.fail_after(10):
-            while read(path) == {"status": "active"}:
-                await trio.sleep(0.05)
-        assert read(path) == {"status": "ended", "big": "x" * 8192}
-        assert len(failures) == 1, "a retry that fails again is not reported again"
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as sink, pytest.raises(OSError):
+        while True:
+            sink.write(b"\0" * 65536)
+    return filler
+
+
+async def test_a_record_a_full_disk_refused_lands_once_there_is_room(
+    writer: StateWriter, small_fs: Path
+) -> None:
+    """A run's final record saved while the disk was full is not left behind for good: it is
+    tried again until the disk takes it (unless a newer snapshot replaced it)."""
+    path = small_fs / "run.json"
+    writer.save(path, {"status": "active"})
+    with trio.fail_after(10):
+        await writer.flush()
+    filler = fill(small_fs)
+    failures: list[OSError] = []
+    writer.save(path, {"status": "ended", "big": "x" * 8192}, failures.append)
+    with trio.fail_after(10):
+        await writer.flush()
+    assert failures and read(path) == {"status": "active"}
+    filler.unlink()
+    with trio.fail_after(10):
+        while read(path) == {"status": "active"}:  # noqa: ASYNC110 - a file, not our state
+            await trio.sleep(0.05)
+    assert read(path) == {"status": "ended", "big": "x" * 8192}
+    assert len(failures) == 1, "a retry that fails again is not reported again"

@@ -477,12 +477,12 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
             if pending_torn is not None:
                 # A degraded run's log may hold a line a full disk cut short, anywhere
                 # (eventlog.py: the next append starts on a fresh line).
-                resumed = degraded or event["seq"] == expected and (
+                resumed = degraded or (event["seq"] == expected and (
                     event.get("data", {}).get("end_reason") == "daemon_lost"
                     or event.get("type") == "runtime.lifecycle"
                     # the reconcile ends the downloads a lost daemon left in flight first
                     or (event.get("type") == "download"
-                        and event.get("data", {}).get("reason") == "daemon_lost"))
+                        and event.get("data", {}).get("reason") == "daemon_lost")))
                 assert resumed, (f"{path}:{pending_torn}: torn line in the middle of a live log "
                                  f"(degraded: {degraded}): {lines[pending_torn - 1][:300]!r}")
                 pending_torn = None
