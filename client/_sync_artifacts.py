@@ -42,6 +42,8 @@ class RunArtifacts:
         return self._bd._run(self._impl.read, artifact_id, offset, length)
 
     def download(self, artifact_id: str, path: str | os.PathLike[str]) -> Path:
-        """Save the artifact to ``path`` (a file, or a directory to put it in under its
-        name); returns the file's path. ``path`` never holds half a file."""
+        """Save the artifact to ``path``; returns the file's path. ``path`` is a file, or a
+        directory (one that exists, or any path ending in ``/``, created if missing) to put
+        it in under its own name, with a suffix (``report (1).csv``) when that name is taken
+        there. No path ever holds half a file."""
         return self._bd._run(self._impl.download, artifact_id, path)

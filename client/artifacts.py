@@ -63,14 +63,22 @@ class AsyncRunArtifacts:
         return ArtifactChunk(data=bytes(result.get("data") or b""), eof=bool(result.get("eof")))
 
     async def download(self, artifact_id: str, path: str | os.PathLike[str]) -> Path:
-        """Save the artifact to ``path`` (a file, or a directory to put it in under its
-        name); returns the file's path. Read in chunks, written to a temporary file beside
-        it and renamed, so ``path`` never holds half a file; the SHA-256 is checked."""
+        """Save the artifact to ``path``; returns the file's path.
+
+        ``path`` is a file, or a directory (one that exists, or any path ending in ``/``,
+        created if missing) to put the artifact in under its own name; a name taken there
+        gets a suffix (``report (1).csv``), never overwriting a file. Read in chunks into a
+        temporary file beside it, then moved into place, so no path ever holds half a file;
+        the SHA-256 is checked."""
         artifact = await self.get(artifact_id)
         dest = Path(path)
-        if await anyio.to_thread.run_sync(dest.is_dir):
-            dest = dest / _local_name(artifact.name)
-        partial = dest.with_name(f".{dest.name}.partial")
+        into = str(path).endswith(("/", os.sep)) or await anyio.to_thread.run_sync(dest.is_dir)
+        if into:
+            await anyio.to_thread.run_sync(
+                lambda: dest.mkdir(mode=0o755, parents=True, exist_ok=True))
+            partial = dest / f".{_local_name(artifact.name)}.{artifact.id}.partial"
+        else:
+            partial = dest.with_name(f".{dest.name}.partial")
         digest = hashlib.sha256()
         offset = 0
         try:
@@ -88,7 +96,11 @@ class AsyncRunArtifacts:
                     f"artifact {artifact_id} read back with a different SHA-256",
                     "Its file changed on the daemon's side while it was read; try again.",
                     {"expected": artifact.sha256, "actual": digest.hexdigest()})
-            await anyio.to_thread.run_sync(os.replace, partial, dest)
+            if into:
+                dest = await anyio.to_thread.run_sync(
+                    _place_new, partial, dest, _local_name(artifact.name))
+            else:
+                await anyio.to_thread.run_sync(os.replace, partial, dest)
         except BaseException:
             await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
             raise
@@ -97,6 +109,21 @@ class AsyncRunArtifacts:
 
 def _open_new(path: Path) -> BinaryIO:
     return open(path, "wb")
+
+
+def _place_new(partial: Path, directory: Path, name: str) -> Path:
+    """Move `partial` to `name` in `directory`, or to `stem (N)suffix` when that is taken:
+    linked, so an existing file is never replaced (not even one made a moment ago)."""
+    stem, suffix = os.path.splitext(name)
+    for n in range(10_000):
+        candidate = directory / (name if n == 0 else f"{stem} ({n}){suffix}")
+        try:
+            os.link(partial, candidate)
+        except FileExistsError:
+            continue
+        partial.unlink()
+        return candidate
+    raise FileExistsError(f"no free name for {name} in {directory}")
 
 
 def _local_name(name: str) -> str:

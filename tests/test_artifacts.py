@@ -331,6 +331,14 @@ async def test_client_lists_reads_and_downloads(short_dir: Path, files_site: str
                 assert saved == short_dir / REPORT_NAME and saved.read_bytes() == REPORT
                 named = await run.artifacts.download(note["id"], short_dir / "n.txt")
                 assert named.read_bytes() == b"note"
+                # A name taken in the directory gets a suffix, never an overwrite.
+                again = await run.artifacts.download(report.id, short_dir)
+                assert again == short_dir / "Q3 report (1).csv" and again.read_bytes() == REPORT
+                assert saved.read_bytes() == REPORT
+                # A trailing slash means a directory, created if missing (not a file "new").
+                fresh = await run.artifacts.download(note["id"], f"{short_dir}/new/")
+                assert fresh == short_dir / "new" / "note.txt" and fresh.read_bytes() == b"note"
+                assert not list((short_dir / "new").glob(".*partial"))
 
                 with pytest.raises(errors.InvalidParams):
                     await run.artifacts.read(report.id, 0, 9 * 1024 * 1024)
