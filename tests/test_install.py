@@ -109,3 +109,22 @@ def test_tour_against_the_installed_daemon(installed: Path, short_dir: Path) -> 
         daemon.terminate()
         assert daemon.wait(40) == 0, (short_dir / "daemon.log").read_text()
         log.close()
+
+
+def test_the_pytest_plugin_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """A user's suite in the fresh venv (pytest added, no Playwright): the plugin's fixtures,
+    with a daemon of the plugin's own."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BROWSERD_SOCKET")}
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
+    run([str(installed / "bin" / "pip"), "install", "-q", "pytest"], cwd=tmp_path, env=env)
+    (tmp_path / "test_mine.py").write_text(
+        "def test_mine(browserd, browserd_runtime, browserd_cdp_url):\n"
+        "    assert browserd_runtime.status == 'active'\n"
+        "    assert browserd_cdp_url.startswith('ws://127.0.0.1:')\n")
+    done = subprocess.run([str(installed / "bin" / "python"), "-m", "pytest", "-q",
+                           "-p", "no:cacheprovider", "test_mine.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
