@@ -64,11 +64,17 @@ class Step:
 
     async def store(self, kind: str, name: str, data: bytes, content_type: str
                     ) -> dict[str, Any]:
-        """Keep `data` as an artifact of the run; returns its record."""
-        record: dict[str, Any] = await self.registry.artifacts.add(
-            self.rt, kind=kind, name=name, data=data, content_type=content_type,
-            target={"kind": "page", "id": self.target_id},
-        )
+        """Keep `data` as an artifact of the run; returns its record. A disk that refuses
+        it (full, read-only) fails the action, not the run's control link."""
+        try:
+            record: dict[str, Any] = await self.registry.artifacts.add(
+                self.rt, kind=kind, name=name, data=data, content_type=content_type,
+                target={"kind": "page", "id": self.target_id},
+            )
+        except OSError as exc:
+            raise ActionFailed(f"could not keep the {kind} as an artifact: "
+                               f"{exc.strerror or exc}",
+                               "Free space on the disk holding the state directory.") from None
         return record
 
 
