@@ -62,8 +62,8 @@ class Step:
         except CdpError as exc:
             raise ActionFailed(f"{method} failed: {exc.message}") from None
 
-    async def store(self, kind: str, name: str, data: bytes, content_type: str
-                    ) -> dict[str, Any]:
+    async def store(self, kind: str, name: str, data: bytes, content_type: str,
+                    what: str | None = None) -> dict[str, Any]:
         """Keep `data` as an artifact of the run; returns its record. A disk that refuses
         it (full, read-only) fails the action, not the run's control link."""
         try:
@@ -72,7 +72,7 @@ class Step:
                 target={"kind": "page", "id": self.target_id},
             )
         except OSError as exc:
-            raise ActionFailed(f"could not keep the {kind} as an artifact: "
+            raise ActionFailed(f"could not keep the {what or kind} as an artifact: "
                                f"{exc.strerror or exc}",
                                "Free space on the disk holding the state directory.") from None
         return record

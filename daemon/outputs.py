@@ -53,5 +53,5 @@ async def keep(step: Step, action: str, output: Any) -> tuple[Any, bool]:
         # the very escape (\ud800) that reads back as it.
         data = json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode(
             "utf-8", "backslashreplace")
-    artifact = await step.store(OUTPUT_KIND, name, data, content_type)
+    artifact = await step.store(OUTPUT_KIND, name, data, content_type, what=f"{action} output")
     return {"artifact": artifact, "truncated": True}, True

@@ -11,13 +11,16 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
+import pytest
 import trio
 
-from browserd.client import AsyncClient, wire
+from browserd.client import AsyncClient, Client, errors, wire
 
 from .harness import REPORT, Daemon, assert_no_orphans
+from .test_faults import finish, make_daemon, small_state_fs  # noqa: F401 (fixtures)
 
 RESULTS = 16
 TOLERANCE = 0.10
@@ -71,3 +74,36 @@ async def test_large_outputs_do_not_stay_in_the_daemons_memory(short_dir: Path) 
         if daemon.alive():
             assert daemon.stop(timeout_s=30) == 0, daemon.log_text()
     assert_no_orphans(daemon.state_dir)
+
+
+def fill(path: Path) -> Path:
+    """Fill the file system at `path` (unbuffered, so no write is left over for close())."""
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as sink:
+        try:
+            while True:
+                sink.write(b"\0" * 65536)
+        except OSError:
+            pass
+    return filler
+
+
+def test_an_output_a_full_disk_cannot_take_fails_cleanly(make_daemon: Any,  # noqa: F811
+                                                         small_state_fs: Path  # noqa: F811
+                                                         ) -> None:
+    daemon = make_daemon()
+    with Client(daemon.socket) as bd:
+        runtime = bd.runtimes.browser.launch(name="full")
+        runtime.invocations.create("evaluate", {"expression": "1"})  # attached while there is room
+        filler = fill(small_state_fs)
+        with pytest.raises(errors.InvocationFailed) as failed:
+            runtime.invocations.create("evaluate", {"expression": "'x'.repeat(1 << 20)"})
+        assert "could not keep the evaluate output as an artifact" in failed.value.message
+        assert failed.value.hint
+        filler.unlink()
+        # The run's control link lives on: with room again, the same works.
+        again = runtime.invocations.create("evaluate", {"expression": "'y'.repeat(1 << 20)"})
+        assert again.output == "y" * (1 << 20)
+        runtime.stop()
+    REPORT.faults["state dir full"] += 1
+    finish(daemon)
