@@ -38,6 +38,7 @@ class Invocation(InvocationRecord):
             return self._bd._run(fn, *args)
         finally:
             self._update(self._impl.raw)
+            self.output = self._impl.output  # read back from its artifact, if it was
 
     def refresh(self) -> Invocation:
         """Reload this invocation's fields; returns self."""
@@ -49,9 +50,17 @@ class Invocation(InvocationRecord):
         self._run(self._impl.cancel)
         return self
 
+    def read_output(self) -> Any:
+        """The output's value: ``output`` as sent, or, when the daemon kept it as an
+        artifact (``output_truncated``), the artifact read back (JSON decoded; ``content``
+        as its text). Raises ArtifactNotFound if the run's files have been removed."""
+        return self._run(self._impl.read_output)
+
 
 def _invocation(bd: Client, impl: AsyncInvocation) -> Invocation:
-    return from_wire(Invocation, impl.raw, impl=impl, bd=bd)
+    inv = from_wire(Invocation, impl.raw, impl=impl, bd=bd)
+    inv.output = impl.output
+    return inv
 
 
 @attrs.frozen
@@ -95,7 +104,8 @@ class Invocations:
         return _invocation(self._bd, self._bd._run(self._impl.get, invocation_id))
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[Invocation]:
-        """This runtime's invocations, newest first; ``limit`` None means all kept."""
+        """This runtime's invocations, newest first; ``limit`` None means all kept. Outputs
+        kept as artifacts stay as they are (``read_output()`` reads one)."""
         return [_invocation(self._bd, i) for i in self._bd._run(self._impl.list, status, limit)]
 
     def cancel(self, invocation_id: str) -> Invocation:

@@ -126,8 +126,9 @@ def cmd_files(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
         path = args.as_path or local.name
         if local.stat().st_size <= _INLINE_LIMIT:
             staged = runtime.files.stage(path, local.read_bytes())
-        else:  # too big for one message: the daemon reads it (same user only)
-            staged = runtime.files.stage(path, source_path=os.path.abspath(local))
+        else:  # too big for one message: the daemon reads it (same user only), and never
+            # through a symbolic link: name the file the user meant
+            staged = runtime.files.stage(path, source_path=os.path.realpath(local))
         return staged.raw, f"staged {staged.path} ({human_bytes(staged.size_bytes)})"
     if args.collect is not None:
         collected = runtime.files.collect(args.collect)

@@ -6,11 +6,14 @@ blocking twins are in ``_sync_control.py``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .artifacts import MAX_READ
+from .errors import ArtifactNotFound
 from .records import InvocationRecord, RuntimeFile, Target, from_wire
 
 if TYPE_CHECKING:
@@ -32,13 +35,47 @@ class AsyncInvocation(InvocationRecord):
 
     async def refresh(self) -> AsyncInvocation:
         """Reload this invocation's fields; returns self."""
-        self._update(await self._client.call("invocations.get", {"id": self.id}))
+        await self._load(await self._client.call("invocations.get", {"id": self.id}))
         return self
 
     async def cancel(self) -> AsyncInvocation:
         """Cancel it if it is queued or running; returns self once it has stopped."""
-        self._update(await self._client.call("invocations.cancel", {"id": self.id}))
+        await self._load(await self._client.call("invocations.cancel", {"id": self.id}))
         return self
+
+    async def read_output(self) -> Any:
+        """The output's value: ``output`` as sent, or, when the daemon kept it as an
+        artifact (``output_truncated``), the artifact read back (JSON decoded; ``content``
+        as its text). Raises ArtifactNotFound if the run's files have been removed."""
+        artifact = self.output_artifact
+        if artifact is None:
+            return self.raw.get("output", self.output)
+        run_id, artifact_id = str(artifact.get("run_id")), str(artifact.get("id"))
+        data = bytearray()
+        while True:
+            try:
+                chunk = await self._client.call("runs.artifacts.read", {
+                    "run_id": run_id, "artifact_id": artifact_id, "offset": len(data),
+                    "length": MAX_READ,
+                })
+            except ArtifactNotFound as exc:
+                raise ArtifactNotFound.make(
+                    f"the output of invocation {self.id} was kept as artifact {artifact_id} "
+                    f"of run {run_id}, which is gone ({exc.message})",
+                    "Its run may have been removed by retention.") from None
+            data += chunk.get("data") or b""
+            if chunk.get("eof") or not chunk.get("data"):
+                break
+        content_type = str(artifact.get("content_type") or "").split(";")[0].strip()
+        if content_type == "application/json":
+            return json.loads(data)
+        return data.decode("utf-8", "replace")
+
+    async def _load(self, wire: dict[str, Any]) -> None:
+        """Take a record from the daemon, reading an output kept as an artifact."""
+        self._update(wire)
+        if self.output_artifact is not None:
+            self.output = await self.read_output()
 
 
 @attrs.frozen
@@ -78,16 +115,17 @@ class AsyncInvocations:
                 idempotency_key=idempotency_key,
             ),
         )
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        return await self._loaded(wire)
 
     async def get(self, invocation_id: str) -> AsyncInvocation:
         """Invocation ``invocation_id``."""
-        wire = await self._client.call("invocations.get", {"id": invocation_id})
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        return await self._loaded(await self._client.call("invocations.get",
+                                                          {"id": invocation_id}))
 
     async def list(self, status: str | None = None, limit: int | None = None
                    ) -> list[AsyncInvocation]:
-        """This runtime's invocations, newest first; ``limit`` None means all kept."""
+        """This runtime's invocations, newest first; ``limit`` None means all kept. Outputs
+        kept as artifacts stay as they are (``read_output()`` reads one)."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
@@ -104,8 +142,13 @@ class AsyncInvocations:
 
     async def cancel(self, invocation_id: str) -> AsyncInvocation:
         """Cancel invocation ``invocation_id``; returns it once it has stopped."""
-        wire = await self._client.call("invocations.cancel", {"id": invocation_id})
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        return await self._loaded(await self._client.call("invocations.cancel",
+                                                          {"id": invocation_id}))
+
+    async def _loaded(self, wire: dict[str, Any]) -> AsyncInvocation:
+        inv = from_wire(AsyncInvocation, wire, client=self._client)
+        await inv._load(wire)
+        return inv
 
 
 # -- targets -----------------------------------------------------------------------------

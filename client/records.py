@@ -183,6 +183,12 @@ class InvocationRecord(Record):
     the action's result: ``{url, title}`` (navigate), ``{artifact}`` (screenshot, pdf), the
     value (evaluate), the text (content). ``error`` is ``{code, message, hint}`` unless it
     succeeded.
+
+    An output over 64 KiB is kept by the daemon as an artifact of the run (kind
+    ``output``): the record says ``output_truncated`` and its ``output`` is ``{artifact,
+    truncated: true}``. The clients' ``create``, ``get``, ``refresh`` and ``cancel`` then
+    read the value back into ``output`` for you (``raw`` keeps the record as sent);
+    records from ``list`` do not, and ``read_output()`` reads it for any of them.
     """
 
     id: str = ""
@@ -196,11 +202,22 @@ class InvocationRecord(Record):
     idempotency_key: str | None = None
     status: str = ""
     output: Any = None
+    output_truncated: bool = False
     error: dict[str, Any] | None = None
     created_at: str = ""
     started_at: str | None = None
     finished_at: str | None = None
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def output_artifact(self) -> dict[str, Any] | None:
+        """The Artifact record (a map) holding the output when the daemon kept it as an
+        artifact (``output_truncated``), else None."""
+        stub = self.raw.get("output")
+        if self.raw.get("output_truncated") and isinstance(stub, dict):
+            artifact = stub.get("artifact")
+            return artifact if isinstance(artifact, dict) else None
+        return None
 
     @property
     def finished(self) -> bool:

@@ -35,6 +35,7 @@ RESPONSE: Final = 1
 NOTIFICATION: Final = 2
 
 DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
+_PACKER_KEEP: Final = 1024 * 1024  # past this, a frame's encoding buffer is not kept
 # Arrays and maps are allocated at their declared size as soon as the header is
 # read, before their elements arrive; this cap bounds what a few header bytes
 # can make the decoder reserve. Lists in the API are paginated far below it.
@@ -392,6 +393,10 @@ class Connection:
         except (TypeError, ValueError, OverflowError) as exc:
             # Packer keeps no partial state after a failure (autoreset).
             raise LocalProtocolError(code, f"cannot encode message: {exc}") from None
+        if len(frame) > _PACKER_KEEP:
+            # A Packer keeps its buffer at the largest size it ever packed: one 8 MiB reply
+            # would hold 8 MiB for the connection's life. A fresh one costs microseconds.
+            self._packer = msgpack.Packer(use_bin_type=True, datetime=False)
         if len(frame) > self._max_buffer_size:
             raise LocalProtocolError(
                 "rpc.too_large",

@@ -64,7 +64,8 @@ class Step:
 
     async def store(self, kind: str, name: str, data: bytes, content_type: str
                     ) -> dict[str, Any]:
-        """Keep `data` as an artifact of the run; returns its record."""
+        """Keep `data` as an artifact of the run; returns its record. (A disk that refuses
+        it fails the invocation as `state.unwritable`: invocations.py.)"""
         record: dict[str, Any] = await self.registry.artifacts.add(
             self.rt, kind=kind, name=name, data=data, content_type=content_type,
             target={"kind": "page", "id": self.target_id},

@@ -90,6 +90,7 @@ class ArtifactStore:
         name: str,
         data: bytes | None = None,
         source: Path | None = None,
+        max_bytes: int | None = None,
         content_type: str | None = None,
         link: bool = False,
         move: bool = False,
@@ -100,8 +101,10 @@ class ArtifactStore:
 
         `link=True` hard-links `source` when it is on the same filesystem (else copies);
         `move=True` renames it into place (else copies and removes it): for files the daemon
-        itself staged. The run is `rt`'s active run unless `run` is given; a run that is not
-        live raises `runtime.no_active_run`. Appends `artifact.created` (data = the record).
+        itself staged. `max_bytes` copies at most that much of `source` (a file that grows
+        while it is copied is taken as it was when checked). The run is `rt`'s active run
+        unless `run` is given; a run that is not live raises `runtime.no_active_run`.
+        Appends `artifact.created` (data = the record).
         """
         if (data is None) == (source is None):
             raise ValueError("give exactly one of data and source")
@@ -113,7 +116,7 @@ class ArtifactStore:
         directory = self.artifacts_dir(run) / artifact_id
         dest = directory / file_name
         size, digest = await trio.to_thread.run_sync(
-            _store_file, directory, dest, data, source, link, move
+            _store_file, directory, dest, data, source, link, move, max_bytes
         )
         try:
             self._check_live(rt, run)
@@ -227,7 +230,7 @@ def _guess_type(name: str) -> str:
 
 
 def _store_file(directory: Path, dest: Path, data: bytes | None, source: Path | None,
-                link: bool, move: bool) -> tuple[int, str]:
+                link: bool, move: bool, max_bytes: int | None) -> tuple[int, str]:
     """Put the artifact's bytes at `dest`; return (size, sha256 hex). Runs in a thread."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -241,7 +244,9 @@ def _store_file(directory: Path, dest: Path, data: bytes | None, source: Path | 
             with contextlib.suppress(OSError):  # EXDEV (another filesystem), EPERM: copy
                 (os.rename if move else os.link)(source, dest)
                 placed = True
-        if not placed:
+        if not placed and max_bytes is not None:
+            _copy_prefix(source, dest, max_bytes)
+        elif not placed:
             shutil.copyfile(source, dest)
             if move:
                 source.unlink(missing_ok=True)
@@ -249,6 +254,14 @@ def _store_file(directory: Path, dest: Path, data: bytes | None, source: Path | 
     except BaseException:
         remove_tree(directory, directory.parent)
         raise
+
+
+def _copy_prefix(source: Path, dest: Path, limit: int) -> None:
+    with open(source, "rb") as src, open(dest, "xb") as out:
+        left = limit
+        while left > 0 and (chunk := src.read(min(_COPY_CHUNK, left))):
+            out.write(chunk)
+            left -= len(chunk)
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

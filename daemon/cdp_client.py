@@ -129,6 +129,8 @@ class CdpConnection:
                     self._broken = str(exc.reason or "closed by peer")
                     return
                 self._dispatch(text)
+                # Not held while waiting for the next one: a message may be megabytes.
+                del text
         finally:
             if self._broken is None and not self._closed:
                 self._broken = "reader stopped"

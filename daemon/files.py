@@ -9,6 +9,14 @@ anywhere in the path (even one placed there while the request runs) is refused w
 `runtime_file.path_invalid` rather than lead out of the area. A staged file is written to a
 temporary name and renamed into place, so a reader never sees half a file.
 
+Only regular files are ever read. A FIFO or a device would block a worker thread in open() or
+read for ever (a FIFO with no writer; /dev/zero never ends), so a file is looked at with lstat
+first, opened only when regular, and opened with O_NONBLOCK|O_NOFOLLOW, then checked again with
+fstat (it may have been swapped meanwhile). Listings skip what is not a regular file without
+opening it. A copy (a local source staged in, a file collected out) takes the size the file had
+when it was opened, so a file that grows while it is read still ends, and one larger than the
+state directory's free space is refused before a byte is written.
+
 File work runs in worker threads; events are appended by the caller on the trio thread.
 """
 
@@ -19,21 +27,89 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from .errors import ApiError
 from .model import format_time
 from .names import component_problem
 
-__all__ = ["FileArea", "path_invalid"]
+__all__ = ["FileArea", "NotRegularFile", "ensure_room", "open_regular", "path_invalid"]
 
 MAX_PATH = 1024
 _CHUNK = 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO (or a device) never waits for a peer; directories ignore it.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a copy must leave free on the state directory's file system (the run logs need it).
+ROOM_RESERVE = 64 * 1024 * 1024
+
+# Every kind of file that is not a regular file: (test, data "type", words for a message).
+_FILE_TYPES = (
+    (stat.S_ISDIR, "directory", "a directory"),
+    (stat.S_ISLNK, "symlink", "a symbolic link"),
+    (stat.S_ISFIFO, "fifo", "a FIFO"),
+    (stat.S_ISCHR, "char_device", "a character device"),
+    (stat.S_ISBLK, "block_device", "a block device"),
+    (stat.S_ISSOCK, "socket", "a socket"),
+)
+
+
+class NotRegularFile(Exception):
+    """The file is a FIFO, a device, a directory, ...: `kind` for data, `words` for people."""
+
+    def __init__(self, mode: int) -> None:
+        self.kind, self.words = next(
+            ((kind, words) for test, kind, words in _FILE_TYPES if test(mode)),
+            ("other", "not a regular file"))
+        super().__init__(self.words)
+
+
+def open_regular(name: str | Path, dir_fd: int | None = None
+                 ) -> tuple[int, os.stat_result]:
+    """A read descriptor of the regular file `name` and its fstat, never blocking: anything
+    else raises NotRegularFile before it is opened (lstat), or, if it was swapped for one
+    meanwhile, right after (O_NONBLOCK, then fstat). A symbolic link is not followed (it is
+    NotRegularFile). OSError for a missing or unreadable file."""
+    seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISREG(seen.st_mode):
+        raise NotRegularFile(seen.st_mode)
+    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(info.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def ensure_room(directory: Path, size: int, what: str) -> None:
+    """`state.unwritable` unless `size` bytes fit on `directory`'s file system with
+    ROOM_RESERVE to spare: a sparse giant or a huge file is refused before the copy starts."""
+    usage = os.statvfs(directory)
+    free = usage.f_bavail * usage.f_frsize
+    if size > free - ROOM_RESERVE:
+        raise ApiError(
+            "state.unwritable",
+            f"{what} is {size} bytes, and the state directory has {free} bytes free "
+            f"(a copy must leave {ROOM_RESERVE} bytes).",
+            hint="Free space on the disk holding the state directory, or use a smaller file.",
+            data={"size_bytes": size, "free_bytes": free},
+        )
+
+
+def not_regular(path: str, exc: NotRegularFile) -> ApiError:
+    return ApiError(
+        "runtime_file.path_invalid",
+        f"{path!r} is {exc.words}, not a regular file.",
+        hint="Only regular files are read from a file area: not FIFOs, devices, sockets, "
+             "directories or symbolic links.",
+        data={"path": path, "type": exc.kind},
+    )
 
 
 def path_invalid(path: str, why: str) -> ApiError:
@@ -96,22 +172,21 @@ class FileArea:
         """Write `data` (or a copy of the local file `source`) at `path`; return its record."""
         parts = split_path(path)
         digest = hashlib.sha256()
-        try:
-            source_file = open(source, "rb") if source is not None else None  # noqa: SIM115
-        except OSError as exc:
-            raise ApiError("rpc.invalid_params",
-                           f"source_path: cannot read {str(source)!r}: {exc.strerror}",
-                           hint="Give the absolute path of a readable local file.",
-                           data={"field": "source_path"}) from None
-        with contextlib.ExitStack() as stack, self._dir(parts[:-1], create=True) as dir_fd:
-            if source_file is not None:
-                stack.enter_context(source_file)
+        with contextlib.ExitStack() as stack:
+            chunks: Iterable[bytes] = [data] if data is not None else []
+            if source is not None:
+                source_fd, size = _open_source(source)
+                stack.callback(os.close, source_fd)
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                ensure_room(self.root, size, f"source_path {str(source)!r}")
+                chunks = _read(source_fd, size)
+            dir_fd = stack.enter_context(self._dir(parts[:-1], create=True))
             tmp = f".{parts[-1][:200]}.{os.getpid()}.{os.urandom(4).hex()}.partial"
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                           | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             try:
                 with open(out, "wb", closefd=True) as sink:
-                    for chunk in _chunks(data, source_file):
+                    for chunk in chunks:
                         digest.update(chunk)
                         sink.write(chunk)
                     sink.flush()
@@ -130,22 +205,27 @@ class FileArea:
 
     def open_file(self, path: str) -> tuple[int, dict[str, Any]]:
         """A read descriptor of the regular file at `path` (no symlink anywhere on the way)
-        and its record with sha256. The caller closes the descriptor; `/proc/self/fd/<fd>`
-        names the very file that was checked, so nothing can be swapped in meanwhile."""
+        and its record with sha256, for a copy of its first `size_bytes` (what it held when
+        opened); refused if the state directory has no room for that copy. The caller closes
+        the descriptor; `/proc/self/fd/<fd>` names the very file that was checked, so nothing
+        can be swapped in meanwhile."""
         parts = split_path(path)
         with self._dir(parts[:-1], create=False) as dir_fd:
-            try:
-                fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
-            except OSError as exc:
-                raise _refusal(parts, parts[-1], exc) from None
+            fd, info = self._open_regular(parts, dir_fd)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise path_invalid(path, "it is not a regular file")
-            return fd, self._record(parts, info, _hash_fd(fd))
+            ensure_room(self.root, info.st_size, f"{'/'.join(parts)!r}")
+            return fd, self._record(parts, info, _hash_fd(fd, info.st_size))
         except BaseException:
             os.close(fd)
             raise
+
+    def _open_regular(self, parts: list[str], dir_fd: int) -> tuple[int, os.stat_result]:
+        try:
+            return open_regular(parts[-1], dir_fd)
+        except NotRegularFile as exc:
+            raise not_regular("/".join(parts), exc) from None
+        except OSError as exc:
+            raise _refusal(parts, parts[-1], exc) from None
 
     def list_files(self, path: str = "", *, with_hash: bool = False) -> list[dict[str, Any]]:
         """Regular files under `path` (a directory or one file), sorted by path. Symlinks
@@ -162,12 +242,14 @@ class FileArea:
                 if stat.S_ISREG(info.st_mode):
                     digest = None
                     if with_hash:
-                        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
+                        fd, info = self._open_regular(parts, dir_fd)
                         try:
-                            digest = _hash_fd(fd)
+                            digest = _hash_fd(fd, info.st_size)
                         finally:
                             os.close(fd)
                     return [self._record(parts, info, digest)]
+                if not stat.S_ISDIR(info.st_mode):
+                    raise not_regular(path, NotRegularFile(info.st_mode))
         records: list[dict[str, Any]] = []
         with self._dir(parts, create=False) as dir_fd:
             self._walk(dir_fd, parts, records, with_hash)
@@ -188,12 +270,16 @@ class FileArea:
             elif stat.S_ISREG(info.st_mode):
                 digest = None
                 if with_hash:
-                    fd = os.open(entry.name, _FILE_FLAGS, dir_fd=dir_fd)
                     try:
-                        digest = _hash_fd(fd)
+                        fd, info = open_regular(entry.name, dir_fd)
+                    except (NotRegularFile, FileNotFoundError):
+                        continue  # swapped or removed since the scan: not a file to list
+                    try:
+                        digest = _hash_fd(fd, info.st_size)
                     finally:
                         os.close(fd)
                 records.append(self._record([*parts, entry.name], info, digest))
+            # Anything else (a FIFO, a device, a socket, a symlink) is skipped, never opened.
 
     def _record(self, parts: list[str], info: os.stat_result, digest: str | None
                 ) -> dict[str, Any]:
@@ -228,19 +314,36 @@ def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def _chunks(data: bytes | None, source: BinaryIO | None) -> Iterator[bytes]:
-    if data is not None:
-        yield data
-        return
-    assert source is not None
-    while chunk := source.read(_CHUNK):
-        yield chunk
+def _open_source(source: Path) -> tuple[int, int]:
+    """A caller's local file to stage: a read descriptor and its size, or `rpc.invalid_params`
+    naming `source_path` (missing, unreadable, or not a regular file)."""
+    try:
+        fd, info = open_regular(source)
+    except NotRegularFile as exc:
+        raise ApiError("rpc.invalid_params",
+                       f"source_path: {str(source)!r} is {exc.words}, not a regular file",
+                       hint="Give the absolute path of a regular file (not a FIFO, device, "
+                            "directory or symbolic link).",
+                       data={"field": "source_path", "type": exc.kind}) from None
+    except OSError as exc:
+        raise ApiError("rpc.invalid_params",
+                       f"source_path: cannot read {str(source)!r}: {exc.strerror}",
+                       hint="Give the absolute path of a readable local file.",
+                       data={"field": "source_path"}) from None
+    return fd, info.st_size
 
 
-def _hash_fd(fd: int) -> str:
-    digest = hashlib.sha256()
+def _read(fd: int, size: int) -> Iterator[bytes]:
+    """The file's first `size` bytes (fewer if it shrank): a file that grows while it is read
+    is taken as it was when opened."""
     offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        digest.update(chunk)
+    while offset < size and (chunk := os.pread(fd, min(_CHUNK, size - offset), offset)):
+        yield chunk
         offset += len(chunk)
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in _read(fd, size):
+        digest.update(chunk)
     return digest.hexdigest()

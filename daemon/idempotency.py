@@ -9,7 +9,11 @@ wait for it. A first request that fails (or whose caller goes away before it fin
 nothing, so a retry runs anew: only results are replayed, never errors.
 
 Entries are kept in memory and persisted to `<state>/idempotency.json` (atomic replace) after
-every change, so a daemon restart keeps them.
+every change, so a daemon restart keeps them. Both are bounded: at most MAX_ENTRIES finished
+entries whose results come to at most MAX_BYTES of JSON; past either, the oldest go first (a
+retry of a forgotten key runs anew). Results are what the methods return, and they keep them
+small: an invocation's record is stored without its params (a replay has the same ones) and
+with a large output kept as an artifact (outputs.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ log = logging.getLogger("browserd.idempotency")
 
 DEFAULT_TTL_S = 24 * 3600.0
 MAX_ENTRIES = 10_000  # past this the oldest entries go first; a key is a courtesy, not storage
+MAX_BYTES = 16 * 1024 * 1024  # the stored results' JSON, all together (memory and the file)
 
 
 def fingerprint(params: dict[str, Any]) -> str:
@@ -55,6 +60,17 @@ class _Entry:
     result: Any = None
     done: bool = False
     finished: trio.Event = attrs.Factory(trio.Event)
+    size: int = 0  # the result's JSON size, for MAX_BYTES
+
+    def keep(self, result: Any) -> None:
+        self.result, self.done, self.size = result, True, _json_size(result)
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(storage.encode_record(value))
+    except (TypeError, ValueError):
+        return 0  # it cannot be persisted either: the save logs that
 
 
 class IdempotencyStore:
@@ -74,12 +90,13 @@ class IdempotencyStore:
             now = time.time()
             for row in rows:
                 if float(row["expires_at"]) > now:
-                    entry = _Entry(str(row["fingerprint"]), float(row["expires_at"]),
-                                   row.get("result"), True)
+                    entry = _Entry(str(row["fingerprint"]), float(row["expires_at"]))
+                    entry.keep(row.get("result"))
                     entry.finished.set()
                     self._entries[(str(row["method"]), str(row["key"]))] = entry
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.error("ignoring unreadable %s: %s", self.path, exc)
+        self._trim()  # a file written by an older daemon may hold more
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,7 +135,7 @@ class IdempotencyStore:
             raise
         finally:
             entry.finished.set()
-        entry.result, entry.done = result, True
+        entry.keep(result)
         await self._save()
         return result, False
 
@@ -126,7 +143,7 @@ class IdempotencyStore:
         """Replace a finished entry's stored result (an invocation that has since finished)."""
         entry = self._entries.get((method, key))
         if entry is not None and entry.done:
-            entry.result = result
+            entry.keep(result)
             await self._save()
 
     def lookup(self, method: str, key: str) -> Any:
@@ -151,16 +168,31 @@ class IdempotencyStore:
                 # The key still works in memory; only a restart would forget it.
                 log.error("could not persist idempotency keys to %s: %s", self.path, exc)
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _trim(self) -> list[tuple[tuple[str, str], _Entry]]:
+        """Drop expired entries, then the oldest finished ones past MAX_ENTRIES or MAX_BYTES;
+        returns the finished entries left, oldest first."""
         now = time.time()
         for slot in [s for s, e in self._entries.items() if e.expires_at <= now]:
             del self._entries[slot]
-        finished = [(slot, e) for slot, e in self._entries.items() if e.done]
-        if len(finished) > MAX_ENTRIES:
-            finished.sort(key=lambda item: item[1].expires_at)
-            for slot, _ in finished[: len(finished) - MAX_ENTRIES]:
-                del self._entries[slot]
-            finished = finished[len(finished) - MAX_ENTRIES:]
+        finished = sorted(((slot, e) for slot, e in self._entries.items() if e.done),
+                          key=lambda item: item[1].expires_at)
+        total = sum(e.size for _, e in finished)
+        dropped = 0
+        while dropped < len(finished) and (len(finished) - dropped > MAX_ENTRIES
+                                           or total > MAX_BYTES):
+            slot, entry = finished[dropped]
+            del self._entries[slot]
+            total -= entry.size
+            dropped += 1
+        return finished[dropped:]
+
+    @property
+    def stored_bytes(self) -> int:
+        """The JSON size of every stored result together."""
+        return sum(e.size for e in self._entries.values() if e.done)
+
+    def _snapshot(self) -> dict[str, Any]:
+        finished = self._trim()
         return {"entries": [
             {"method": method, "key": key, "fingerprint": e.fingerprint,
              "expires_at": e.expires_at, "result": e.result}

@@ -14,6 +14,11 @@ The target is the one asked for, else the link's active page; a runtime without 
 (about:blank). Each invocation is recorded as `invocation.created` and one of
 `invocation.succeeded|failed|cancelled|timed_out` in its run's log, and counts in
 `run.counts["invocations"]`.
+
+Records are kept in memory for get and list: the newest MAX_KEPT, within MAX_KEPT_BYTES of
+encoded records (finished ones go oldest first). An output over outputs.MAX_INLINE_BYTES is
+kept as an artifact of the run instead (see outputs.py), and an error message is cut at
+MAX_ERROR_MESSAGE characters, so one record stays small whatever the page returned.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import storage
+from . import outputs, storage
 from .actions import ACTIONS, ActionFailed, Step
 from .cdp_client import CdpError
 from .errors import ApiError, resource_error
@@ -39,6 +44,8 @@ __all__ = ["FINISHED", "Invocation", "Invocations", "Status"]
 log = logging.getLogger("browserd.invocations")
 
 MAX_KEPT = 10_000  # finished invocations kept for get/list (oldest dropped first)
+MAX_KEPT_BYTES = 32 * 1024 * 1024  # ... and within this many bytes of encoded records
+MAX_ERROR_MESSAGE = 4096  # characters: a thrown Error's message can be megabytes
 IDEMPOTENCY_METHOD = "invocations.create"
 
 
@@ -78,24 +85,31 @@ class Invocation:
     created_at: str
     status: str = Status.QUEUED
     output: Any = None
+    output_truncated: bool = False  # output is {artifact, truncated}: the value is the file
     error: dict[str, Any] | None = None
     started_at: str | None = None
     finished_at: str | None = None
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, repr=False)
     done: trio.Event = attrs.field(factory=trio.Event, repr=False)
     cancel_requested: bool = False
+    kept_bytes: int = 0  # the record's encoded size when last measured (the kept budget)
     _started_clock: float = 0.0
 
-    def to_wire(self) -> dict[str, Any]:
-        """The record as the API shows it."""
-        return {
+    def to_wire(self, *, with_params: bool = True) -> dict[str, Any]:
+        """The record as the API shows it (`with_params=False`: without `params`, which the
+        idempotency store need not keep: a replay has the same params)."""
+        record = {
             "id": self.id, "runtime_id": self.runtime_id, "run_id": self.run_id,
             "space": self.space, "action": self.action, "params": self.params,
             "target_id": self.target_id, "timeout_s": self.timeout_s,
             "idempotency_key": self.idempotency_key, "status": self.status,
-            "output": self.output, "error": self.error, "created_at": self.created_at,
+            "output": self.output, "output_truncated": self.output_truncated,
+            "error": self.error, "created_at": self.created_at,
             "started_at": self.started_at, "finished_at": self.finished_at,
         }
+        if not with_params:
+            del record["params"]
+        return record
 
     def move(self, status: str) -> None:
         if status not in TRANSITIONS.get(self.status, frozenset()):
@@ -122,6 +136,7 @@ class Invocations:
         self.targets = targets
         self.idempotency = idempotency
         self._items: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
+        self._kept_bytes = 0  # the sum of the kept records' kept_bytes
         self._turns: dict[str, trio.Lock] = {}  # runtime id -> one invocation at a time
 
     def get(self, invocation_id: str) -> Invocation:
@@ -184,12 +199,27 @@ class Invocations:
 
     def _keep(self, inv: Invocation) -> None:
         self._items[inv.id] = inv
-        if len(self._items) > MAX_KEPT:
-            for old_id, old in list(self._items.items()):
-                if len(self._items) <= MAX_KEPT:
-                    break
-                if old.status in FINISHED:
-                    del self._items[old_id]
+        self._measure(inv)
+
+    def _measure(self, inv: Invocation) -> None:
+        """Account for the record's size now, and drop the oldest finished records while the
+        kept ones are over their count or their byte budget."""
+        size = outputs.wire_size(inv.to_wire())
+        self._kept_bytes += size - inv.kept_bytes
+        inv.kept_bytes = size
+        if len(self._items) <= MAX_KEPT and self._kept_bytes <= MAX_KEPT_BYTES:
+            return
+        for old_id, old in list(self._items.items()):
+            if len(self._items) <= MAX_KEPT and self._kept_bytes <= MAX_KEPT_BYTES:
+                break
+            if old.status in FINISHED:
+                del self._items[old_id]
+                self._kept_bytes -= old.kept_bytes
+
+    @property
+    def kept_bytes(self) -> int:
+        """The encoded size of every kept record together."""
+        return self._kept_bytes
 
     # -------------------------------------------------------------- running one
 
@@ -201,8 +231,8 @@ class Invocations:
                     inv.move(Status.RUNNING)
                     inv.started_at = storage.now_rfc3339()
                     inv._started_clock = trio.current_time()
-                    output = await self._run_action(link, rt, inv)
-                self._finish(rt, inv, Status.SUCCEEDED, output=output)
+                    output, truncated = await self._run_action(link, rt, inv)
+                self._finish(rt, inv, Status.SUCCEEDED, output=output, truncated=truncated)
         except ActionFailed as exc:
             self._finish(rt, inv, Status.FAILED, message=exc.message, hint=exc.hint)
         except ApiError as exc:
@@ -238,9 +268,10 @@ class Invocations:
             if inv.idempotency_key is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await self.idempotency.update(IDEMPOTENCY_METHOD, inv.idempotency_key,
-                                                  inv.to_wire())
+                                                  inv.to_wire(with_params=False))
 
-    async def _run_action(self, link: Link, rt: Runtime, inv: Invocation) -> Any:
+    async def _run_action(self, link: Link, rt: Runtime, inv: Invocation) -> tuple[Any, bool]:
+        """The action's output as kept (see outputs.keep), and whether it is an artifact."""
         target_id = inv.target_id or await self._active_page(link)
         if target_id not in link.targets:
             raise ActionFailed(f"the page {target_id} is gone",
@@ -248,7 +279,8 @@ class Invocations:
         inv.target_id = target_id
         session_id = await link.session(target_id)
         step = Step(self.registry, rt, link, inv.id, target_id, session_id, inv.params)
-        return await ACTIONS[inv.action].run(step)
+        output = await ACTIONS[inv.action].run(step)
+        return await outputs.keep(step, inv.action, output)
 
     async def _active_page(self, link: Link) -> str:
         target_id = link.active_page()
@@ -268,13 +300,17 @@ class Invocations:
         return target_id
 
     def _finish(self, rt: Runtime, inv: Invocation, status: str, *, output: Any = None,
-                message: str = "", hint: str = "", data: dict[str, Any] | None = None) -> None:
+                truncated: bool = False, message: str = "", hint: str = "",
+                data: dict[str, Any] | None = None) -> None:
         inv.move(status)
         inv.finished_at = storage.now_rfc3339()
-        inv.output = output
+        inv.output, inv.output_truncated = output, truncated
         if status != Status.SUCCEEDED:
+            if len(message) > MAX_ERROR_MESSAGE:
+                message = message[:MAX_ERROR_MESSAGE] + " [cut]"
             inv.error = {"code": _ERROR_CODES[status], "message": message, "hint": hint,
                          **({"data": data} if data else {})}
+        self._measure(inv)
         inv.done.set()
         duration_ms = (round((trio.current_time() - inv._started_clock) * 1000, 3)
                        if inv.started_at else None)

@@ -84,7 +84,7 @@ async def files_collect(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
         # reads the very file that was checked.
         artifact = await api.registry.artifacts.add(
             rt, kind="file", name=Path(record["path"]).name,
-            source=Path(f"/proc/self/fd/{fd}"),
+            source=Path(f"/proc/self/fd/{fd}"), max_bytes=record["size_bytes"],
         )
     finally:
         os.close(fd)

@@ -7,9 +7,13 @@ from typing import Any
 from ..actions import ACTIONS, check_params
 from ..api import Api, Caller, method
 from ..invocations import FINISHED, IDEMPOTENCY_METHOD, Invocation, Status
+from ..outputs import wire_size
 from ..params import Params
 
 _STATUSES = (Status.QUEUED, Status.RUNNING, *sorted(FINISHED))
+# A page of invocations.list holds records up to this many encoded bytes (and at least one),
+# half the RPC frame limit: a list never builds a reply it would have to refuse.
+LIST_PAGE_BYTES = 8 * 1024 * 1024
 
 
 @method("invocations.create")
@@ -33,7 +37,7 @@ async def invocations_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     async def create() -> dict[str, Any]:
         inv = await invocations.create(rt, action, params, target_id, timeout_s, key,
                                        caller.actor())
-        return inv.to_wire()
+        return inv.to_wire(with_params=False)  # what the idempotency store keeps
 
     if key is None:
         record = await create()
@@ -43,6 +47,7 @@ async def invocations_create(api: Api, caller: Caller, p: Params) -> dict[str, A
                        "target_id": target_id}
         record, _ = await api.control.idempotency.run(IDEMPOTENCY_METHOD, key, fingerprint,
                                                       create)
+    record = {**record, "params": params}  # the same as the first request's: same fingerprint
     inv = invocations.find(record["id"])
     if inv is None:
         # Replayed after a daemon restart: the stored record is all there is.
@@ -69,7 +74,8 @@ def invocations_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
 @method("invocations.list")
 def invocations_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     """Invocations, newest first: of one runtime (by address) or all; `status` filters;
-    `cursor` is the last id of the previous page."""
+    `cursor` is the last id of the previous page. A page ends at `limit` records or at
+    LIST_PAGE_BYTES of them, whichever comes first."""
     has_address = p.has("name") or p.has("runtime_id")
     rt = api.runtime(p, touch=False) if has_address else None
     space = None if has_address else p.name("space", None)
@@ -81,9 +87,17 @@ def invocations_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
         inv for inv in api.control.invocations.list(rt, status)
         if (cursor is None or inv.id < cursor) and (space is None or inv.space == space)
     ]
-    chosen = items[:limit]
-    next_cursor = chosen[-1].id if len(items) > limit else None
-    return {"data": [inv.to_wire() for inv in chosen], "next_cursor": next_cursor}
+    chosen: list[dict[str, Any]] = []
+    size = 0
+    for inv in items[:limit]:
+        record = inv.to_wire()
+        # A finished record was measured when it finished; a live one changes: measure it.
+        size += inv.kept_bytes if inv.status in FINISHED else wire_size(record)
+        if chosen and size > LIST_PAGE_BYTES:
+            break
+        chosen.append(record)
+    next_cursor = chosen[-1]["id"] if len(items) > len(chosen) else None
+    return {"data": chosen, "next_cursor": next_cursor}
 
 
 @method("invocations.cancel")

@@ -3,9 +3,16 @@ collecting through the daemon, and a staged file given to a page's <input type=f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import resource
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 import trio
@@ -17,6 +24,8 @@ from browserd.daemon.errors import ApiError
 from browserd.daemon.files import FileArea, split_path
 
 from .conftest import Launched, artifact_bytes
+
+T = TypeVar("T")
 
 BAD_PATHS = ["../escape", "a/../../b", "/etc/passwd", "", ".", "a/\0b", "x" * 256]
 
@@ -181,3 +190,101 @@ async def test_files_outlive_runs(launched: Launched) -> None:
         assert [f.path for f in await runtime.files.list()] == ["keep.txt", "while-stopped.txt"]
         with pytest.raises(errors.NoActiveRun):
             await runtime.files.collect("keep.txt")
+
+
+# -- files that are not regular files -------------------------------------------------------
+
+
+def bounded(call: Callable[[], T], *fifos: Path, within_s: float = 5.0) -> T:
+    """`call()` in a thread, which must return within `within_s`. A call blocked in opening a
+    FIFO is released (by opening the FIFO's other end) before the test fails, so a regression
+    fails this test rather than hang the suite."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("value", call()))
+        except BaseException as exc:
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within_s)
+    if thread.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(within_s)
+        raise AssertionError(f"blocked for more than {within_s} s")
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return cast(T, value)
+
+
+def test_fifos_devices_and_links_are_refused_without_blocking(tmp_path: Path) -> None:
+    area = FileArea(tmp_path / "files")
+    area.stage("in/ok.txt", b"fine", None)
+    root = tmp_path / "files"
+    pipe = root / "in" / "pipe"
+    os.mkfifo(pipe)
+    (tmp_path / "sub").mkdir()
+
+    with pytest.raises(ApiError) as refused:
+        bounded(lambda: area.open_file("in/pipe"), pipe)
+    assert refused.value.code == "runtime_file.path_invalid"
+    assert "'in/pipe' is a FIFO" in refused.value.message and refused.value.hint
+    assert refused.value.data == {"path": "in/pipe", "type": "fifo"}
+    with pytest.raises(ApiError) as listed:
+        bounded(lambda: area.list_files("in/pipe", with_hash=True), pipe)
+    assert listed.value.code == "runtime_file.path_invalid" and "FIFO" in listed.value.message
+    # A listing skips what is not a regular file, and never opens it (hashing or not).
+    for with_hash in (False, True):
+        records = bounded(lambda: area.list_files(with_hash=with_hash), pipe)  # noqa: B023
+        assert [r["path"] for r in records] == ["in/ok.txt"]
+
+    # A local source is checked the same way: a FIFO, a device, a directory, a link.
+    outside_fifo = tmp_path / "source-pipe"
+    os.mkfifo(outside_fifo)
+    (tmp_path / "link.txt").symlink_to(root / "in" / "ok.txt")
+    for source, words, kind in ((outside_fifo, "is a FIFO", "fifo"),
+                                (Path("/dev/zero"), "is a character device", "char_device"),
+                                (tmp_path / "sub", "is a directory", "directory"),
+                                (tmp_path / "link.txt", "is a symbolic link", "symlink")):
+        with pytest.raises(ApiError) as bad_source:
+            bounded(lambda: area.stage("copy.bin", None, source), outside_fifo)  # noqa: B023
+        assert bad_source.value.code == "rpc.invalid_params", source
+        assert words in bad_source.value.message, bad_source.value.message
+        assert bad_source.value.data == {"field": "source_path", "type": kind}
+    assert sorted(p.name for p in root.iterdir()) == ["in"], "nothing staged, no temp left"
+
+
+@contextlib.contextmanager
+def small_file_limit(limit: int = 64 << 20) -> Iterator[None]:
+    """RLIMIT_FSIZE for the while: should a copy start anyway, it fails at 64 MiB (EFBIG;
+    Python ignores SIGXFSZ) rather than fill the machine's disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_huge_file_is_refused_before_it_fills_the_disk(tmp_path: Path) -> None:
+    area = FileArea(tmp_path / "files")
+    area.stage("small.txt", b"small", None)
+    free = shutil.disk_usage(tmp_path).free
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as file:
+        file.truncate(free + (1 << 30))  # a hole: takes no space, reads as zeros
+    os.link(sparse, tmp_path / "files" / "sparse.bin")
+    started = time.monotonic()
+    with small_file_limit(), pytest.raises(ApiError) as staged:
+        bounded(lambda: area.stage("copy.bin", None, sparse))
+    assert staged.value.code == "state.unwritable" and staged.value.data["size_bytes"] > free
+    with small_file_limit(), pytest.raises(ApiError) as collected:
+        bounded(lambda: area.open_file("sparse.bin"))
+    assert collected.value.code == "state.unwritable"
+    assert time.monotonic() - started < 2, "refused before reading (or hashing) anything"
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == ["small.txt", "sparse.bin"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from browserd.client import AsyncClient, errors
+from browserd.daemon import idempotency
 from browserd.daemon.errors import ApiError
 from browserd.daemon.idempotency import IdempotencyStore, fingerprint
 from browserd.daemon.service import Daemon, serve
@@ -132,3 +134,27 @@ async def test_launch_with_a_key_survives_a_daemon_restart(short_dir: Path) -> N
                                                           "idempotency_key": "job-8"})
                 assert fresh["started"] and fresh["run"]["id"] != launched["run"]["id"]
             second.stop()
+
+
+async def test_stored_results_have_a_byte_budget(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(idempotency, "MAX_BYTES", 100_000)  # 16 MiB in the daemon
+    path = tmp_path / "idempotency.json"
+    store = IdempotencyStore(path)
+
+    def result(key: str) -> Callable[[], Awaitable[dict[str, str]]]:
+        async def work() -> dict[str, str]:
+            return {"key": key, "body": "x" * 30_000}
+        return work
+
+    for number in range(6):
+        await store.run("m", f"k{number}", {}, result(f"k{number}"))
+    assert store.stored_bytes <= 100_000
+    assert [store.lookup("m", f"k{n}") is not None for n in range(6)] == [False] * 3 + [True] * 3
+    assert path.stat().st_size <= 100_000 + 1000, "the file is bounded the same way"
+    # A file written by an older daemon, over the budget, is trimmed as it is loaded.
+    monkeypatch.setattr(idempotency, "MAX_BYTES", 70_000)
+    reloaded = IdempotencyStore(path)
+    reloaded.load()
+    assert len(reloaded) == 2 and reloaded.lookup("m", "k5") == {"key": "k5",
+                                                                  "body": "x" * 30_000}

@@ -6,6 +6,7 @@ failure), the run's log and counts, the exclusive-lease lock, and the latency of
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import time
@@ -13,8 +14,11 @@ import time
 import pytest
 import trio
 
-from browserd.client import errors
+from browserd.client import AsyncInvocation, errors, wire
 from browserd.daemon.cdp_client import open_cdp
+from browserd.daemon.invocations import MAX_KEPT_BYTES
+from browserd.daemon.methods.invocations import LIST_PAGE_BYTES
+from browserd.daemon.outputs import MAX_INLINE_BYTES, wire_size
 
 from .conftest import Launched, artifact_bytes, eventually, png_size
 
@@ -225,6 +229,10 @@ async def test_idempotent_invocations(launched: Launched) -> None:
         first = await invocations.create("evaluate", params, idempotency_key="inc-1")
         again = await invocations.create("evaluate", params, idempotency_key="inc-1")
         assert again.id == first.id and again.output == first.output == 1
+        assert again.params == first.params == {**params, "await_promise": True}
+        stored = launched.daemon.api.control.idempotency.lookup("invocations.create", "inc-1")
+        assert stored["id"] == first.id and "params" not in stored, \
+            "the store keeps the record without the params (a replay has them)"
         check = await invocations.create("evaluate", {"expression": "window.__n"})
         assert check.output == 1, "the replay did not run the action again"
         with pytest.raises(errors.IdempotencyConflict):
@@ -258,3 +266,118 @@ async def test_evaluate_latency(launched: Launched) -> None:
         print(f"\nevaluate via invocations.create: median {median_ms:.2f} ms; "
               f"raw CDP through a lease: median {direct_ms:.2f} ms")
         assert median_ms < 100
+
+
+# -- outputs and what the daemon keeps --------------------------------------------------------
+
+BIG_TEXT = "'ab'.repeat(300000) + '\\u00e9\\u{1F600}'"  # 600 KB, with non-ASCII at the end
+
+
+async def test_a_large_output_is_kept_as_an_artifact_and_read_back(launched: Launched) -> None:
+    runtime, daemon, bd = launched.runtime, launched.daemon, launched.bd
+    invocations = runtime.invocations
+    value = "ab" * 300_000 + "\u00e9\U0001F600"
+    with trio.fail_after(60):
+        big = await invocations.create("evaluate", {"expression": BIG_TEXT})
+        assert big.output == value, "a waited-for call gives the value itself"
+        assert big.output_truncated and big.raw["output"]["truncated"] is True
+        artifact = big.output_artifact
+        assert artifact is not None and big.raw["output"] == {"artifact": artifact,
+                                                              "truncated": True}
+        assert artifact["kind"] == "output" and artifact["name"] == f"evaluate-{big.id}.json"
+        assert artifact["content_type"] == "application/json"
+        assert json.loads(artifact_bytes(daemon, artifact)) == value
+
+        structured = await invocations.create("evaluate", {
+            "expression": "Array.from({length: 20000}, (_, i) => ({i, s: 'v' + i}))"})
+        assert structured.output_truncated and len(structured.output) == 20000
+        assert structured.output[19999] == {"i": 19999, "s": "v19999"}
+
+        # content is stored as the page's HTML or text itself.
+        await invocations.create("evaluate", {
+            "expression": "document.body.innerHTML = '<p>' + 'word '.repeat(40000); 1"})
+        html = await invocations.create("content", {"format": "html"})
+        assert html.output_truncated and html.output.startswith("<html><head></head><body><p>")
+        assert html.output_artifact is not None
+        assert html.output_artifact["name"] == f"content-{html.id}.html"
+        assert html.output_artifact["content_type"] == "text/html; charset=utf-8"
+        assert artifact_bytes(daemon, html.output_artifact).decode() == html.output
+        text = await invocations.create("content", {"format": "text"})
+        assert text.output_truncated and text.output.startswith("word word")
+        assert text.output_artifact is not None
+        assert text.output_artifact["name"] == f"content-{text.id}.txt"
+
+        # Small outputs stay inline; a value shaped like the stub is only a value.
+        lookalike = await invocations.create(
+            "evaluate", {"expression": "({artifact: {id: 'art_x'}, truncated: true})"})
+        assert lookalike.output == {"artifact": {"id": "art_x"}, "truncated": True}
+        assert not lookalike.output_truncated and lookalike.output_artifact is None
+        assert lookalike.raw["output_truncated"] is False
+
+        # The kept record is small. get and refresh read the value back; list does not, and
+        # read_output() does for any record.
+        record = await bd.call("invocations.get", {"id": big.id})
+        assert record["output"] == {"artifact": artifact, "truncated": True}
+        assert wire_size(record) < 4096 < MAX_INLINE_BYTES
+        assert (await invocations.get(big.id)).output == value
+        listed = {inv.id: inv for inv in await invocations.list()}
+        assert listed[big.id].output == {"artifact": artifact, "truncated": True}
+        assert await listed[big.id].read_output() == value
+        assert await listed[lookalike.id].read_output() == lookalike.output
+        queued = await invocations.create("evaluate", {"expression": BIG_TEXT}, wait=False)
+        done = await eventually(queued.refresh, lambda inv: inv.finished)
+        assert done.output == value
+
+        run = await runtime.current_run()
+        outputs = await run.artifacts.list(kind="output")
+        assert len(outputs) == 5 and outputs[-1].id == artifact["id"]
+        succeeded = await run.events.list(types=["invocation.succeeded"])
+        assert [e.data.get("artifact_id") for e in succeeded if e.data["invocation_id"]
+                == big.id] == [artifact["id"]]
+
+
+async def test_kept_records_have_a_byte_budget_and_list_pages_fit_a_frame(
+        launched: Launched) -> None:
+    runtime, bd = launched.runtime, launched.bd
+    kept = launched.daemon.api.control.invocations
+    # Params are kept too: an expression may be 1 MiB. 36 such records are 36 MiB, over the
+    # budget of 32 MiB and over twice the 16 MiB frame a list reply must fit in.
+    expression = "1" + " " * ((1 << 20) - 2)
+    ids = []
+    with trio.fail_after(120):
+        for _ in range(36):
+            inv = await bd.call("invocations.create", {"runtime_id": runtime.id,
+                                                       "action": "evaluate",
+                                                       "params": {"expression": expression}})
+            ids.append(inv["id"])
+        assert kept.kept_bytes <= MAX_KEPT_BYTES
+        with pytest.raises(errors.InvocationNotFound):
+            await runtime.invocations.get(ids[0])  # the oldest went first
+        assert (await runtime.invocations.get(ids[-1])).id == ids[-1]
+
+        pages, cursor, seen = [], None, []
+        while True:
+            page = await bd.call("invocations.list", {"runtime_id": runtime.id, "limit": 1000,
+                                                      **({"cursor": cursor} if cursor else {})})
+            size = len(wire.Connection().send_response(1, None, page))
+            assert size <= LIST_PAGE_BYTES + 64 * 1024, size
+            pages.append(size)
+            seen += [record["id"] for record in page["data"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(pages) > 1 and seen == sorted(seen, reverse=True)
+        assert seen[0] == ids[-1] and set(seen) <= set(ids) and len(seen) >= 28
+        every = await runtime.invocations.list()
+        assert [inv.id for inv in every] == seen
+        assert all(isinstance(inv, AsyncInvocation) for inv in every)
+
+
+async def test_a_huge_error_message_is_cut(launched: Launched) -> None:
+    with trio.fail_after(60), pytest.raises(errors.InvocationFailed) as failed:
+        await launched.runtime.invocations.create(
+            "evaluate", {"expression": "throw new Error('x'.repeat(1 << 20))"})
+    message = failed.value.message
+    assert message.startswith("the expression threw: Error: xxx") and message.endswith("[cut]")
+    assert len(message) < 4200
+    assert failed.value.data["invocation"]["error"]["message"] == message

@@ -29,6 +29,13 @@ def test_blocking_invocations_targets_files_and_leases(shell_process: DaemonProc
                                        timeout_s=0.2)
         assert timed_out.value.data["invocation"]["status"] == "timed_out"
         assert runtime.invocations.cancel(nav.id).status == "succeeded"
+        # An output over 64 KiB is an artifact of the run; the blocking client reads it back.
+        big = runtime.invocations.create("evaluate", {"expression": "'xy'.repeat(100000)"})
+        assert big.output == "xy" * 100_000 and big.output_truncated
+        assert big.refresh().output == "xy" * 100_000, "refresh reads it back too"
+        listed = runtime.invocations.list(limit=1)[0]
+        assert listed.id == big.id and listed.output == big.raw["output"]
+        assert listed.read_output() == "xy" * 100_000
 
         first = runtime.targets.list()[0]
         second = runtime.targets.create(f"{site}/other")
@@ -46,5 +53,5 @@ def test_blocking_invocations_targets_files_and_leases(shell_process: DaemonProc
         assert lease.endpoint is not None and lease.endpoint.browser_url
         got = runtime.connections.get(lease.id)
         assert got.id == lease.id and got.endpoint is None and got.open_sockets == 0
-        assert runtime.current_run().counts["invocations"] == 3
+        assert runtime.current_run().counts["invocations"] == 4
         runtime.stop()

@@ -526,7 +526,8 @@ class Figures:
     notes: list[str] = attrs.Factory(list)
 
     def empty(self) -> bool:
-        return not (self.bad_inputs or self.faults or self.load or self.events_checked)
+        return not (self.bad_inputs or self.faults or self.load or self.events_checked
+                    or self.notes)
 
     def lines(self) -> list[str]:
         out = [f"fuzz profile {FUZZ_PROFILE!r}"]
