@@ -92,6 +92,14 @@ class Reconciler:
             pids = sorted(pid for tag in tags if tag for pid in killed.get(tag, ()))
             ended.update(tags)
             await self.reconcile_lost(rt, pids)
+        # A run whose runtime's record never said it was live (a daemon killed between the
+        # run's first record and the runtime's): lost all the same, never left `starting`.
+        live_runs = {rt.record.active_run_id for rt in orphans}
+        for run in list(self.registry.runs.values()):
+            if run.status not in FINISHED_RUN and run.id not in live_runs:
+                tag = f"{key}.{run.id}"
+                ended.add(tag)
+                await self._end_lost_run(run, sorted(killed.get(tag, ())))
         others = sorted(pid for tag, pids in killed.items() if tag not in ended for pid in pids)
         if others:
             log.warning("killed %d processes left by an earlier daemon: %s", len(others), others)
@@ -155,31 +163,37 @@ class Reconciler:
         record = rt.record
         run = self.registry.runs.get(record.active_run_id or "")
         if run is not None and run.status not in FINISHED_RUN:
-            # After the sweep: no browser writes into the staging folder any more. A whole log
-            # to read and files to remove: in a worker thread.
-            downloads = await trio.to_thread.run_sync(
-                _lost_downloads, self.registry.artifacts.run_dir(run))
-            event_log = self.registry.open_log(run)
-            for download in downloads:
-                event_log.append("download", {**download["data"], "reason": "daemon_lost"},
-                                 status="failed", target=download["target"])
-            event_log.append(
-                "runtime.lifecycle",
-                {"end_reason": "daemon_lost", "killed_pids": killed},
-                status="ended",
-            )
-            run.status = run_transition(run.status, Trigger.LOST)
-            run.ended_at = storage.now_rfc3339()
-            run.end_reason = "daemon_lost"
-            run.counts["events"] = event_log.last_seq
-            event_log.close()
-            self.registry.save_run(run)
+            await self._end_lost_run(run, killed)
         record.status = runtime_transition(record.status, Trigger.LOST)
         record.active_run_id = None
         record.process = None
         self.registry.save_runtime(rt)
         log.info("runtime %s/%s was live under a lost daemon; killed %s", record.space,
                  record.name, killed or "nothing")
+
+
+    async def _end_lost_run(self, run: RunRecord, killed: list[int]) -> None:
+        """End a run its dead daemon left live as `daemon_lost`, its downloads in flight as
+        failed."""
+        # After the sweep: no browser writes into the staging folder any more. A whole log
+        # to read and files to remove: in a worker thread.
+        downloads = await trio.to_thread.run_sync(
+            _lost_downloads, self.registry.artifacts.run_dir(run))
+        event_log = self.registry.open_log(run)
+        for download in downloads:
+            event_log.append("download", {**download["data"], "reason": "daemon_lost"},
+                             status="failed", target=download["target"])
+        event_log.append(
+            "runtime.lifecycle",
+            {"end_reason": "daemon_lost", "killed_pids": killed},
+            status="ended",
+        )
+        run.status = run_transition(run.status, Trigger.LOST)
+        run.ended_at = storage.now_rfc3339()
+        run.end_reason = "daemon_lost"
+        run.counts["events"] = event_log.last_seq
+        event_log.close()
+        self.registry.save_run(run)
 
 
 def _recorded_browser(rt: Runtime) -> tuple[int, float] | None:

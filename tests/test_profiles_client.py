@@ -154,7 +154,8 @@ def test_profiles_through_browserctl(shell_daemon: DaemonProcess, bd: Client) ->
     crm.stop()
     assert ctl("profiles", "clone", "bot", "bot2").stdout.strip() == "cloned profile bot to bot2"
     again = ctl("--json", "profiles", "clone", "bot", "bot2", check=False)
-    assert again.returncode == 1 and again.stderr.startswith("error: profile.exists: ")
+    assert again.returncode == 1  # with --json, the error is JSON too
+    assert json.loads(again.stderr)["error"]["code"] == "profile.exists"
 
     crm2 = bd.runtimes.browser.launch("crm2", profile="bot2")
     shown_json = json.loads(ctl("profiles", "show", "bot2", "--json").stdout)

@@ -173,3 +173,31 @@ def test_daemon_restart_ends_live_runs_as_daemon_lost(short_dir: Path) -> None:
             relaunched.stop()
     finally:
         assert second.stop() == 0, second.log.read_text()
+
+
+def test_a_run_started_just_before_a_daemon_kill_is_ended_too(short_dir: Path) -> None:
+    """The run's first record is on disk before the runtime's says it is starting: a daemon
+    killed in between leaves a `starting` run under a `stopped` runtime. The next daemon ends
+    that run as lost as well, instead of leaving it starting for good."""
+    first = DaemonProcess(short_dir)
+    first.start()
+    with Client(first.socket) as bd:
+        runtime = bd.runtimes.browser.launch(name="torn")
+        run_id = runtime.active_run_id
+        runtime.stop()
+    assert first.stop() == 0
+    run_file = short_dir / "state" / "runs" / str(run_id) / "run.json"
+    run = json.loads(run_file.read_text())
+    run.update(status="starting", ended_at=None, end_reason=None)
+    run_file.write_text(json.dumps(run))
+    second = DaemonProcess(short_dir)
+    second.start()
+    try:
+        with Client(second.socket) as bd:
+            ended = bd.runs.get(str(run_id))
+            assert (ended.status, ended.end_reason) == ("ended", "daemon_lost")
+            assert bd.runtimes.get("torn").status == "stopped"
+            last = bd.runs.get(str(run_id)).events.list()[-1]
+            assert last.type == "runtime.lifecycle" and last.status == "ended"
+    finally:
+        assert second.stop() == 0, second.log.read_text()
