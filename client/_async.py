@@ -48,7 +48,8 @@ def _client_version() -> str:
 
 @attrs.define
 class Subscription:
-    """The receiving end of a server-pushed stream (``*.follow``); see DESIGN.md section 2.
+    """The receiving end of a server-pushed stream (``*.follow``); see docs/api.md
+    (Transport and framing).
 
     ``receive`` yields notification payloads; it ends when the stream ends, and then
     ``ended_reason`` says why (``cancelled``, ``run_ended``, ``overflow``,

@@ -1,6 +1,6 @@
 """The daemon's records as attrs classes: the data half of every resource object.
 
-Field names are the wire keys (DESIGN.md section 3). Every field has a default so a
+Field names are the wire keys (docs/api.md, Records). Every field has a default so a
 record from an older or newer daemon still loads; ``raw`` keeps the whole wire map,
 including keys added after this client was written.
 """
@@ -40,7 +40,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 @attrs.frozen
 class Event:
-    """One line of a run's event log (DESIGN.md section 7)."""
+    """One line of a run's event log (docs/api.md, Records)."""
 
     seq: int = 0
     time: str = ""

@@ -4,7 +4,7 @@ A :class:`Connection` never touches a socket and never awaits (the h11/wsproto
 model). Feed what the socket gave you with :meth:`Connection.receive_data`
 (``b""`` means EOF), then call :meth:`Connection.next_event` until it returns
 :data:`NEED_DATA` or :data:`CLOSED`. The ``send_*`` methods return the bytes to
-write. The framing (DESIGN.md section 2)::
+write. The framing (docs/api.md, Transport and framing)::
 
     request       [0, msgid, method, [params]]   params: an array holding one map (or empty)
     response      [1, msgid, error, result]      error is nil on success

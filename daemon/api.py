@@ -133,7 +133,7 @@ class Api:
             raise ApiError(
                 "rpc.method_not_found",
                 f"There is no method {name!r}.",
-                hint="See the README's API section for the method list.",
+                hint="See docs/api.md for the method list.",
                 data={"method": name},
             )
         return found

@@ -1,6 +1,7 @@
 """The HTTP side of the CDP endpoint: routes, the Host and Origin checks, /json discovery.
 
-URL layout (DESIGN section 5), with <cid> a connection (lease) id and <token> its secret:
+URL layout (docs/api.md, The CDP endpoint), with <cid> a connection (lease) id and <token>
+its secret:
 
     ws://127.0.0.1:PORT/cdp/<cid>/<token>                         the browser target
     ws://127.0.0.1:PORT/cdp/<cid>/<token>/devtools/page/<id>      a page target

@@ -2,7 +2,7 @@
 
 The HTTP side (routes, checks, /json discovery, the upstream handshake) is `cdp_http`. After an
 authorized upgrade, bytes are relayed as they are in both directions: masking and framing are
-the same on both legs (DESIGN section 5), so nothing is re-encoded. The relay reads:
+the same on both legs (docs/api.md, The CDP endpoint), so nothing is re-encoded. The relay reads:
 
 - client-to-browser: every message, unmasked (commands are small; past 64 KiB only the first
   and last bytes), to record commands, to see where clients send downloads, and to apply the

@@ -142,7 +142,7 @@ class Config:
     log_levels: LogLevelsConfig = LogLevelsConfig()
 
 
-# One table of every key: (section, key) -> (type, check). The README's configuration section
+# One table of every key: (section, key) -> (type, check). docs/configuration.md's table
 # documents the same keys; tests load a file with all of them.
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _FSYNC = ("always", "batch", "never")

@@ -1,4 +1,4 @@
-"""Which browser executable the daemon runs (DESIGN section 6, browser discovery).
+"""Which browser executable the daemon runs (docs/configuration.md, browser.executable).
 
 Order: config `browser.executable` > `$BROWSERD_BROWSER` > the Chromium that Playwright
 installed (`$PLAYWRIGHT_BROWSERS_PATH`, else `$XDG_CACHE_HOME/ms-playwright` or

@@ -1,6 +1,6 @@
 """One run's event log: `events.jsonl`, append-only, one JSON event per line.
 
-Invariants of the file (DESIGN section 7):
+Invariants of the file (docs/operations.md, State on disk):
 - `seq` starts at 1 and grows by one per event; reopening continues after the last valid line.
 - Bytes once written are never rewritten or truncated. A torn tail left by a crash stays; the
   next append starts with a newline so it never glues onto the new event, and readers skip

@@ -1,7 +1,7 @@
 """`runs.events.follow`: a run's events pushed to a client, from the log and then live.
 
 One `Follow` per subscription, run as a task of the client's RPC session (so it ends when the
-connection closes). It speaks the stream protocol of DESIGN.md section 2:
+connection closes). It speaks the stream protocol of docs/api.md (Transport and framing):
 
     ["runs.event", [{subscription, event}]]             each event, in seq order
     ["subscription.heartbeat", [{subscription, last_seq}]]   after HEARTBEAT_S without one

@@ -29,7 +29,7 @@ log = logging.getLogger("browserd")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="browserd", description="Local browser-runtime daemon (see README.md)."
+        prog="browserd", description="Local browser-runtime daemon (see docs/operations.md)."
     )
     parser.add_argument("--config", type=Path, help="config file (default: $BROWSERD_CONFIG, "
                         "$CONFIGURATION_DIRECTORY/config.toml under systemd, or "

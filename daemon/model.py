@@ -1,7 +1,7 @@
 """The records of the model (spaces, runtimes, runs, connection leases) and their wire shapes.
 
 These are plain holders; the registry owns every change to them. `to_wire()` is the record as
-DESIGN.md section 3 shows it to clients; `to_json()`/`from_json()` is the state-file form.
+docs/api.md (Records) shows it to clients; `to_json()`/`from_json()` is the state-file form.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def invalid(field: str, message: str, hint: str = "") -> ApiError:
     return ApiError(
         "rpc.invalid_params",
         f"{field}: {message}",
-        hint=hint or "Check the method's params in the README's API section.",
+        hint=hint or "Check the method's params in docs/api.md.",
         data={"field": field},
     )
 

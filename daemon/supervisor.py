@@ -6,9 +6,10 @@ Its DevTools endpoint comes from the
 "DevTools listening on ws://..." line on stderr (cross-checked with `DevToolsActivePort`);
 stdout and stderr are drained for the browser's whole life into a bounded tail.
 
-Stop order (DESIGN section 6): CDP `Browser.close` -> wait -> SIGTERM the group -> wait ->
-SIGKILL the group and sweep what escaped it -> wait until nothing remains. Which processes
-make up "the tree", and the signalling and reaping of them, is process_tree.py's job.
+Stop order (docs/operations.md, Supervision): CDP `Browser.close` -> wait -> SIGTERM the
+group -> wait -> SIGKILL the group and sweep what escaped it -> wait until nothing remains.
+Which processes make up "the tree", and the signalling and reaping of them, is
+process_tree.py's job.
 """
 
 from __future__ import annotations

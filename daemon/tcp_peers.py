@@ -1,8 +1,9 @@
 """Which local process is at the other end of a loopback TCP connection.
 
-The CDP proxy names the process behind each socket in its events (DESIGN section 8: every
-event records which local process acted). The lookup walks /proc through psutil, so it runs in
-a worker thread, a few at a time, and is best effort: any failure gives None fields.
+The CDP proxy names the process behind each socket in its events (docs/reliability.md,
+Security model: every event records which local process acted). The lookup walks /proc
+through psutil, so it runs in a worker thread, a few at a time, and is best effort: any
+failure gives None fields.
 """
 
 from __future__ import annotations

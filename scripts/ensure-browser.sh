@@ -1,5 +1,5 @@
 #!/bin/sh
-# Make sure a Chromium that browserd can drive is installed (DESIGN.md section 6 order).
+# Make sure a Chromium that browserd can drive is installed (the discovery order of docs/configuration.md).
 # As root on Debian/Ubuntu it installs the distribution's packages; otherwise it says how.
 set -eu
 

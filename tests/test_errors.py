@@ -8,8 +8,8 @@ import pytest
 
 from browserd.client import errors
 
-# Every code in DESIGN.md (section 2 and 3) plus request.idempotency_conflict.
-DESIGN_CODES = [
+# The error codes of docs/api.md that the client knows by class.
+API_CODES = [
     "rpc.parse_error",
     "rpc.invalid_request",
     "rpc.method_not_found",
@@ -42,24 +42,24 @@ DESIGN_CODES = [
     "daemon.shutting_down",
     "request.idempotency_conflict",
     "profile.exists",
-    # the control surface (README's API section): additions to DESIGN.md
+    # the control surface
     "target.not_found",
     "invocation.not_found",
     "runtime_file.not_found",
 ]
 
 
-def test_every_design_code_has_its_own_class() -> None:
-    assert set(errors.CODES) == set(DESIGN_CODES)
-    classes = [errors.CODES[code] for code in DESIGN_CODES]
+def test_every_api_code_has_its_own_class() -> None:
+    assert set(errors.CODES) == set(API_CODES)
+    classes = [errors.CODES[code] for code in API_CODES]
     assert len(set(classes)) == len(classes)
-    for code, cls in zip(DESIGN_CODES, classes, strict=True):
+    for code, cls in zip(API_CODES, classes, strict=True):
         assert cls.code == code
         assert issubclass(cls, errors.BrowserdError)
         assert not issubclass(cls, errors.RemoteError)
 
 
-@pytest.mark.parametrize("code", DESIGN_CODES)
+@pytest.mark.parametrize("code", API_CODES)
 def test_error_from_wire_builds_the_class_of_the_code(code: str) -> None:
     wire = {"code": code, "message": "it broke", "hint": "do this", "data": {"field": "name"}}
     err = errors.error_from_wire(wire)

@@ -69,9 +69,9 @@ def fuzz_settings(ci_examples: int) -> settings:
 
 
 def readme_error_codes() -> frozenset[str]:
-    """Every code the README's "Error codes" section lists: the codes a client may be sent."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Error codes", 1)[1].split("\n#", 1)[0]
+    """Every code docs/api.md's "Error codes" section lists: the codes a client may be sent."""
+    text = (REPO / "docs" / "api.md").read_text()
+    section = text.split("## Error codes", 1)[1].split("\n#", 1)[0]
     return frozenset(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", section))
 
 
@@ -445,8 +445,8 @@ def check_run_logs(state_dir: Path, *, allow_torn_before_reconcile: bool = True)
     A torn line (a write cut short by a kill) is allowed as the last line; and, since the
     daemon starts its next append on a fresh line, in the middle of a log when what follows it
     is the reconciliation after a lost daemon (`daemon_lost`) or the same seq written again.
-    A run whose run.json says `degraded` (a disk error hit it: README, "On disk") may miss
-    seqs; they must still grow. Every such gap is counted in `dropped`.
+    A run whose run.json says `degraded` (a disk error hit it: docs/operations.md, "State on
+    disk") may miss seqs; they must still grow. Every such gap is counted in `dropped`.
     """
     files = events = torn = dropped = 0
     seqs: dict[str, int] = {}

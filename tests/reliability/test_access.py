@@ -204,7 +204,7 @@ async def test_cdp_refuses_bad_tokens_expired_revoked_origins_and_hosts(
             await bd.call("connections.delete", {"id": revoked.id})
             status, _ = await trio.to_thread.run_sync(http_get, revoked_http + "/json/version")
             assert status == 410, "a revoked lease admits nobody new"
-            # ...while a socket already open stays until force (DESIGN section 3).
+            # ...while a socket already open stays until force (docs/api.md, the model).
             answer = await trio.to_thread.run_sync(open_socket.call, "Browser.getVersion")
             assert answer["result"]["product"]
             await bd.call("connections.delete", {"id": revoked.id, "force": True})
