@@ -18,6 +18,7 @@ from . import (
 from .api import Api
 from .artifacts import ArtifactStore
 from .config import Config
+from .fd_budget import FdBudget, raise_nofile_limit
 from .memory import release_free_memory
 from .monitor import ResourceMonitor
 from .notify import Notifier
@@ -62,8 +63,11 @@ async def serve(config: Config, *, handle_signals: bool = False,
     # Browser helpers that lose their parent get reparented to us, not to init, so nothing of
     # a browser tree escapes supervision.
     set_child_subreaper()
+    # Descriptors: as many as the hard limit allows, shared out among clients so that no
+    # flood of them leaves the daemon without one for its own work (fd_budget.py).
+    budget = FdBudget.derive(raise_nofile_limit(), config.limits)
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    registry = Registry(config)
+    registry = Registry(config, budget)
     registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
@@ -75,7 +79,9 @@ async def serve(config: Config, *, handle_signals: bool = False,
     api.control.idempotency.load()
     server = RpcServer(api, socket_path=config.socket,
                        requests_in_flight=config.limits.requests_in_flight,
-                       allowed_group=config.allowed_group, listener=listener)
+                       allowed_group=config.allowed_group, listener=listener,
+                       connections=budget.rpc_connections,
+                       hello_timeout_s=config.limits.hello_timeout_s)
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
         if handle_signals:

@@ -26,6 +26,7 @@ import trio
 from . import procutil
 from .cdp_client import open_cdp
 from .errors import ApiError
+from .fd_budget import resource_shortage
 from .process_tree import ProcessTree
 from .procutil import (
     reap_orphans,
@@ -245,12 +246,19 @@ class BrowserProcess:
         """
         user_data_dir = _prepare_profile(spec.user_data_dir)
         argv = browser_args(spec, user_data_dir)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None
+            raise
         try:
             popen = procutil.spawn(argv, env=scrubbed_env(), output_fd=write_fd,
                                          die_with_parent=spec.die_with_daemon)
         except OSError as exc:
             os.close(read_fd)
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None  # Popen's own pipes, or a fork refused for memory
             raise ApiError(
                 "browser.launch_failed",
                 f"Could not start {spec.executable}: {exc.strerror or exc}.",
@@ -264,10 +272,12 @@ class BrowserProcess:
         output = trio.lowlevel.FdStream(read_fd)
         try:
             proc = cls(spec, user_data_dir, popen)
-        except BaseException:  # out of file descriptors for the pidfd, say
+        except BaseException as exc:  # out of file descriptors for the pidfd, say
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
             output.close()
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None
             raise
         # From here on a process exists: every way out of this block but success kills it.
         try:
