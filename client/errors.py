@@ -47,6 +47,7 @@ __all__ = [
     "ProfileInUse",
     "ProfileNotFound",
     "RemoteError",
+    "ResourcesExhausted",
     "RpcError",
     "RunNotFound",
     "RuntimeFileNotFound",
@@ -304,6 +305,14 @@ class InvocationCancelled(InvocationError):
 
 class DaemonShuttingDown(BrowserdError):
     code = "daemon.shutting_down"
+
+
+class ResourcesExhausted(BrowserdError):
+    """The daemon is at one of its limits (``data["budget"]``: ``rpc_connections``,
+    ``cdp_sockets``, ``cdp_pending``, ``lease_ports``, with ``limit`` and ``in_use``) or ran
+    out of file descriptors or memory (``data["errno"]``); it goes on serving others."""
+
+    code = "daemon.resources_exhausted"
 
 
 class IdempotencyConflict(BrowserdError):

@@ -26,7 +26,7 @@ import trio
 from . import procutil
 from .cdp_client import open_cdp
 from .errors import ApiError
-from .fd_budget import resource_shortage
+from .fd_budget import RESOURCE_ERRNOS, resource_shortage
 from .process_tree import ProcessTree
 from .procutil import (
     reap_orphans,
@@ -485,7 +485,7 @@ class BrowserProcess:
             elif not self._tree.gone:
                 self._stopping = trio.Event()
                 try:
-                    await self._shutdown(max(grace_s, 0.0))
+                    await self._shutdown_through_shortage(max(grace_s, 0.0))
                 finally:
                     self._stopping.set()
                     self._stopping = None
@@ -495,6 +495,33 @@ class BrowserProcess:
         if self._exit_status is not None:
             self._exit_status = status
         return status
+
+    async def _shutdown_through_shortage(self, grace_s: float) -> None:
+        """`_shutdown`, retried for as long as the daemon is out of descriptors (EMFILE): each
+        of its steps reads /proc, which takes one. Meanwhile the group is SIGKILLed (killpg
+        needs none), so the browser goes at once, its pipes and connections close and give
+        descriptors back, and what is left of the tree is found then. A stop that gave up
+        would leave the run half-stopped, and the supervisor waiting on it would fail."""
+        delay = 0.1
+        level = logging.WARNING
+        while True:
+            try:
+                await self._shutdown(grace_s)
+                return
+            except OSError as exc:
+                if exc.errno not in RESOURCE_ERRNOS:
+                    raise
+                log.log(level, "browser pid %d: out of descriptors while stopping (%s); "
+                        "killing its group and retrying", self.pid, exc)
+                level = logging.DEBUG
+            if self._popen.returncode is None:  # unreaped, so the group id is still ours
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            grace_s = 0.0  # no time for grace any more
+            await trio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def _shutdown(self, grace_s: float) -> None:
         if self._poll_main():

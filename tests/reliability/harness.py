@@ -247,7 +247,7 @@ def exchange(port: int, data: bytes, timeout_s: float = 15.0) -> bytes:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # EPIPE, ECONNRESET, ENOTCONN (reset already)
             pass  # the proxy may refuse (and close) before it has read everything
         reply = bytearray()
         deadline = time.monotonic() + timeout_s
