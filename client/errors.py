@@ -48,6 +48,7 @@ __all__ = [
     "ProfileInUse",
     "ProfileNotFound",
     "RemoteError",
+    "ResourcesExhausted",
     "RpcError",
     "RunNotFound",
     "RuntimeFileNotFound",
@@ -305,6 +306,14 @@ class InvocationCancelled(InvocationError):
 
 class DaemonShuttingDown(BrowserdError):
     code = "daemon.shutting_down"
+
+
+class ResourcesExhausted(BrowserdError):
+    """The daemon is at one of its limits (``data["budget"]``: ``rpc_connections``,
+    ``cdp_sockets``, ``cdp_pending``, ``lease_ports``, with ``limit`` and ``in_use``) or ran
+    out of file descriptors or memory (``data["errno"]``); it goes on serving others."""
+
+    code = "daemon.resources_exhausted"
 
 
 class IdempotencyConflict(BrowserdError):

@@ -29,9 +29,12 @@ import attrs
 import h11
 import trio
 
+from .errors import RESOURCE_ERRNOS
+from .fd_budget import Pool, Slot
+
 log = logging.getLogger("browserd.daemon.cdp_proxy")
 
-HEAD_TIMEOUT_S = 10.0  # a request head (or the next keep-alive request) must arrive within this
+HEAD_TIMEOUT_S = 5.0  # a request head (or the next keep-alive request) must arrive within this
 _UPSTREAM_TIMEOUT_S = 10.0  # connect + handshake or discovery fetch to Chromium
 _MAX_HEAD = 16 * 1024
 _MAX_DISCOVERY_BODY = 16 * 1024 * 1024
@@ -63,6 +66,7 @@ _DEFAULT_CODES = {
     426: "http.upgrade_required",
     500: "proxy.internal_error",
     502: "browser.unreachable",
+    503: "daemon.resources_exhausted",
     504: "browser.timeout",
 }
 
@@ -121,7 +125,8 @@ class UpstreamError(Exception):
         self.message = message
 
 
-PeerLookup = Callable[[trio.SocketStream], Awaitable[dict[str, Any]]]
+# The client's {pid, uid, name, addr} as far as it is cheap to know: called for every refusal.
+QuickPeer = Callable[[trio.SocketStream], dict[str, Any]]
 Upgrade = Callable[
     [trio.SocketStream, h11.Connection, Route, Upstream, dict[bytes, bytes], bytes],
     Awaitable[None],
@@ -130,7 +135,12 @@ Upgrade = Callable[
 
 class HttpFront:
     """Serves the HTTP requests of one listener's streams; WebSocket upgrades that pass every
-    check go to `upgrade(stream, conn, route, upstream, headers, early_bytes)`."""
+    check go to `upgrade(stream, conn, route, upstream, headers, early_bytes)`.
+
+    Each request head must arrive whole within `head_timeout_s` (config
+    `limits.cdp_header_timeout_s`): a client that connects and sends nothing, or dribbles a
+    head, is closed then and gives back its `pending` slot (fd_budget.py).
+    """
 
     def __init__(
         self,
@@ -138,14 +148,16 @@ class HttpFront:
         *,
         allowed_origins: Collection[str],
         port: Callable[[], int],
-        peer_of: PeerLookup,
+        peer_of: QuickPeer,
         upgrade: Upgrade,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
     ) -> None:
         self._hooks = hooks
         self._allowed_origins = frozenset(allowed_origins)
         self._port = port
         self._peer_of = peer_of
         self._upgrade = upgrade
+        self._head_timeout_s = head_timeout_s
 
     def _refused_hook(
         self, connection_id: str | None, status: int, reason: str, peer: dict[str, Any]
@@ -155,11 +167,13 @@ class HttpFront:
         except Exception:
             log.exception("cdp proxy: hook refused failed")
 
-    async def serve(self, stream: trio.SocketStream) -> None:
+    async def serve(self, stream: trio.SocketStream, pending: Slot | None = None) -> None:
+        """Serve the stream's requests; `pending` (the stream's slot among the requests in
+        their HTTP phase) is given back when the stream is upgraded to a WebSocket."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         while True:
             request: h11.Request | None = None
-            with trio.move_on_after(HEAD_TIMEOUT_S):
+            with trio.move_on_after(self._head_timeout_s):
                 try:
                     request = await read_request(stream, conn)
                 except h11.RemoteProtocolError as exc:
@@ -169,14 +183,15 @@ class HttpFront:
                     return
             if request is None:
                 return
-            if not await self._dispatch(stream, conn, request):
+            if not await self._dispatch(stream, conn, request, pending):
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
     async def _dispatch(
-        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request
+        self, stream: trio.SocketStream, conn: h11.Connection, request: h11.Request,
+        pending: Slot | None = None,
     ) -> bool:
         """Answer one request; True if the connection may carry another one."""
         path = request.target.decode("ascii", "replace").partition("?")[0]
@@ -225,6 +240,8 @@ class HttpFront:
             await self.refuse(stream, conn, cid, 400, None, "bad WebSocket handshake headers")
             return False
         early, _ = conn.trailing_data  # frames the client sent right behind its request
+        if pending is not None:
+            pending.release()  # from here on the socket counts among the proxied ones
         await self._upgrade(stream, conn, route, upstream, headers, bytes(early))
         return False
 
@@ -266,7 +283,7 @@ class HttpFront:
         peer: dict[str, Any] | None = None,
     ) -> None:
         if peer is None:
-            peer = await self._peer_of(stream)
+            peer = self._peer_of(stream)
         self._refused_hook(connection_id, status, message, peer)
         body = json.dumps(
             {"code": code or _DEFAULT_CODES.get(status, "http.error"), "message": message}
@@ -294,6 +311,16 @@ class HttpFront:
 
 
 # -- pure helpers ------------------------------------------------------------------------------
+
+
+def over_capacity_response(pool: Pool) -> bytes:
+    """The whole answer to a connection over the cap of `pool`: written without waiting, then
+    the connection is closed (nothing of the request is read)."""
+    body = json.dumps({"code": "daemon.resources_exhausted",
+                       "message": pool.exhausted().message}).encode()
+    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
 
 
 def parse_route(path: str) -> Route | None:
@@ -429,6 +456,9 @@ async def open_upstream(
     except BaseException as exc:  # includes Cancelled: the half-open stream must not leak
         if stream is not None:
             await trio.aclose_forcefully(stream)
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            raise UpstreamError(503, "the daemon is out of file descriptors: retry later"
+                                ) from exc
         if isinstance(exc, OSError | trio.BrokenResourceError | trio.TooSlowError):
             status = 504 if isinstance(exc, trio.TooSlowError) else 502
             raise UpstreamError(status, f"cannot reach the browser: {exc!r}") from exc
@@ -477,6 +507,9 @@ async def fetch_json(upstream: Upstream, path: str) -> Any:
                     elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                         break
     except (OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as exc:
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            raise UpstreamError(503, "the daemon is out of file descriptors: retry later"
+                                ) from exc
         status = 504 if isinstance(exc, trio.TooSlowError) else 502
         raise UpstreamError(status, f"cannot reach the browser: {exc!r}") from exc
     if status != 200:

@@ -20,7 +20,6 @@ forwarded, and the registry records the browser's exit as a stop asked for by th
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -32,6 +31,7 @@ import attrs
 import h11
 import trio
 
+from .accept_loop import accept_loop, write_nowait
 from .cdp_commands import (
     LEVELS,
     REQUEST_CAPTURE,
@@ -41,6 +41,7 @@ from .cdp_commands import (
     CommandTracker,
 )
 from .cdp_http import (
+    HEAD_TIMEOUT_S,
     AccessHooks,
     HttpFront,
     Refused,
@@ -50,8 +51,10 @@ from .cdp_http import (
     fetch_browser_json,
     is_loopback_host,
     open_upstream,
+    over_capacity_response,
     rewrite_discovery,
 )
+from .fd_budget import FdBudget, Slot
 from .tcp_peers import PeerLookup
 from .ws_frames import OP_CLOSE, OP_TEXT, FrameError
 from .ws_messages import MessageScanner, encode_frame
@@ -67,8 +70,6 @@ CLOSE_POLICIES = ("detach", "allow")
 _DETACH_LINGER_S = 2.0  # after answering Browser.close, how long the client may take to leave
 _CHUNK = 64 * 1024  # each pump reads into a buffer of this size, its own for its life
 _MAX_UNYIELDED = 16  # chunks a pump may forward back to back before it yields
-_TRANSIENT_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_ACCEPT_RETRY_S = 0.1
 _CLOSE_NORMAL = encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
 # Download settings a client may make, reported so the daemon's observer can follow them.
 _DOWNLOAD_METHODS = frozenset({"Browser.setDownloadBehavior", "Page.setDownloadBehavior"})
@@ -142,7 +143,10 @@ class CdpProxy:
     """Serves the CDP endpoint on `host` (an IP literal) and forwards leases to Chromium.
 
     record_commands: "off", "commands" or "all" (config `events.record_commands`);
-    close_policy: "detach" or "allow" (config `cdp.close_policy`), see the module docstring.
+    close_policy: "detach" or "allow" (config `cdp.close_policy`), see the module docstring;
+    budget: the caps on requests in their HTTP phase (`cdp_pending`) and on proxied sockets
+    (`cdp_sockets`); a client over either is answered 503 `daemon.resources_exhausted`.
+    head_timeout_s: how long a request head may take to arrive whole.
     """
 
     def __init__(
@@ -154,6 +158,8 @@ class CdpProxy:
         allowed_origins: Collection[str] = (),
         record_commands: str = "commands",
         close_policy: str = "detach",
+        budget: FdBudget | None = None,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
     ) -> None:
         if record_commands not in LEVELS:
             raise ValueError(f"record_commands must be one of {LEVELS}, got {record_commands!r}")
@@ -164,9 +170,11 @@ class CdpProxy:
         self._requested_port = port
         self.record_commands = record_commands
         self.close_policy = close_policy
+        self.budget = budget or FdBudget.unlimited()
         self._peer_of = PeerLookup()
         self._http = HttpFront(hooks, allowed_origins=allowed_origins, port=lambda: self.port,
-                               peer_of=self._peer_of, upgrade=self._upgrade)
+                               peer_of=self._peer_of.quick, upgrade=self._upgrade,
+                               head_timeout_s=head_timeout_s)
         self._sockets: dict[str, _Socket] = {}
         self._by_connection: dict[str, set[_Socket]] = {}
         self._by_runtime: dict[str, set[_Socket]] = {}
@@ -227,20 +235,16 @@ class CdpProxy:
     # -- accept loop -------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _TRANSIENT_ACCEPT_ERRNOS:
-                    raise
-                log.error("cdp proxy: accept failed (%s); retrying", errno.errorcode[exc.errno])
-                await trio.sleep(_ACCEPT_RETRY_S)
-                continue
-            nursery.start_soon(self._handle_stream, stream)
+        pending = self.budget.cdp_pending
+        busy = over_capacity_response(pending)
+        await accept_loop(listener.socket, pending, self._handle_stream,
+                          lambda sock: write_nowait(sock, busy), nursery=nursery, logger=log,
+                          what="cdp proxy")
 
-    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+    async def _handle_stream(self, sock: trio.socket.SocketType, pending: Slot) -> None:
+        stream = trio.SocketStream(sock)
         try:
-            await self._http.serve(stream)
+            await self._http.serve(stream, pending)
         except* Exception:  # except*: it may come grouped with a Cancelled
             log.exception("cdp proxy: request handler failed")
         finally:
@@ -257,6 +261,12 @@ class CdpProxy:
         headers: dict[bytes, bytes],
         early: bytes,
     ) -> None:
+        slot = self.budget.cdp_sockets.take_nowait()
+        if slot is None:
+            error = self.budget.cdp_sockets.exhausted()
+            await self._http.refuse(stream, conn, route.connection_id, 503, error.code,
+                                    error.message)
+            return
         sock = _Socket(socket_id=f"sock_{secrets.token_hex(10)}", upstream=upstream,
                        tracker=CommandTracker(self.record_commands))
         self._register(sock)
@@ -296,6 +306,7 @@ class CdpProxy:
             sock.end("proxy_error")
             raise
         finally:
+            slot.release()
             sock.end("proxy_shutdown")  # cancelled from outside, and nothing else named a cause
             self._unregister(sock)
             with trio.CancelScope(shield=True):  # closing a socket never blocks

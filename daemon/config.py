@@ -78,6 +78,14 @@ class LimitsConfig:
     max_runtimes: int = 16
     requests_in_flight: int = 64  # per RPC connection; past it the daemon stops reading
     memory_limit_mb: int | None = None  # default per-runtime cap on the browser tree's RSS
+    # Caps on clients, each holding file descriptors (fd_budget.py); unset: computed from
+    # RLIMIT_NOFILE at start.
+    rpc_connections: int | None = None
+    cdp_sockets: int | None = None
+    cdp_pending: int | None = None  # CDP requests in their HTTP phase (not yet upgraded)
+    lease_ports: int | None = None  # live leases holding a browser_url listener
+    hello_timeout_s: float = 10.0  # an RPC connection without hello is closed after this
+    cdp_header_timeout_s: float = 5.0  # a CDP request head must arrive whole within this
 
 
 @attrs.frozen
@@ -170,6 +178,12 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "max_runtimes": (int, (1, 10_000)),
         "requests_in_flight": (int, (1, 10_000)),
         "memory_limit_mb": (int, (64, 1_000_000)),
+        "rpc_connections": (int, (1, 1_000_000)),
+        "cdp_sockets": (int, (1, 1_000_000)),
+        "cdp_pending": (int, (1, 1_000_000)),
+        "lease_ports": (int, (1, 1_000_000)),
+        "hello_timeout_s": ((int, float), (0.1, 3600)),
+        "cdp_header_timeout_s": ((int, float), (0.1, 600)),
     },
     "runtimes": {
         "idle_timeout_s": ((int, float), (1, 7 * 86400)),

@@ -22,35 +22,50 @@ class ApiError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint, "data": self.data}
 
 
-# OS errors that say the machine is short of something (not a bug, not a bad request): the
-# request or action fails with a clean error and the daemon goes on serving.
+# OS errors that say the machine (or the process) is short of something right now: never a bug
+# and never fatal. Requests and actions fail with a clean error; accept loops back off and
+# retry; the daemon goes on serving.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
-def resource_error(exc: BaseException, doing: str) -> ApiError | None:
-    """`state.unwritable` (a full or read-only disk) or `daemon.resources_exhausted` (out of
-    file descriptors or memory) for `exc` (an OSError, or a group of exactly one), raised
-    while `doing` something ("serving runtimes.stop", "a screenshot"); None for anything
-    else."""
+def _single(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS | RESOURCE_ERRNOS:
+    return exc
+
+
+def resource_shortage(exc: BaseException, doing: str) -> ApiError | None:
+    """`daemon.resources_exhausted` for an OSError (or a group of exactly one) that says the
+    daemon is out of descriptors or memory while `doing` something; None otherwise."""
+    exc = _single(exc)
+    if not isinstance(exc, OSError) or exc.errno not in RESOURCE_ERRNOS:
         return None
     code = errno.errorcode[exc.errno]
-    reason = f"{code}: {exc.strerror or exc}"
-    if exc.errno in DISK_ERRNOS:
-        return ApiError(
-            "state.unwritable",
-            f"The daemon could not write its state while {doing} ({reason}).",
-            hint="Free space on the disk holding the state directory (or fix its "
-                 "permissions), then retry.",
-            data={"errno": code},
-        )
     return ApiError(
         "daemon.resources_exhausted",
-        f"The daemon ran out of file descriptors or memory while {doing} ({reason}).",
+        f"The daemon ran out of file descriptors or memory while {doing} "
+        f"({code}: {exc.strerror or exc}).",
         hint="Close idle clients or stop runtimes, or raise the daemon's limits "
              "(LimitNOFILE= for the service), then retry.",
+        data={"errno": code},
+    )
+
+
+def resource_error(exc: BaseException, doing: str) -> ApiError | None:
+    """`state.unwritable` (a full or read-only disk) or `daemon.resources_exhausted` (out of
+    descriptors or memory) for `exc`, raised while `doing` something ("serving runtimes.stop",
+    "running screenshot"); None for anything else."""
+    if (shortage := resource_shortage(exc, doing)) is not None:
+        return shortage
+    exc = _single(exc)
+    if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS:
+        return None
+    code = errno.errorcode[exc.errno]
+    return ApiError(
+        "state.unwritable",
+        f"The daemon could not write its state while {doing} ({code}: {exc.strerror or exc}).",
+        hint="Free space on the disk holding the state directory (or fix its "
+             "permissions), then retry.",
         data={"errno": code},
     )

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Literal
 import attrs
 import trio
 
+from .errors import RESOURCE_ERRNOS
 from .storage import fsync_dir, now_rfc3339
 
 __all__ = [
@@ -280,6 +281,8 @@ class EventLog:
         try:
             fd = os.dup(self._fd)
         except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:
+                return  # no descriptor to spare this time: still dirty, the next round syncs
             self._mark_degraded(exc)
             return
         self._dirty = False

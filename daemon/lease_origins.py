@@ -12,6 +12,11 @@ A port is not a secret, so each request must also come from the uid that created
 the proxy, a non-loopback Host or any Origin header is refused (DNS rebinding, web pages). The
 listener closes when the lease stops being active (expired, revoked, closed). The lease's token
 is held in memory while its origin is open, to write those URLs.
+
+Each origin's listener is a descriptor held for the lease's life: live origins are capped by
+the `lease_ports` budget (fd_budget.py), and the port is bound before the lease is made, so a
+lease is never granted without it. Requests to the origins count among the CDP port's
+(`cdp_pending`): past that cap they are answered 503 at once.
 """
 
 from __future__ import annotations
@@ -20,17 +25,22 @@ import json
 import logging
 import os
 from datetime import UTC, datetime
+from functools import partial
 
 import attrs
 import h11
-import psutil
 import trio
 
+from .accept_loop import accept_loop, write_nowait
+from .cdp_http import over_capacity_response
 from .cdp_proxy import Refused, fetch_browser_json, is_loopback_host, rewrite_discovery
+from .errors import resource_shortage
+from .fd_budget import Slot
 from .model import Lease, parse_time
 from .registry import Registry
+from .tcp_peers import socket_owner
 
-__all__ = ["LeaseOrigins"]
+__all__ = ["BoundPort", "LeaseOrigins"]
 
 log = logging.getLogger("browserd.lease_origins")
 
@@ -39,6 +49,19 @@ _DISCOVERY = {"/json/version": "/json/version", "/json/version/": "/json/version
               "/json/list": "/json/list", "/json/list/": "/json/list"}
 _CHECK_EVERY_S = 0.5
 _REQUEST_TIMEOUT_S = 10.0
+
+
+@attrs.define(eq=False)
+class BoundPort:
+    """A listener bound for a lease's origin, holding its `lease_ports` slot until closed."""
+
+    sock: trio.socket.SocketType
+    slot: Slot
+    port: int
+
+    def close(self) -> None:
+        self.sock.close()
+        self.slot.release()
 
 
 @attrs.define
@@ -73,18 +96,34 @@ class LeaseOrigins:
     def open_count(self) -> int:
         return len(self._origins)
 
-    async def open(self, lease: Lease, token: str, uid: int) -> str | None:
-        """Open the lease's origin; returns its URL (None when the daemon is not serving)."""
+    async def bind(self) -> BoundPort | None:
+        """A port for a lease about to be made (None when the daemon is not serving). Raises
+        `daemon.resources_exhausted` at the `lease_ports` cap or out of descriptors."""
         if self._nursery is None:
             return None
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-        await sock.bind((self.registry.config.cdp.host, 0))
-        sock.listen(16)
-        port = sock.getsockname()[1]
-        origin = _Origin(lease.id, token, uid, port)
+        slot = self.registry.budget.lease_ports.take()
+        try:
+            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+            try:
+                await sock.bind((self.registry.config.cdp.host, 0))
+                sock.listen(16)
+            except BaseException:
+                sock.close()
+                raise
+        except BaseException as exc:
+            slot.release()
+            if (shortage := resource_shortage(exc, "opening a port for the lease")) is not None:
+                raise shortage from None
+            raise
+        return BoundPort(sock, slot, sock.getsockname()[1])
+
+    def open(self, lease: Lease, token: str, uid: int, bound: BoundPort) -> str:
+        """Serve the lease's origin on its bound port; returns its URL."""
+        assert self._nursery is not None, "bind() returned a port, so the origins are served"
+        origin = _Origin(lease.id, token, uid, bound.port)
         self._origins[lease.id] = origin
-        self._nursery.start_soon(self._serve_origin, origin, trio.SocketListener(sock))
-        return f"http://{self.registry.config.cdp.host}:{port}"
+        self._nursery.start_soon(self._serve_origin, origin, bound)
+        return f"http://{self.registry.config.cdp.host}:{bound.port}"
 
     def close(self, lease_id: str) -> None:
         origin = self._origins.pop(lease_id, None)
@@ -95,16 +134,20 @@ class LeaseOrigins:
         return (lease is not None and lease.status == "active"
                 and parse_time(lease.expires_at) > datetime.now(UTC))
 
-    async def _serve_origin(self, origin: _Origin, listener: trio.SocketListener) -> None:
-        async def handler(stream: trio.SocketStream) -> None:
-            await self._handle(origin, stream)
+    async def _serve_origin(self, origin: _Origin, bound: BoundPort) -> None:
+        pending = self.registry.budget.cdp_pending
+        busy = over_capacity_response(pending)
+        try:
+            with origin.scope:
+                async with trio.open_nursery() as nursery:
+                    await accept_loop(bound.sock, pending, partial(self._handle, origin),
+                                      lambda sock: write_nowait(sock, busy), nursery=nursery,
+                                      logger=log, what=f"origin of {origin.lease_id}")
+        finally:
+            bound.close()
 
-        with origin.scope:
-            async with listener:
-                await trio.serve_listeners(handler, [listener])
-
-    async def _handle(self, origin: _Origin, stream: trio.SocketStream) -> None:
-        async with stream:
+    async def _handle(self, origin: _Origin, sock: trio.socket.SocketType, _: Slot) -> None:
+        async with trio.SocketStream(sock) as stream:
             conn = h11.Connection(h11.SERVER)
             with trio.move_on_after(_REQUEST_TIMEOUT_S):
                 request = await _read_request(stream, conn)
@@ -168,19 +211,13 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.
 
 
 async def _peer_uid(stream: trio.SocketStream) -> int | None:
-    """The uid owning the client end of this loopback connection (None when unknown)."""
-    client = stream.socket.getpeername()
-    server = stream.socket.getsockname()
-
-    def lookup() -> int | None:
-        for c in psutil.net_connections(kind="tcp"):
-            if (c.pid is not None and c.laddr and c.raddr
-                    and (c.laddr.ip, c.laddr.port) == tuple(client[:2])
-                    and (c.raddr.ip, c.raddr.port) == tuple(server[:2])):
-                try:
-                    return int(psutil.Process(c.pid).uids().real)
-                except psutil.Error:
-                    return None
+    """The uid owning the client end of this loopback connection (None when unknown): the
+    owner of that one socket (tcp_peers.py), in a thread for the /proc fallback."""
+    try:
+        client = stream.socket.getpeername()
+        server = stream.socket.getsockname()
+    except OSError:
         return None
-
-    return await trio.to_thread.run_sync(lookup, abandon_on_cancel=True)
+    owner = await trio.to_thread.run_sync(socket_owner, (client[0], client[1]),
+                                          (server[0], server[1]), abandon_on_cancel=True)
+    return None if owner is None else owner[0]

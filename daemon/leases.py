@@ -22,6 +22,7 @@ from .cdp_proxy import Refused, Upstream
 from .config import Config
 from .errors import ApiError
 from .lifecycle import RuntimeStatus
+from .logs import Throttled
 from .model import Lease, format_time, hash_token, parse_time
 from .runtime import Actor, Runtime
 
@@ -48,6 +49,9 @@ class LeaseBook:
         self.proxy: CdpProxy | None = None  # set once the proxy exists (it takes us as hooks)
         self._request_stop = request_stop
         self._download_behaviors = download_behaviors
+        # Anyone on the machine can make the proxy refuse requests as fast as they can send
+        # them: their log lines are throttled.
+        self._refusal_log = Throttled(log)
 
     def close_run(self, run_id: str) -> None:
         """The run ended: its active leases are closed (sockets go with the browser)."""
@@ -233,8 +237,9 @@ class LeaseBook:
 
     def refused(self, connection_id: str | None, status: int, reason: str,
                 peer: dict[str, Any]) -> None:
-        log.warning("CDP request refused (%d %s) for connection %s from %s", status, reason,
-                    connection_id, peer)
+        self._refusal_log.log(logging.WARNING,
+                              "CDP request refused (%d %s) for connection %s from %s", status,
+                              reason, connection_id, peer)
         lease = self.leases.get(connection_id or "")
         if lease is not None:
             self._log_for(lease.runtime_id, lease.run_id, "connection.refused",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
-__all__ = ["AREAS", "LineFormatter", "journal_stream", "setup"]
+__all__ = ["AREAS", "LineFormatter", "Throttled", "journal_stream", "setup"]
 
 # Config area -> the logger it sets (config `log_levels.<area>`). Areas without an entry in the
 # config follow `log_level`.
@@ -85,3 +85,32 @@ def setup(level: str, areas: Mapping[str, str | None] | None = None, *,
     for area, logger in AREAS.items():
         area_level = (areas or {}).get(area)
         logging.getLogger(logger).setLevel(area_level.upper() if area_level else logging.NOTSET)
+
+
+class Throttled:
+    """At most one line per `interval_s` through `logger`; the lines held back meanwhile are
+    counted, and the next line that goes out says how many there were.
+
+    For messages that a client can cause at will (refused requests, connections turned away):
+    a flood must not become a flood of log lines, nor cost the daemon a write each.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._next_at = 0.0
+        self._held = 0
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        now = time.monotonic()
+        if now < self._next_at:
+            self._held += 1
+            return
+        self._next_at = now + self.interval_s
+        if self._held:
+            message += " (and %d more like it since the last such line)"
+            args = (*args, self._held)
+            self._held = 0
+        self.logger.log(level, message, *args)

@@ -26,6 +26,8 @@ import trio
 from . import procutil, spawn_tags
 from .cdp_proxy import fetch_browser_json
 from .config import Config
+from .errors import RESOURCE_ERRNOS
+from .logs import Throttled
 from .pss import Estimator
 from .registry import Registry
 from .runtime import Runtime
@@ -52,6 +54,7 @@ class ResourceMonitor:
         self._snapshot_at = 0.0
         self._reading: trio.Event | None = None  # set when the read in flight is done
         self.reads = 0  # reads of /proc so far, for tests
+        self._skipped = Throttled(log, 10.0)
         self._reuse_s = min(SNAPSHOT_REUSE_S, config.resources.sample_interval_s / 2)
 
     def memory_limit_mb(self, rt: Runtime) -> int | None:
@@ -64,7 +67,16 @@ class ResourceMonitor:
             while True:
                 # On the shared clock: every runtime samples at the same instants.
                 await trio.sleep_until((trio.current_time() // interval + 1) * interval)
-                sample = await self.sample(rt)
+                try:
+                    sample = await self.sample(rt)
+                except OSError as exc:
+                    if exc.errno not in RESOURCE_ERRNOS:
+                        raise
+                    # Out of descriptors for the /proc read: skip this sample, not all the
+                    # later ones (and the memory limit with them).
+                    self._skipped.log(logging.WARNING, "resource sample of %s skipped: %s",
+                                      rt.id, exc)
+                    continue
                 if sample is None or rt.log is None:
                     return
                 rt.log.append("resource.sample", sample)

@@ -264,8 +264,13 @@ async def run_orphan_reaper(
     """
     task_status.started()
     while True:
-        # The scan reads every process in /proc: a worker thread's job, not the event loop's.
-        reap_orphans(await trio.to_thread.run_sync(scan))
+        try:
+            # The scan reads every process in /proc: a worker thread's job, not the event
+            # loop's.
+            reap_orphans(await trio.to_thread.run_sync(scan))
+        except OSError as exc:  # out of descriptors (EMFILE), say: the next round catches up
+            log.warning("orphan reaper: reading /proc failed (%s); retrying in %g s",
+                        errno.errorcode.get(exc.errno or 0, exc), interval_s)
         await trio.sleep(interval_s)
 
 

@@ -23,8 +23,9 @@ from .cdp_proxy import CdpProxy
 from .config import Config
 from .discovery import find_browser
 from .durability import degrade, describe_os_error, note_log_state, sync_live_logs
-from .errors import ApiError
+from .errors import ApiError, resource_shortage
 from .eventlog import EventLog, read_events
+from .fd_budget import FdBudget
 from .leases import LeaseBook
 from .lifecycle import (
     LIVE_RUNTIME,
@@ -60,9 +61,11 @@ def _now() -> str:
 
 
 class Registry:
-    def __init__(self, config: Config, *, spawn_key: str) -> None:
-        """`spawn_key` names the state dir in the environment of every browser started
-        here (state_lock.py, spawn_tags.py)."""
+    def __init__(self, config: Config, budget: FdBudget | None = None, *,
+                 spawn_key: str) -> None:
+        """`budget` shares out the daemon's file descriptors (fd_budget.py); `spawn_key`
+        names the state dir in the environment of every browser started here (state_lock.py,
+        spawn_tags.py)."""
         self.config = config
         self.state_dir = config.state_dir
         self.spawn_key = spawn_key
@@ -84,7 +87,10 @@ class Registry:
         self.proxy = CdpProxy(self.lease_book, host=config.cdp.host, port=config.cdp.port,
                               allowed_origins=config.cdp.allowed_origins,
                               record_commands=config.events.record_commands,
-                              close_policy=config.cdp.close_policy)
+                              close_policy=config.cdp.close_policy,
+                              budget=budget,
+                              head_timeout_s=config.limits.cdp_header_timeout_s)
+        self.budget = self.proxy.budget  # the daemon's one descriptor budget (fd_budget.py)
         self.lease_book.proxy = self.proxy
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
         # runtime id -> the removal of its last ephemeral profile, while it runs (stop waits)
@@ -366,9 +372,14 @@ class Registry:
             storage.write_json_atomic(directory / "run.json", run.to_json(), durable=False)
             event_log = self.open_log(run, sync_dir=False)
         except OSError as exc:
-            # The state dir refused the run (disk full, permissions): leave nothing held.
+            # The state dir refused the run (disk full, permissions), or the daemon is out of
+            # descriptors: leave nothing held.
             self.release_profile(rt)
             remove_tree(directory, self.state_dir / "runs")
+            if pooled is not None:  # taken from the pool, and now nobody's
+                await pooled.stop(self.config.browser.stop_grace_s)
+            if (shortage := resource_shortage(exc, "starting a run")) is not None:
+                raise shortage from None
             raise ApiError(
                 "state.unwritable",
                 f"The state directory cannot take a new run: {describe_os_error(exc)}.",

@@ -7,9 +7,9 @@ the others never notice.
 
 from __future__ import annotations
 
-import errno
 import grp
 import logging
+import math
 import os
 import socket as stdlib_socket
 import struct
@@ -24,15 +24,16 @@ import trio
 
 from browserd.client import wire
 
+from .accept_loop import accept_loop, write_nowait
 from .api import Api, Caller, Method
 from .errors import ApiError, resource_error
+from .fd_budget import Pool, Slot
+from .logs import Throttled
 from .params import Params
 
 log = logging.getLogger("browserd.rpc")
 
-# Accept errors that mean "the machine is short of something right now", not "the listener is
-# broken": log, wait a little, go on accepting.
-_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+HELLO_TIMEOUT_S = 10.0  # config limits.hello_timeout_s
 _PEERCRED = struct.Struct("3i")
 # Each session reads into a buffer of its own, reused for every read: a fresh bytes object
 # per read (receive_some) is allocated large and shrunk to what arrived, which fragmented the
@@ -55,7 +56,8 @@ class SessionState(StrEnum):
 
 
 # Invariants: nothing but `hello` is served before READY; the daemon sends no notification
-# before READY except the final `rpc.error` of a connection it is closing.
+# before READY except the final `rpc.error` of a connection it is closing (a connection over
+# the budget, one that sent no hello in time, one whose bytes cannot be decoded).
 SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.AWAITING_HELLO, "hello_ok"): SessionState.READY,
     (SessionState.AWAITING_HELLO, "close"): SessionState.CLOSING,
@@ -140,14 +142,24 @@ def _supplementary_groups(pid: int) -> set[int]:
 
 
 class RpcServer:
+    """Serves the socket: at most `connections.limit` clients at once (a connection over it
+    gets a final `rpc.error` notification, `daemon.resources_exhausted`, and is closed; the
+    daemon's own health probe is let in all the same), each closed after `hello_timeout_s`
+    unless it has said hello by then."""
+
     def __init__(self, api: Api, *, socket_path: Path, requests_in_flight: int,
                  allowed_group: str | None = None,
-                 listener: trio.socket.SocketType | None = None) -> None:
+                 listener: trio.socket.SocketType | None = None,
+                 connections: Pool | None = None,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
         self.api = api
         self.socket_path = socket_path
         self.requests_in_flight = requests_in_flight
         self.allowed_gid = grp.getgrnam(allowed_group).gr_gid if allowed_group else None
         self._listener = listener
+        self.connections = connections or Pool("rpc_connections", 1 << 30)
+        self.hello_timeout_s = hello_timeout_s
+        self.silent_log = Throttled(log)  # connections closed for want of hello
         self.sessions: set[Session] = set()
 
     def is_allowed(self, pid: int, uid: int, gid: int) -> bool:
@@ -165,23 +177,21 @@ class RpcServer:
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
-                while True:
-                    try:
-                        sock, _ = await listener.accept()
-                    except OSError as exc:
-                        if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
-                            raise
-                        log.error("accept failed (%s); retrying shortly", os.strerror(exc.errno))
-                        await trio.sleep(0.1)
-                        continue
-                    nursery.start_soon(self._serve_connection, trio.SocketStream(sock))
+                await accept_loop(listener, self.connections, self._serve_connection,
+                                  self._turn_away, nursery=nursery, logger=log,
+                                  what="RPC socket", admit_over_cap=_is_own)
         finally:
             listener.close()
             if bound_here:
                 self.socket_path.unlink(missing_ok=True)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
+    def _turn_away(self, sock: trio.socket.SocketType) -> None:
+        """The last word to a connection over the budget, written without waiting."""
+        error = self.connections.exhausted().to_wire()
+        write_nowait(sock, wire.Connection().send_notification("rpc.error", {"error": error}))
+
+    async def _serve_connection(self, sock: trio.socket.SocketType, slot: Slot) -> None:
+        async with trio.SocketStream(sock) as stream:
             try:
                 pid, uid, gid = peer_credentials(stream.socket)
                 caller = Caller(pid=pid, uid=uid, name=_process_name(pid))
@@ -199,6 +209,15 @@ class RpcServer:
                 # One connection's failure must never take the accept loop down (except*: it
                 # may come grouped with a Cancelled).
                 log.exception("RPC connection failed")
+
+
+def _is_own(sock: trio.socket.SocketType) -> bool:
+    """A connection from this very process: the watchdog's health probe (health.py), which
+    must see the daemon answer, not its budget."""
+    try:
+        return peer_credentials(sock)[0] == os.getpid()
+    except OSError:
+        return False
 
 
 class Session:
@@ -227,6 +246,7 @@ class Session:
         # FIFO: a reply queued before a notification is sent before it (a subscription's
         # first notification never overtakes the reply that names it).
         self._send_lock = trio.Lock()
+        self._hello_deadline = trio.CancelScope()  # replaced by the one `run` sets
         # Past this many requests in flight the session stops reading: backpressure on the client.
         self._slots = trio.Semaphore(server.requests_in_flight)
 
@@ -242,8 +262,12 @@ class Session:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                await self._read_loop(nursery)
-                await self._flush()
+                # Until hello: a connection that says nothing must not hold its slot for good.
+                with trio.move_on_after(self.server.hello_timeout_s) as self._hello_deadline:
+                    await self._read_loop(nursery)
+                    await self._flush()
+                if self._hello_deadline.cancelled_caught:
+                    await self._close_without_hello()
             except wire.RemoteProtocolError as exc:
                 log.info("closing connection of pid %s: %s", self.caller.pid, exc.message)
                 self._queue(self.wire.send_notification("rpc.error", {"error": exc.error}))
@@ -253,6 +277,20 @@ class Session:
             finally:
                 self._transition("close")
                 nursery.cancel_scope.cancel()  # requests in flight have nobody to answer to
+
+    async def _close_without_hello(self) -> None:
+        timeout = self.server.hello_timeout_s
+        self.server.silent_log.log(logging.INFO, "closing connection of pid %s: no hello "
+                                   "within %g s", self.caller.pid, timeout)
+        error = ApiError(
+            "rpc.hello_required",
+            f"No hello within {timeout:g} s of connecting: the connection is closed.",
+            hint="Send hello {client, api} as the first request, right after connecting "
+                 "(the browserd client does this).",
+            data={"hello_timeout_s": timeout})
+        self._queue(self.wire.send_notification("rpc.error", {"error": error.to_wire()}))
+        with trio.move_on_after(1):  # a client that reads nothing does not get to hold us
+            await self._flush()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while True:
@@ -311,6 +349,7 @@ class Session:
                 self._queue(self._error_reply(request, exc))
                 return True
             self._transition("hello_ok")
+            self._hello_deadline.deadline = math.inf
             self._queue(self._result_reply(request, result))
             return True
         if request.method == "hello":

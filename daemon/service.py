@@ -18,6 +18,7 @@ from . import (
 from .api import Api
 from .artifacts import ArtifactStore
 from .config import Config
+from .fd_budget import FdBudget, raise_nofile_limit
 from .memory import release_free_memory
 from .monitor import ResourceMonitor
 from .notify import Notifier
@@ -76,7 +77,10 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     # Browser helpers that lose their parent get reparented to us, not to init, so nothing of
     # a browser tree escapes supervision.
     set_child_subreaper()
-    registry = Registry(config, spawn_key=state_lock.spawn_key)
+    # Descriptors: as many as the hard limit allows, shared out among clients so that no
+    # flood of them leaves the daemon without one for its own work (fd_budget.py).
+    budget = FdBudget.derive(raise_nofile_limit(), config.limits)
+    registry = Registry(config, budget, spawn_key=state_lock.spawn_key)
     registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
@@ -88,7 +92,9 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     api.control.idempotency.load()
     server = RpcServer(api, socket_path=config.socket,
                        requests_in_flight=config.limits.requests_in_flight,
-                       allowed_group=config.allowed_group, listener=listener)
+                       allowed_group=config.allowed_group, listener=listener,
+                       connections=budget.rpc_connections,
+                       hello_timeout_s=config.limits.hello_timeout_s)
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
         if handle_signals:

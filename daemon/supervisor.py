@@ -30,7 +30,7 @@ import trio
 from . import procutil, spawn_tags
 from .browser_flags import COMMON_FLAGS, HEADLESS_FLAGS, START_PAGE, reserved_switch
 from .cdp_client import open_cdp
-from .errors import ApiError
+from .errors import RESOURCE_ERRNOS, ApiError, resource_shortage
 from .process_tree import ProcessTree
 from .procutil import (
     reap_orphans,
@@ -219,13 +219,20 @@ class BrowserProcess:
         """
         user_data_dir = _prepare_profile(spec.user_data_dir)
         argv = browser_args(spec, user_data_dir)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None
+            raise
         try:
             env = {**scrubbed_env(), spawn_tags.ENV_VAR: spec.tag}
             popen = procutil.spawn(argv, env=env, output_fd=write_fd,
                                          die_with_parent=spec.die_with_daemon)
         except OSError as exc:
             os.close(read_fd)
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None  # Popen's own pipes, or a fork refused for memory
             raise ApiError(
                 "browser.launch_failed",
                 f"Could not start {spec.executable}: {exc.strerror or exc}.",
@@ -239,10 +246,12 @@ class BrowserProcess:
         output = trio.lowlevel.FdStream(read_fd)
         try:
             proc = cls(spec, user_data_dir, popen)
-        except BaseException:  # out of file descriptors for the pidfd, say
+        except BaseException as exc:  # out of file descriptors for the pidfd, say
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
             output.close()
+            if (shortage := resource_shortage(exc, "starting a browser")) is not None:
+                raise shortage from None
             raise
         # From here on a process exists: every way out of this block but success kills it.
         try:
@@ -448,7 +457,7 @@ class BrowserProcess:
             elif not self._tree.gone:
                 self._stopping = trio.Event()
                 try:
-                    await self._shutdown(max(grace_s, 0.0))
+                    await self._shutdown_through_shortage(max(grace_s, 0.0))
                 finally:
                     self._stopping.set()
                     self._stopping = None
@@ -458,6 +467,33 @@ class BrowserProcess:
         if self._exit_status is not None:
             self._exit_status = status
         return status
+
+    async def _shutdown_through_shortage(self, grace_s: float) -> None:
+        """`_shutdown`, retried for as long as the daemon is out of descriptors (EMFILE): each
+        of its steps reads /proc, which takes one. Meanwhile the group is SIGKILLed (killpg
+        needs none), so the browser goes at once, its pipes and connections close and give
+        descriptors back, and what is left of the tree is found then. A stop that gave up
+        would leave the run half-stopped, and the supervisor waiting on it would fail."""
+        delay = 0.1
+        level = logging.WARNING
+        while True:
+            try:
+                await self._shutdown(grace_s)
+                return
+            except OSError as exc:
+                if exc.errno not in RESOURCE_ERRNOS:
+                    raise
+                log.log(level, "browser pid %d: out of descriptors while stopping (%s); "
+                        "killing its group and retrying", self.pid, exc)
+                level = logging.DEBUG
+            if self._popen.returncode is None:  # unreaped, so the group id is still ours
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            grace_s = 0.0  # no time for grace any more
+            await trio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def _shutdown(self, grace_s: float) -> None:
         if self._poll_main():

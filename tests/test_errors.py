@@ -46,6 +46,8 @@ API_CODES = [
     "target.not_found",
     "invocation.not_found",
     "runtime_file.not_found",
+    # a daemon at one of its limits (README, "File descriptors"): an addition to DESIGN.md
+    "daemon.resources_exhausted",
 ]
 
 

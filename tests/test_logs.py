@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from browserd.daemon.logs import LineFormatter, journal_stream, setup
+from browserd.daemon.logs import LineFormatter, Throttled, journal_stream, setup
 
 from .conftest import DaemonProcess
 
@@ -113,3 +114,19 @@ def test_the_daemon_writes_terminal_lines_elsewhere(short_dir: Path) -> None:
     assert running.stop() == 0
     lines = running.log.read_text().splitlines()
     assert lines and all(re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z (INFO|WARNING) ", x) for x in lines)
+
+
+def test_throttled_lines_come_at_most_once_an_interval_and_count_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("browserd.test.throttled")
+    throttled = Throttled(logger, interval_s=0.2)
+    caplog.set_level(logging.WARNING, logger=logger.name)
+    for i in range(500):
+        throttled.log(logging.WARNING, "refused #%d", i)
+    assert [r.getMessage() for r in caplog.records] == ["refused #0"]
+    time.sleep(0.25)
+    throttled.log(logging.WARNING, "refused #%d", 500)
+    assert caplog.records[-1].getMessage() == (
+        "refused #500 (and 499 more like it since the last such line)")
+    throttled.log(logging.DEBUG, "below the level: neither written nor counted")
+    assert len(caplog.records) == 2

@@ -16,14 +16,20 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     label = p.label("label", None)
     rt = api.runtime(p)
     p.finish()
-    lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
-                                             exclusive=exclusive, label=label,
-                                             actor=caller.actor())
+    # A bare origin for clients that drop the URL's path (Puppeteer's browserURL). Its port is
+    # bound first: at the budget's cap (or out of descriptors) no lease is made at all.
+    bound = await api.control.origins.bind()
+    try:
+        lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
+                                                      exclusive=exclusive, label=label,
+                                                      actor=caller.actor())
+    except BaseException:
+        if bound is not None:
+            bound.close()
+        raise
     endpoint = api.registry.lease_book.endpoint(lease, token)
-    # A bare origin for clients that drop the URL's path (Puppeteer's browserURL).
-    browser_url = await api.control.origins.open(lease, token, caller.uid)
-    if browser_url is not None:
-        endpoint["browser_url"] = browser_url
+    if bound is not None:
+        endpoint["browser_url"] = api.control.origins.open(lease, token, caller.uid, bound)
     return {**lease.to_wire(), "endpoint": endpoint}
 
 

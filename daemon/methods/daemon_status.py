@@ -33,7 +33,9 @@ def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
         },
         "rss_bytes": rss,
         "cpu_percent": cpu,
-        "limits": {"max_runtimes": reg.config.limits.max_runtimes},
+        "limits": {"max_runtimes": reg.config.limits.max_runtimes,
+                   "nofile": reg.budget.nofile},
+        "budgets": reg.budget.status(),
         "pool": reg.pool.status() if reg.pool is not None else
         {"size": 0, "ready": 0, "starting": 0},
         "state_dir": str(reg.state_dir),

@@ -247,7 +247,7 @@ def exchange(port: int, data: bytes, timeout_s: float = 15.0) -> bytes:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # EPIPE, ECONNRESET, ENOTCONN (reset already)
             pass  # the proxy may refuse (and close) before it has read everything
         reply = bytearray()
         deadline = time.monotonic() + timeout_s
@@ -323,18 +323,20 @@ class Daemon(DaemonProcess):
     """`browserd` as a subprocess with a config of its own and, optionally, lowered limits."""
 
     def __init__(self, base: Path, config: str = "", *, nofile: int | None = None,
-                 fsize: int | None = None) -> None:
+                 nofile_hard: int | None = None, fsize: int | None = None) -> None:
         base.mkdir(parents=True, exist_ok=True)
         (base / "config.toml").write_text(config or config_text())
         super().__init__(base)
         self.nofile = nofile
+        # The daemon raises its soft limit to the hard one at start: a low limit that must
+        # hold is low in both (its browsers inherit it; Chromium runs with 64).
+        self.nofile_hard = nofile_hard if nofile_hard is not None else nofile
         self.fsize = fsize
 
     def start(self, timeout_s: float = 20.0) -> None:
         def limits() -> None:
-            if self.nofile is not None:  # the hard limit stays: Chromium raises its own
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
+            if self.nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile_hard))
             if self.fsize is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize, self.fsize))
 

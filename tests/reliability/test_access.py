@@ -232,6 +232,41 @@ async def test_cdp_refuses_bad_tokens_expired_revoked_origins_and_hosts(
     REPORT.bad_inputs["cdp refusals"] += len(cases) + 3
 
 
+_ORIGIN_GET = """
+import encodings.idna, os, socket, sys  # imports first: the venv need not be readable by nobody
+if os.environ.get("AS_NOBODY"):
+    os.setgid(65534); os.setuid(65534)
+host, port = os.environ["ORIGIN"].rsplit("/", 1)[1].split(":")
+with socket.create_connection((host, int(port)), timeout=30) as s:
+    s.sendall(f"GET /json/version HTTP/1.1\\r\\nHost: {host}:{port}\\r\\n\\r\\n".encode())
+    reply = b""
+    while chunk := s.recv(65536):
+        reply += chunk
+print(reply.split(b" ", 2)[1].decode())
+"""
+
+
+async def test_a_lease_origin_answers_only_the_leases_uid(shell_daemon: Daemon) -> None:
+    """The browser_url port is no secret: the owner of the client's socket is checked."""
+    async with AsyncClient(shell_daemon.config.socket) as bd:
+        runtime = await bd.runtimes.browser.launch(name="origin")
+        lease = await runtime.connections.create(ttl_s=600)
+        assert lease.endpoint is not None and lease.endpoint.browser_url
+
+        def get(as_nobody: bool) -> int:
+            env = {**os.environ, "ORIGIN": lease.endpoint.browser_url if lease.endpoint else "",
+                   **({"AS_NOBODY": "1"} if as_nobody else {})}
+            done = subprocess.run([sys.executable, "-c", _ORIGIN_GET], env=env, text=True,
+                                  capture_output=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return int(done.stdout)
+
+        assert await trio.to_thread.run_sync(get, False) == 200
+        assert await trio.to_thread.run_sync(get, True) == 403
+        await runtime.stop()
+    REPORT.bad_inputs["foreign peers"] += 1
+
+
 async def _events(bd: AsyncClient, run_id: str) -> AsyncIterator[dict[str, Any]]:
     result = await bd.call("runs.events.list", {"run_id": run_id})
     for event in result["data"]:

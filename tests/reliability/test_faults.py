@@ -1,5 +1,5 @@
-"""Faults: kill -9 of a browser, of a renderer and of the daemon mid-write; a full state dir;
-running out of file descriptors.
+"""Faults: kill -9 of a browser, of a renderer and of the daemon mid-write; a full state dir.
+Running out of file descriptors is test_descriptors.py's.
 
 Each ends the same way: the daemon (restarted, for the daemon kill) serves, every run log is
 whole (each line a valid event except possibly a torn last line, seq without gaps), every
@@ -13,7 +13,6 @@ import http.server
 import os
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -42,24 +41,6 @@ from .harness import (
 )
 
 CHROMIUM = "/usr/bin/chromium"  # headless-shell often refuses Browser.setDownloadBehavior
-
-
-@pytest.fixture
-def make_daemon(short_dir: Path) -> Iterator[Any]:
-    """A factory of daemon subprocesses in `short_dir`; every one is stopped (or killed)."""
-    started: list[Daemon] = []
-
-    def make(**kwargs: Any) -> Daemon:
-        daemon = Daemon(short_dir, **kwargs)
-        daemon.start()
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        if daemon.alive():
-            daemon.kill()
-    assert_no_orphans(short_dir / "state")
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
@@ -469,41 +450,3 @@ def test_state_dir_on_a_full_filesystem(make_daemon: Any, small_state_fs: Path) 
     REPORT.faults["state dir full"] += 1
     finish(daemon)
 
-
-def test_running_out_of_file_descriptors(make_daemon: Any) -> None:
-    daemon = make_daemon(nofile=64)
-    with Client(daemon.socket) as bd:
-        runtime = bd.runtimes.browser.launch(name="fds")
-        held: list[socket.socket] = []
-        for _ in range(300):  # far past 64: the accept loop meets EMFILE, the backlog fills
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                sock.connect(str(daemon.socket))
-            except BlockingIOError:
-                sock.close()
-                break
-            held.append(sock)
-        wait_for(lambda: daemon.resources().fds >= 60, 10, "the daemon to run out of fds")
-        # Starved, it still answers on open connections, cleanly.
-        for method, params in [
-            ("daemon.status", {}), ("runs.events.list", {"run_id": runtime.active_run_id}),
-            ("connections.create", {"name": "fds"}), ("runtimes.launch", {"name": "more"}),
-        ]:
-            call_clean(bd, method, params)
-        for sock in held:
-            sock.close()
-        # Fds back: new clients, new leases, attaches and launches work.
-        wait_for(lambda: daemon.resources().fds < 40, 15, "the daemon to release fds")
-        with Client(daemon.socket) as fresh:
-            assert fresh.status()["counts"]["active_runtimes"] >= 1
-            lease = fresh.runtimes.get("fds").connections.create(ttl_s=60)
-            assert lease.endpoint is not None
-            with CdpSocket(lease.endpoint.url) as cdp:
-                assert cdp.call("Browser.getVersion")["result"]
-            assert fresh.runtimes.browser.launch(name="more").status == "active"
-            for name in ("fds", "more"):
-                fresh.runtimes.get(name).stop()
-        assert daemon.alive()
-    REPORT.faults["fd exhaustion"] += 1
-    finish(daemon)
