@@ -20,7 +20,7 @@ import trio
 from browserd.client import AsyncClient, Client, errors, wire
 
 from .harness import REPORT, Daemon, assert_no_orphans
-from .test_faults import finish, make_daemon, small_state_fs  # noqa: F401 (fixtures)
+from .test_faults import finish, small_state_fs  # noqa: F401 (a fixture)
 
 RESULTS = 16
 TOLERANCE = 0.10
@@ -88,7 +88,7 @@ def fill(path: Path) -> Path:
     return filler
 
 
-def test_an_output_a_full_disk_cannot_take_fails_cleanly(make_daemon: Any,  # noqa: F811
+def test_an_output_a_full_disk_cannot_take_fails_cleanly(make_daemon: Any,
                                                          small_state_fs: Path  # noqa: F811
                                                          ) -> None:
     daemon = make_daemon()
