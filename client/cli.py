@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import cli_artifacts, cli_control, doctor
-from ._sync import Client, Run
+from ._sync.client import Client
+from ._sync.resources import Run
 from .cli_format import (
     StatsRow,
     event_table,

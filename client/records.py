@@ -243,6 +243,14 @@ class RuntimeFile:
 
 
 @attrs.frozen
+class CollectedFile:
+    """What ``files.collect`` made: the file's record and the artifact (a record map)."""
+
+    file: RuntimeFile
+    artifact: dict[str, Any]
+
+
+@attrs.frozen
 class Artifact:
     """A file a run produced: ``kind`` is download, screenshot, pdf or file; ``name`` its
     real name; ``path`` where it is, relative to the run's directory on the daemon's side."""

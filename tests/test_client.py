@@ -17,8 +17,7 @@ import msgpack
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from browserd.client import AsyncClient, Client, errors, wire
-from browserd.client.resources import AsyncRunEvents
+from browserd.client import AsyncClient, AsyncRunEvents, Client, errors, wire
 
 BACKENDS = ["asyncio", "trio"]
 HELLO_RESULT = {

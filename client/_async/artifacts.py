@@ -1,6 +1,6 @@
 """``run.artifacts``: the files a run produced, listed and read back in chunks.
 
-The async half; the blocking twin is in ``_sync_artifacts.py``.
+Written once, here; ``scripts/unasync.py`` makes the blocking twin.
 
     artifacts = await run.artifacts.list(kind="download")       # newest first
     chunk = await run.artifacts.read(artifacts[0].id, offset=0, length=1 << 20)
@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
-import anyio
 import attrs
 
-from .errors import ArtifactNotFound, ClientError
-from .records import Artifact, ArtifactChunk
-
-if TYPE_CHECKING:
-    from ._async import AsyncClient
+from ..errors import ArtifactNotFound, ClientError
+from ..records import Artifact, ArtifactChunk
+from .backend import run_blocking
+from .transport import AsyncTransport
 
 __all__ = ["DOWNLOAD_CHUNK", "MAX_READ", "AsyncRunArtifacts"]
 
@@ -33,7 +31,7 @@ DOWNLOAD_CHUNK = 4 * 1024 * 1024
 class AsyncRunArtifacts:
     """``run.artifacts``: list, read and download the run's artifacts."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     run_id: str
 
     async def list(self, kind: str | None = None) -> list[Artifact]:
@@ -42,7 +40,7 @@ class AsyncRunArtifacts:
         params: dict[str, Any] = {"run_id": self.run_id}
         if kind is not None:
             params["kind"] = kind
-        page = await self._client.call("runs.artifacts.list", params)
+        page = await self._transport.call("runs.artifacts.list", params)
         return [Artifact.from_wire(wire) for wire in page["data"]]
 
     async def get(self, artifact_id: str) -> Artifact:
@@ -56,7 +54,7 @@ class AsyncRunArtifacts:
     async def read(self, artifact_id: str, offset: int = 0,
                    length: int = 1024 * 1024) -> ArtifactChunk:
         """Up to ``length`` bytes (at most 8 MiB) of the artifact from ``offset``."""
-        result = await self._client.call("runs.artifacts.read", {
+        result = await self._transport.call("runs.artifacts.read", {
             "run_id": self.run_id, "artifact_id": artifact_id, "offset": offset,
             "length": length,
         })
@@ -68,16 +66,16 @@ class AsyncRunArtifacts:
         it and renamed, so ``path`` never holds half a file; the SHA-256 is checked."""
         artifact = await self.get(artifact_id)
         dest = Path(path)
-        if await anyio.to_thread.run_sync(dest.is_dir):
+        if await run_blocking(dest.is_dir):
             dest = dest / _local_name(artifact.name)
         partial = dest.with_name(f".{dest.name}.partial")
         digest = hashlib.sha256()
         offset = 0
         try:
-            with await anyio.to_thread.run_sync(_open_new, partial) as sink:
+            with await run_blocking(_open_new, partial) as sink:
                 while True:
                     chunk = await self.read(artifact_id, offset, DOWNLOAD_CHUNK)
-                    await anyio.to_thread.run_sync(sink.write, chunk.data)
+                    await run_blocking(sink.write, chunk.data)
                     digest.update(chunk.data)
                     offset += len(chunk.data)
                     if chunk.eof or not chunk.data:
@@ -88,9 +86,9 @@ class AsyncRunArtifacts:
                     f"artifact {artifact_id} read back with a different SHA-256",
                     "Its file changed on the daemon's side while it was read; try again.",
                     {"expected": artifact.sha256, "actual": digest.hexdigest()})
-            await anyio.to_thread.run_sync(os.replace, partial, dest)
+            await run_blocking(os.replace, partial, dest)
         except BaseException:
-            await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+            await run_blocking(lambda: partial.unlink(missing_ok=True))
             raise
         return dest
 

@@ -1,20 +1,18 @@
-"""Async resources of the control surface: invocations, targets (pages) and files.
+"""Resources of the control surface: invocations, targets (pages) and files.
 
-``runtime.invocations``, ``runtime.targets`` and ``runtime.files`` on an AsyncRuntime; the
-blocking twins are in ``_sync_control.py``.
+``runtime.invocations``, ``runtime.targets`` and ``runtime.files``. Written once, here;
+``scripts/unasync.py`` makes the blocking twins.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from .records import InvocationRecord, RuntimeFile, Target, from_wire
-
-if TYPE_CHECKING:
-    from ._async import AsyncClient
+from ..records import CollectedFile, InvocationRecord, RuntimeFile, Target, from_wire
+from .transport import AsyncTransport
 
 
 def _params(**values: Any) -> dict[str, Any]:
@@ -28,16 +26,16 @@ def _params(**values: Any) -> dict[str, Any]:
 class AsyncInvocation(InvocationRecord):
     """A browser action the daemon runs; ``refresh()`` reloads its status and output."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     async def refresh(self) -> AsyncInvocation:
         """Reload this invocation's fields; returns self."""
-        self._update(await self._client.call("invocations.get", {"id": self.id}))
+        self._update(await self._transport.call("invocations.get", {"id": self.id}))
         return self
 
     async def cancel(self) -> AsyncInvocation:
         """Cancel it if it is queued or running; returns self once it has stopped."""
-        self._update(await self._client.call("invocations.cancel", {"id": self.id}))
+        self._update(await self._transport.call("invocations.cancel", {"id": self.id}))
         return self
 
 
@@ -45,7 +43,7 @@ class AsyncInvocation(InvocationRecord):
 class AsyncInvocations:
     """``runtime.invocations``: run browser actions on the runtime's pages."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     runtime_id: str
 
     async def create(
@@ -66,7 +64,7 @@ class AsyncInvocations:
         queued invocation at once. ``timeout_s`` defaults to 30. The same
         ``idempotency_key`` with the same request returns the first invocation for 24 h.
         """
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "invocations.create",
             _params(
                 runtime_id=self.runtime_id,
@@ -78,12 +76,12 @@ class AsyncInvocations:
                 idempotency_key=idempotency_key,
             ),
         )
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        return from_wire(AsyncInvocation, wire, transport=self._transport)
 
     async def get(self, invocation_id: str) -> AsyncInvocation:
         """Invocation ``invocation_id``."""
-        wire = await self._client.call("invocations.get", {"id": invocation_id})
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        wire = await self._transport.call("invocations.get", {"id": invocation_id})
+        return from_wire(AsyncInvocation, wire, transport=self._transport)
 
     async def list(self, status: str | None = None, limit: int | None = None
                    ) -> list[AsyncInvocation]:
@@ -91,7 +89,7 @@ class AsyncInvocations:
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            page = await self._client.call(
+            page = await self._transport.call(
                 "invocations.list",
                 _params(runtime_id=self.runtime_id, status=status, cursor=cursor),
             )
@@ -100,12 +98,12 @@ class AsyncInvocations:
             if cursor is None or (limit is not None and len(items) >= limit):
                 break
         items = items[:limit] if limit is not None else items
-        return [from_wire(AsyncInvocation, wire, client=self._client) for wire in items]
+        return [from_wire(AsyncInvocation, wire, transport=self._transport) for wire in items]
 
     async def cancel(self, invocation_id: str) -> AsyncInvocation:
         """Cancel invocation ``invocation_id``; returns it once it has stopped."""
-        wire = await self._client.call("invocations.cancel", {"id": invocation_id})
-        return from_wire(AsyncInvocation, wire, client=self._client)
+        wire = await self._transport.call("invocations.cancel", {"id": invocation_id})
+        return from_wire(AsyncInvocation, wire, transport=self._transport)
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -115,33 +113,33 @@ class AsyncInvocations:
 class AsyncTargets:
     """``runtime.targets``: the runtime's pages, on the daemon's own connection."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     runtime_id: str
 
     async def list(self, all_types: bool = False) -> list[Target]:
         """The pages, oldest first (``all_types``: workers and other targets too)."""
-        page = await self._client.call(
+        page = await self._transport.call(
             "targets.list", {"runtime_id": self.runtime_id, "all": all_types}
         )
         return [Target.from_wire(wire) for wire in page["data"]]
 
     async def create(self, url: str = "about:blank") -> Target:
         """Open a new page on ``url``; it becomes the active page."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "targets.create", {"runtime_id": self.runtime_id, "url": url}
         )
         return Target.from_wire(wire)
 
     async def activate(self, target_id: str) -> Target:
         """Bring page ``target_id`` to the front and make it the active page."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "targets.activate", {"runtime_id": self.runtime_id, "target_id": target_id}
         )
         return Target.from_wire(wire)
 
     async def close(self, target_id: str) -> Target:
         """Close page ``target_id``."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "targets.close", {"runtime_id": self.runtime_id, "target_id": target_id}
         )
         return Target.from_wire(wire)
@@ -151,18 +149,10 @@ class AsyncTargets:
 
 
 @attrs.frozen
-class CollectedFile:
-    """What ``files.collect`` made: the file's record and the artifact (a record map)."""
-
-    file: RuntimeFile
-    artifact: dict[str, Any]
-
-
-@attrs.frozen
 class AsyncFiles:
     """``runtime.files``: the runtime's file area (relative paths only)."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     runtime_id: str
 
     async def stage(
@@ -179,7 +169,7 @@ class AsyncFiles:
         """
         if (data is None) == (source_path is None):
             raise TypeError("give exactly one of data and source_path")
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "files.stage",
             _params(
                 runtime_id=self.runtime_id,
@@ -192,14 +182,14 @@ class AsyncFiles:
 
     async def list(self, path: str | None = None, sha256: bool = False) -> list[RuntimeFile]:
         """Files in the area (or under ``path``), by path; ``sha256`` hashes each."""
-        page = await self._client.call(
+        page = await self._transport.call(
             "files.list", _params(runtime_id=self.runtime_id, path=path, sha256=sha256)
         )
         return [RuntimeFile.from_wire(wire) for wire in page["data"]]
 
     async def collect(self, path: str) -> CollectedFile:
         """Copy the file at ``path`` into the active run's artifacts (kind ``file``)."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "files.collect", {"runtime_id": self.runtime_id, "path": path}
         )
         return CollectedFile(RuntimeFile.from_wire(wire["file"]), dict(wire["artifact"]))
