@@ -63,23 +63,28 @@ class Feed:
             self.ended_reason = reason
 
 
-@attrs.define(eq=False)
 class Call:
-    """One request waiting for its response; ``done`` once ``result`` or ``error`` is set."""
+    """One request waiting for its response; ``done`` once ``result`` or ``error`` is set.
 
-    subscribe: bool = False
-    done: bool = False
-    abandoned: bool = False  # a subscribe whose caller gave up before the reply came
-    result: Any = None
-    error: BrowserdError | None = None
-    feed: Feed | None = None
+    A plain slotted class: one is made per call, on the hot path."""
+
+    __slots__ = ("abandoned", "done", "error", "feed", "result", "subscribe")
+
+    def __init__(self, subscribe: bool = False) -> None:
+        self.subscribe = subscribe
+        self.done = False
+        self.abandoned = False  # a subscribe whose caller gave up before the reply came
+        self.result: Any = None
+        self.error: BrowserdError | None = None
+        self.feed: Feed | None = None
 
 
 class Session:
     """Calls, subscriptions and the wire codec of one connection."""
 
     def __init__(self, max_buffer_size: int = wire.DEFAULT_MAX_BUFFER) -> None:
-        self._wire = wire.Connection(max_buffer_size)
+        # The daemon is trusted to send string keys: the decoder builds maps natively.
+        self._wire = wire.Connection(max_buffer_size, check_map_keys=False)
         self._calls: dict[int, Call] = {}
         self._feeds: dict[str, Feed] = {}
         self._next_msgid = 1
@@ -97,8 +102,7 @@ class Session:
             raise fresh(self.closed_error)
         msgid = self._allocate_msgid()
         frame = self._encode(msgid, method, params)
-        call = Call(subscribe=subscribe)
-        self._calls[msgid] = call
+        call = self._calls[msgid] = Call(subscribe)
         return msgid, call, frame
 
     def finish_call(self, msgid: int, call: Call) -> Any:
@@ -143,39 +147,41 @@ class Session:
             raise error_from_wire(exc.error) from None
 
     def _allocate_msgid(self) -> int:
-        while True:
+        msgid = self._next_msgid
+        self._next_msgid = 1 if msgid >= wire.MAX_MSGID else msgid + 1
+        while msgid in self._calls:  # wrapped around onto a call still waiting: skip it
             msgid = self._next_msgid
             self._next_msgid = 1 if msgid >= wire.MAX_MSGID else msgid + 1
-            if msgid not in self._calls:
-                return msgid
+        return msgid
 
     # -- receiving -----------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> bytes:
         """Take bytes read from the daemon (``b""``: it closed) and settle every call and
         subscription they answer. Returns frames to write (cancels), often ``b""``."""
-        out = bytearray()
+        out = b""
+        next_event = self._wire.next_event
         try:
             self._wire.receive_data(data)
             while True:
-                event = self._wire.next_event()
+                event = next_event()
                 if event is wire.NEED_DATA:
-                    break
+                    return out
                 if event is wire.CLOSED:
                     self.connection_gone(
                         ConnectionLost.make("the daemon closed the connection", LOST_HINT)
                     )
-                    break
+                    return out
                 out += self._dispatch(event)
         except wire.RemoteProtocolError as exc:
             self.connection_gone(ConnectionLost.make(
                 f"the daemon broke the protocol ({exc.code}: {exc.message})",
                 "This is a bug in browserd or a version mismatch; please report it.",
             ))
-        return bytes(out)
+        return out
 
     def _dispatch(self, event: wire.Event) -> bytes:
-        if isinstance(event, wire.Response):
+        if type(event) is wire.Response:
             call = self._calls.get(event.msgid)
             if call is None:
                 return b""  # its caller gave up, or a cancel sent without waiting

@@ -39,14 +39,14 @@ async def _collect(
     transport: AsyncTransport, method: str, params: dict[str, Any], limit: int | None
 ) -> list[dict[str, Any]]:
     """Page through a `{data, next_cursor}` list until `limit` items (None: all)."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = await transport.call(method, _params(**params, cursor=cursor))
+    page = await transport.call(method, params)
+    items: list[dict[str, Any]] = page["data"]
+    cursor: str | None = page.get("next_cursor")
+    while cursor is not None and (limit is None or len(items) < limit):
+        page = await transport.call(method, {**params, "cursor": cursor})
         items.extend(page["data"])
         cursor = page.get("next_cursor")
-        if cursor is None or (limit is not None and len(items) >= limit):
-            return items[:limit] if limit is not None else items
+    return items[:limit] if limit is not None else items
 
 
 # -- spaces ------------------------------------------------------------------------------

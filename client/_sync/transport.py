@@ -61,7 +61,7 @@ class SubscriptionStream:
         feed = self._feed
         if not feed.ready:
             self._transport._wait(lambda: feed.ready)
-        with self._transport._state:
+        with self._transport._lock:
             if feed.payloads:
                 return feed.payloads.popleft()
         raise StopIteration
@@ -91,9 +91,13 @@ class Transport:
         self._connected = False  # the daemon answered hello on _sock
         self._open_lock = threading.Lock()
         self._send_lock = threading.Lock()
-        # Guards the Session, _sock and _reading; waiters sleep on it while another reads.
-        self._state = threading.Condition(threading.Lock())
+        # _lock guards the Session, _sock, _reading and _sleepers; threads waiting while
+        # another reads sleep on _state. (`with self._lock` is the C lock itself: cheaper
+        # than entering the Condition, on the path every call takes.)
+        self._lock = threading.Lock()
+        self._state = threading.Condition(self._lock)
         self._reading = False  # a thread is reading (it holds no lock while it does)
+        self._sleepers = 0  # threads in _state.wait()
 
     # -- connection ----------------------------------------------------------------------
 
@@ -192,7 +196,11 @@ class Transport:
             sock.shutdown(socket.SHUT_RDWR)
         with self._send_lock, self._state:
             while self._reading:
-                self._state.wait()
+                self._sleepers += 1
+                try:
+                    self._state.wait()
+                finally:
+                    self._sleepers -= 1
             sock.close()
 
     # -- calls ---------------------------------------------------------------------------
@@ -213,18 +221,18 @@ class Transport:
     def cancel_subscription_nowait(self, subscription_id: str) -> None:
         """Stop a subscription: it ends here at once; the daemon is told without waiting for
         its answer."""
-        with self._state:
+        with self._lock:
             frame = self._session.cancel_subscription(subscription_id)
         self._send_quietly(frame)
 
     def _request(self, method: str, params: dict[str, Any], *, subscribe: bool = False) -> Any:
-        with self._state:
+        with self._lock:
             msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
         try:
             self._send(frame)
             self._wait(lambda: call.done)
         except BaseException:
-            with self._state:
+            with self._lock:
                 if subscribe and call.done:  # interrupted (^C) with the reply in
                     frame = self._session.abandon_subscribe(msgid, call)
                 else:
@@ -232,7 +240,7 @@ class Transport:
                     self._session.forget(msgid, call)
             self._send_quietly(frame)
             raise
-        with self._state:
+        with self._lock:
             return self._session.finish_call(msgid, call)
 
     # -- the socket ----------------------------------------------------------------------
@@ -272,25 +280,33 @@ class Transport:
         """Read and settle messages until ``ready()``. One thread reads at a time, holding no
         lock while it blocks; the others sleep until it has settled what it read."""
         out = b""
-        with self._state:
+        state = self._state
+        with self._lock:
             while not ready():
                 if self._reading:
-                    self._state.wait()
+                    self._sleepers += 1
+                    try:
+                        state.wait()
+                    finally:
+                        self._sleepers -= 1
                     continue
                 sock = self._sock
                 if sock is None:
                     raise self._closed()
                 self._reading = True
-                self._state.release()
+                state.release()
                 try:
                     data = sock.recv(_RECEIVE_SIZE)
                     error = None
                 except OSError as exc:
                     data, error = b"", exc
                 finally:
-                    self._state.acquire()
+                    state.acquire()
                     self._reading = False
-                    self._state.notify_all()
+                    if self._sleepers:
+                        # They wake once this lock is free, after what was read is settled;
+                        # each checks its own call, and one of them reads next.
+                        state.notify_all()
                 if error is not None:
                     self._session.transport_error(error)
                 else:
