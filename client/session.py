@@ -68,10 +68,11 @@ class Call:
 
     A plain slotted class: one is made per call, on the hot path."""
 
-    __slots__ = ("abandoned", "done", "error", "feed", "result", "subscribe")
+    __slots__ = ("abandoned", "done", "error", "feed", "result", "sent", "subscribe")
 
     def __init__(self, subscribe: bool = False) -> None:
         self.subscribe = subscribe
+        self.sent = False  # the request is out, or its rest is queued: the daemon will get it
         self.done = False
         self.abandoned = False  # a subscribe whose caller gave up before the reply came
         self.result: Any = None

@@ -633,3 +633,32 @@ def test_an_unclosed_client_does_not_keep_the_interpreter_alive(sock: Path) -> N
                                 capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["pong", "pong"]
+
+
+def test_a_call_cancelled_mid_write_leaves_the_stream_framed(backend: str, sock: Path) -> None:
+    """The daemon is not reading, so a large request is cancelled half-written: its rest is
+    still sent before the next request (else the stream would be garbage from there on),
+    and a request cancelled before any of it went out is never sent at all."""
+    resume = anyio.Event()
+    big = b"x" * (4 * 1024 * 1024)
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await resume.wait()  # reads nothing meanwhile: the socket buffers fill
+        first = await peer.request()
+        assert (first.method, len(first.params["blob"])) == ("big", len(big))
+        second = await peer.request()
+        assert second.method == "after", "the unsent request was dropped"
+        await peer.reply(second, "framed")
+        await peer.wait_closed()
+
+    async def client() -> None:
+        async with AsyncClient(sock) as bd:
+            with anyio.move_on_after(0.3):
+                await bd.call("big", {"blob": big})
+            with anyio.move_on_after(0.1):  # queued behind the big one's rest: not sent
+                await bd.call("never", {})
+            resume.set()
+            assert await bd.call("after") == "framed"
+
+    run(backend, sock, script, client)

@@ -204,13 +204,12 @@ class AsyncTransport:
     async def _request(self, method: str, params: dict[str, Any], *,
                        subscribe: bool = False) -> Any:
         msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
-        sent = False
         try:
-            sent = await self._send(frame)
+            await self._send(frame, call)
             if not call.done:
                 await self._wait(lambda: call.done)
         except BaseException:
-            if subscribe and sent:
+            if subscribe and call.sent:
                 await self._abandon(msgid, call)
             else:
                 self._session.forget(msgid, call)
@@ -227,10 +226,10 @@ class AsyncTransport:
 
     # -- the socket ----------------------------------------------------------------------
 
-    async def _send(self, frame: bytes) -> bool:
-        """Write ``frame`` whole, after whatever was queued before it; True once it is (or
-        will be) sent. Cancelled before any of it went out, it is dropped; cancelled
-        part-way, the rest stays queued for the next writer, so the stream stays framed."""
+    async def _send(self, frame: bytes, call: Call) -> None:
+        """Write ``frame`` whole, after whatever was queued before it, and mark ``call`` sent.
+        Cancelled before any of it went out, it is dropped (not sent); cancelled part-way,
+        the rest stays queued for the next writer, so the stream stays framed (sent)."""
         async with self._send_lock:
             sock = self._sock
             if sock is None:
@@ -254,9 +253,10 @@ class AsyncTransport:
                 start = end - len(frame) - written  # where the frame starts now
                 if start >= 0:
                     del outbox[start:start + len(frame)]
-                    raise
-                return True  # part of it went out: the rest goes with the next write
-            return True
+                else:
+                    call.sent = True
+                raise
+            call.sent = True
 
     def _send_nowait(self, frames: bytes) -> None:
         """Queue ``frames`` and write what the socket takes now. If a task is writing, it
