@@ -3,7 +3,8 @@
 """Client: the entry points to the daemon's resources, over one connection.
 
 The connection is made on first use (or by ``open()`` / ``with``); ``close()`` ends
-it. Calls may run concurrently from any number of tasks of one event loop.
+it. Calls may run concurrently on the one connection: see ``transport.py`` for who may share
+it (tasks of one event loop, on the async side; threads, on the blocking side).
 """
 
 from __future__ import annotations
