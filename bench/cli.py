@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from . import events, launch, machine, pool, proxy, rpc, scale
+from . import client, events, launch, machine, pool, proxy, rpc, scale
 from .harness import DaemonUnderTest
 from .profile import summary
 from .report import Row, document, notes, table, write
@@ -32,6 +32,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "launch": launch,
     "proxy": proxy,
     "rpc": rpc,
+    "client": client,
     "eventlog": events,
     "scale": scale,  # also the idle row
     "pool": pool,

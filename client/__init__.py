@@ -1,7 +1,7 @@
 """browserd client: Client (blocking) and AsyncClient, their resources, and the errors.
 
 from browserd.client import Client
-with Client() as bd:
+with Client() as bd:                 # or bd = Client() ... bd.close()
     runtime = bd.runtimes.browser.launch(name="crm")
     conn = runtime.connections.create(ttl_s=600)
     ...  # playwright.chromium.connect_over_cdp(conn.endpoint.url)
@@ -9,43 +9,10 @@ with Client() as bd:
 """
 
 from . import errors
-from ._async import AsyncClient, Subscription
-from ._sync import (
-    BrowserRuntimes,
-    Client,
-    Connection,
-    Connections,
-    Profile,
-    Profiles,
-    Run,
-    RunEvents,
-    Runs,
-    Runtime,
-    Runtimes,
-    Space,
-    Spaces,
-)
-from ._sync_artifacts import RunArtifacts
-from ._sync_control import Files, Invocation, Invocations, Targets
-from .artifacts import AsyncRunArtifacts
-from .control import (
-    AsyncFiles,
-    AsyncInvocation,
-    AsyncInvocations,
-    AsyncTargets,
-    CollectedFile,
-)
-from .errors import BrowserdError
-from .records import (
-    Artifact,
-    ArtifactChunk,
-    Endpoint,
-    Event,
-    RuntimeFile,
-    RuntimeStats,
-    Target,
-)
-from .resources import (
+from ._async.artifacts import AsyncRunArtifacts
+from ._async.client import AsyncClient
+from ._async.control import AsyncFiles, AsyncInvocation, AsyncInvocations, AsyncTargets
+from ._async.resources import (
     AsyncBrowserRuntimes,
     AsyncConnection,
     AsyncConnections,
@@ -58,6 +25,35 @@ from .resources import (
     AsyncRuntimes,
     AsyncSpace,
     AsyncSpaces,
+)
+from ._async.transport import Subscription
+from ._sync.artifacts import RunArtifacts
+from ._sync.client import Client
+from ._sync.control import Files, Invocation, Invocations, Targets
+from ._sync.resources import (
+    BrowserRuntimes,
+    Connection,
+    Connections,
+    Profile,
+    Profiles,
+    Run,
+    RunEvents,
+    Runs,
+    Runtime,
+    Runtimes,
+    Space,
+    Spaces,
+)
+from .errors import BrowserdError
+from .records import (
+    Artifact,
+    ArtifactChunk,
+    CollectedFile,
+    Endpoint,
+    Event,
+    RuntimeFile,
+    RuntimeStats,
+    Target,
 )
 
 __all__ = [

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import cli_artifacts, cli_completion, cli_control, cli_spaces, doctor
-from ._sync import Client, Run
+from ._sync.client import Client
+from ._sync.resources import Run
 from ._version import __version__
 from .cli_errors import report_error
 from .cli_format import (

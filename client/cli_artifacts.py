@@ -12,7 +12,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ._sync import Client, Run
+from ._sync.client import Client
+from ._sync.resources import Run
 from .cli_format import human_bytes, short_time, table
 
 __all__ = ["add_commands", "cmd_artifacts"]

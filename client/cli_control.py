@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._sync import Client
+from ._sync.client import Client
 from .cli_format import human_bytes, short_time, table
 from .errors import InvalidParams
 

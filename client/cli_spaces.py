@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ._sync import Client
+from ._sync.client import Client
 from .cli_format import short_time, table
 
 __all__ = ["add_commands", "cmd_connections", "cmd_spaces"]

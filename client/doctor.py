@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from ._sync import Client
+from ._sync.client import Client
 from .errors import BrowserdError
 from .paths import socket_path
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from ._sync import Client, Runtime
+from ._sync.client import Client
+from ._sync.resources import Runtime
 from .errors import BrowserdError
 from .paths import socket_path
 

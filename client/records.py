@@ -76,13 +76,29 @@ class Record:
 
 
 def _known(cls: type[Any], wire: dict[str, Any]) -> dict[str, Any]:
-    names = [f.name for f in attrs.fields(cls) if f.name != "raw" and f.alias == f.name]
-    return {name: wire[name] for name in names if name in wire}
+    return {name: wire[name] for name in _wire_names(cls) if name in wire}
+
+
+_WIRE_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _wire_names(cls: type[Any]) -> tuple[str, ...]:
+    """The fields of ``cls`` that come from the wire (not ``raw``, not private ones); kept
+    per class, since every record built asks."""
+    names = _WIRE_NAMES.get(cls)
+    if names is None:
+        names = _WIRE_NAMES[cls] = tuple(
+            f.name for f in attrs.fields(cls) if f.name != "raw" and f.alias == f.name
+        )
+    return names
 
 
 def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
     """Build a record (or a resource, passing its private fields) from a wire map."""
-    return cls(**{**_known(cls, wire), "raw": wire, **private})
+    fields = _known(cls, wire)
+    fields["raw"] = wire
+    fields.update(private)
+    return cls(**fields)
 
 
 @attrs.define
@@ -257,6 +273,14 @@ class RuntimeFile:
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> RuntimeFile:
         return cls(**_known(cls, wire), raw=wire)
+
+
+@attrs.frozen
+class CollectedFile:
+    """What ``files.collect`` made: the file's record and the artifact (a record map)."""
+
+    file: RuntimeFile
+    artifact: dict[str, Any]
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from bench.report import COLUMNS, VERDICTS, parse_table
 
 from .conftest import REPO, processes_using
 
-SCENARIOS = ("launch", "proxy", "rpc", "eventlog", "scale", "idle", "pool")
+SCENARIOS = ("launch", "proxy", "rpc", "client", "eventlog", "scale", "idle", "pool")
 NUMBER = re.compile(r"^-?\d+(\.\d+)? \S+$")
 RATIO = re.compile(r"^\d+\.\d\dx$")
 QUICK_BUDGET_S = 240  # the quick mode takes about a minute; a hang must not stall CI
@@ -73,6 +73,7 @@ def test_quick_bench_writes_a_complete_table(tmp_path: Path, bench_tmp: Path) ->
     for expected in ("runtimes.launch -> active, chromium", "raw exec -> DevToolsActivePort",
                      "Playwright chromium.launch", "evaluate('1') round trip",
                      "full-page screenshot", "sequential latency p99", "concurrent clients",
+                     "spaces.list via Client", "spaces.list via AsyncClient on asyncio",
                      "EventLog.append, fsync=never", "EventLog.append, fsync=batch",
                      "daemon RSS", "leftover processes", "daemon CPU, 1 idle runtime"):
         assert expected in metrics, expected

@@ -7,7 +7,12 @@ notifications right behind a response. Each scenario runs under asyncio and unde
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,7 @@ import msgpack
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from browserd.client import AsyncClient, Client, errors, wire
-from browserd.client.resources import AsyncRunEvents
+from browserd.client import AsyncClient, AsyncRunEvents, Client, errors, wire
 
 BACKENDS = ["asyncio", "trio"]
 HELLO_RESULT = {
@@ -68,6 +72,13 @@ class Peer:
         assert request.method == "hello"
         await self.reply(request, HELLO_RESULT)
         return request
+
+
+    async def run_get(self) -> None:
+        """Answer `runs.get` for run_1 (a blocking client's way to a Run)."""
+        request = await self.request()
+        assert request.method == "runs.get"
+        await self.reply(request, {"id": "run_1", "status": "active"})
 
 
 PeerScript = Callable[[Peer], Awaitable[None]]
@@ -303,3 +314,351 @@ def test_blocking_client_mirrors_resources(sock: Path) -> None:
             with pytest.raises(errors.NoActiveRun):
                 rt.current_run()
         peer_done.result(timeout=10)
+
+
+# -- without a context manager ----------------------------------------------------------
+
+
+def test_async_client_connects_on_first_call(backend: str, sock: Path) -> None:
+    """`AsyncClient()` needs no `async with`: the first call connects (hello), aclose() ends
+    it, and a closed client stays closed."""
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.reply(await peer.request(), {"n": 1})
+        await peer.wait_closed()
+
+    async def client() -> None:
+        bd = AsyncClient(sock)
+        assert bd.hello == {}, "nothing happens at construction"
+        assert await bd.call("first") == {"n": 1}
+        assert bd.hello == HELLO_RESULT
+        await bd.aclose()
+        with pytest.raises(errors.ConnectionLost, match="closed"):
+            await bd.call("after.close")
+        await bd.aclose()  # twice is fine
+
+    run(backend, sock, script, client)
+
+
+async def _concurrent_first_calls(sock: Path) -> None:
+    bd = AsyncClient(sock)
+    results: list[Any] = []
+
+    async def call(n: int) -> None:
+        results.append(await bd.call("echo", {"n": n}))
+
+    async with anyio.create_task_group() as tg:  # the calls race to connect: one hello
+        for n in range(5):
+            tg.start_soon(call, n)
+    assert sorted(r["n"] for r in results) == list(range(5))
+    await bd.aclose()
+
+
+def test_async_client_first_calls_from_many_tasks_say_hello_once(backend: str,
+                                                                 sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        for _ in range(5):
+            request = await peer.request()
+            assert request.method == "echo", "one hello only"
+            await peer.reply(request, request.params)
+        await peer.wait_closed()
+
+    run(backend, sock, script, lambda: _concurrent_first_calls(sock))
+
+
+def test_async_client_missing_daemon_then_retry(backend: str, sock: Path) -> None:
+    """A failed first connect raises DaemonUnavailable; the next call tries again."""
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.reply(await peer.request(), "late but fine")
+        await peer.wait_closed()
+
+    async def main() -> None:
+        bd = AsyncClient(sock)
+        with pytest.raises(errors.DaemonUnavailable, match="no daemon socket"):
+            await bd.status()
+        await with_peer(sock, script, lambda: _call_and_close(bd))
+
+    anyio.run(main, backend=backend)
+
+
+async def _call_and_close(bd: AsyncClient) -> None:
+    assert await bd.call("x") == "late but fine"
+    await bd.aclose()
+
+
+# -- the blocking Client ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def peer_in_thread(sock: Path, script: PeerScript, connections: int = 1) -> Iterator[None]:
+    """Serve `connections` connections on `sock` with `script`, in a trio loop of its own
+    thread, while the test drives a blocking Client from its own thread."""
+    with start_blocking_portal("trio") as portal:
+        listener = portal.call(anyio.create_unix_listener, sock)
+
+        async def serve() -> None:
+            with anyio.fail_after(10):
+                async with listener, anyio.create_task_group() as tg:
+                    for _ in range(connections):
+                        stream = await listener.accept()
+                        tg.start_soon(serve_one, stream)
+
+        async def serve_one(stream: anyio.abc.ByteStream) -> None:
+            async with stream:
+                await script(Peer(stream))
+
+        done = portal.start_task_soon(serve)
+        yield
+        done.result(timeout=10)
+
+
+def test_client_connects_on_first_call_and_closes(sock: Path) -> None:
+    """`Client()` without `with`: the first call connects, close() ends the connection."""
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.reply(await peer.request(), {"ok": 1})
+        await peer.wait_closed()  # returns only once the client has closed its end
+
+    with peer_in_thread(sock, script):
+        bd = Client(sock)
+        assert bd.hello == {}
+        assert bd.call("first") == {"ok": 1}
+        assert bd.hello == HELLO_RESULT
+        bd.close()
+        with pytest.raises(errors.ConnectionLost, match="closed"):
+            bd.status()
+        bd.close()
+
+
+def test_client_runs_no_thread(sock: Path) -> None:
+    """A plain socket client: calls and follows run in the caller's thread, none other."""
+    before = threading.active_count()
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.reply(await peer.request(), "x")
+        await peer.run_get()
+        follow = await peer.request()
+        await peer.reply(follow, {"subscription": "s1"})
+        await peer.notify("runs.event", {"subscription": "s1", "event": {"seq": 1}})
+        await peer.notify("subscription.ended", {"subscription": "s1", "reason": "run_ended"})
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script):
+        threads = threading.active_count()  # the peer's own thread is running now
+        assert threads == before + 1
+        with Client(sock) as bd:
+            assert bd.call("x") == "x"
+            for event in bd.runs.get("run_1").events.follow():
+                assert threading.active_count() == threads
+                assert event.seq == 1
+            assert threading.active_count() == threads
+
+
+def test_client_maps_transport_errors(sock: Path, tmp_path: Path) -> None:
+    with pytest.raises(errors.DaemonUnavailable, match="no daemon socket"):
+        Client(tmp_path / "none.sock").status()
+
+    async def vanish(peer: Peer) -> None:
+        await peer.hello()
+        await peer.request()  # and close without answering
+
+    with peer_in_thread(sock, vanish), Client(sock) as bd:
+        with pytest.raises(errors.ConnectionLost, match="closed the connection"):
+            bd.status()
+        with pytest.raises(errors.ConnectionLost):
+            bd.status()
+
+    async def garbage(peer: Peer) -> None:
+        await peer.hello()
+        await peer.request()
+        await peer.stream.send(b"\xc1garbage")
+        await peer.wait_closed()
+
+    with (peer_in_thread(sock, garbage), Client(sock) as bd,
+          pytest.raises(errors.ConnectionLost, match=r"rpc\.parse_error")):
+        bd.status()
+
+    async def last_word(peer: Peer) -> None:
+        await peer.hello()
+        await peer.request()
+        await peer.notify("rpc.error", {"error": wire.make_error("rpc.too_large", "big")})
+
+    with (peer_in_thread(sock, last_word), Client(sock) as bd,
+          pytest.raises(errors.TooLarge, match="big")):
+        bd.call("huge", {"blob": b"x"})
+
+    async def invalid(peer: Peer) -> None:
+        await peer.hello()
+        bad = await peer.request()
+        await peer.stream.send(msgpack.packb([1, bad.msgid, "an error must be a map", None]))
+        await peer.reply(await peer.request(), "fine")
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, invalid), Client(sock) as bd:
+        with pytest.raises(errors.InvalidRequest, match="invalid response"):
+            bd.status()
+        assert bd.call("next") == "fine"
+
+
+def test_client_silent_daemon_times_out(sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()  # hello, never answered
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script):
+        started = time.monotonic()
+        with pytest.raises(errors.DaemonUnavailable, match=r"did not answer within 0\.3 s"):
+            Client(sock, connect_timeout=0.3).open()
+        assert time.monotonic() - started < 2
+
+
+def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
+    """Threads call at once through one Client; the daemon answers in reverse order, so
+    every reply but the last is read by a thread other than the one waiting for it."""
+    count = 8
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        requests = [await peer.request() for _ in range(count)]
+        for request in reversed(requests):
+            await peer.reply(request, {"echo": request.params["n"]})
+            await anyio.sleep(0.01)
+        await peer.wait_closed()
+
+    results: dict[int, Any] = {}
+    failures: list[BaseException] = []
+
+    def worker(bd: Client, n: int) -> None:
+        try:
+            results[n] = bd.call("echo", {"n": n})
+        except BaseException as exc:
+            failures.append(exc)
+
+    with peer_in_thread(sock, script), Client(sock) as bd:
+        threads = [threading.Thread(target=worker, args=(bd, n), daemon=True)
+                   for n in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "a caller hung"
+    assert not failures, failures
+    assert results == {n: {"echo": n} for n in range(count)}
+
+
+def test_client_close_from_another_thread_fails_the_waiting_call(sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.request()  # never answered
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script):
+        bd = Client(sock)
+        bd.open()
+        timer = threading.Timer(0.2, bd.close)
+        timer.start()
+        with pytest.raises(errors.ConnectionLost, match="closed"):
+            bd.call("slow")
+        timer.join()
+
+
+def test_blocking_follow_resubscribes_after_overflow(sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.run_get()
+        follow = await peer.request()
+        await peer.reply(follow, {"subscription": "s1"})
+        for seq in (1, 2):
+            await peer.notify("runs.event", {"subscription": "s1", "event": {"seq": seq}})
+        await peer.notify("subscription.heartbeat", {"subscription": "s1", "last_seq": 2})
+        await peer.notify("subscription.ended", {"subscription": "s1", "reason": "overflow"})
+        again = await peer.request()
+        assert again.params == {"run_id": "run_1", "after_seq": 2}
+        await peer.reply(again, {"subscription": "s2"})
+        await peer.notify("runs.event", {"subscription": "s2", "event": {"seq": 3}})
+        await peer.notify("subscription.ended", {"subscription": "s2", "reason": "run_ended"})
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script), Client(sock) as bd:
+        assert [e.seq for e in bd.runs.get("run_1").events.follow()] == [1, 2, 3]
+
+
+def test_blocking_follow_closed_early_cancels_the_subscription(sock: Path) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.run_get()
+        follow = await peer.request()
+        await peer.reply(follow, {"subscription": "s1"})
+        for seq in (1, 2, 3):
+            await peer.notify("runs.event", {"subscription": "s1", "event": {"seq": seq}})
+        cancel = await peer.request()
+        assert (cancel.method, cancel.params) == ("subscriptions.cancel", {"subscription": "s1"})
+        await peer.reply(cancel, {"subscription": "s1", "cancelled": True})
+        await peer.reply(await peer.request(), "still fine")
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script), Client(sock) as bd:
+        with contextlib.closing(bd.runs.get("run_1").events.follow()) as events:
+            assert next(events).seq == 1
+        assert bd.call("after") == "still fine"
+
+
+UNCLOSED = """
+import sys
+from browserd.client import Client
+entered = Client(sys.argv[1]).__enter__()   # entered, never left
+print(entered.call("ping"), flush=True)
+bd = Client(sys.argv[1])                    # never closed
+print(bd.call("ping"), flush=True)
+"""
+
+
+def test_an_unclosed_client_does_not_keep_the_interpreter_alive(sock: Path) -> None:
+    """A forgotten close() must not hang the script at exit (it did: the client's event loop
+    ran in a non-daemon thread)."""
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await peer.reply(await peer.request(), "pong")
+        await peer.wait_closed()
+
+    with peer_in_thread(sock, script, connections=2):
+        result = subprocess.run([sys.executable, "-c", UNCLOSED, str(sock)],
+                                capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["pong", "pong"]
+
+
+def test_a_call_cancelled_mid_write_leaves_the_stream_framed(backend: str, sock: Path) -> None:
+    """The daemon is not reading, so a large request is cancelled half-written: its rest is
+    still sent before the next request (else the stream would be garbage from there on),
+    and a request cancelled before any of it went out is never sent at all."""
+    resume = anyio.Event()
+    big = b"x" * (4 * 1024 * 1024)
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        await resume.wait()  # reads nothing meanwhile: the socket buffers fill
+        first = await peer.request()
+        assert (first.method, len(first.params["blob"])) == ("big", len(big))
+        second = await peer.request()
+        assert second.method == "after", "the unsent request was dropped"
+        await peer.reply(second, "framed")
+        await peer.wait_closed()
+
+    async def client() -> None:
+        async with AsyncClient(sock) as bd:
+            with anyio.move_on_after(0.3):
+                await bd.call("big", {"blob": big})
+            with anyio.move_on_after(0.1):  # queued behind the big one's rest: not sent
+                await bd.call("never", {})
+            resume.set()
+            assert await bd.call("after") == "framed"
+
+    run(backend, sock, script, client)

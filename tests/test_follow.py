@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 import trio
 
-from browserd.client import AsyncClient, Client
+from browserd.client import AsyncClient, AsyncRun, AsyncRuntime, Client
 from browserd.client.cli_timeline import timeline_line
 from browserd.client.errors import BrowserdError
 from browserd.client.records import Event
-from browserd.client.resources import AsyncRun, AsyncRuntime
 from browserd.daemon import follow
 from browserd.daemon.eventlog import EventLog
 from browserd.daemon.service import Daemon, serve

@@ -404,3 +404,20 @@ def test_arbitrary_bytes_only_ever_raise_remote_protocol_errors(data: bytes) -> 
         assert all(
             isinstance(e, (Request, Response, Notification, InvalidMessage)) for e in events[:-1]
         )
+
+
+def test_unchecked_map_keys_decode_natively_and_end_the_stream_on_a_bad_key() -> None:
+    """check_map_keys=False (the client reading its own daemon): maps come straight from the
+    decoder; a key that is not a string cannot be flagged per frame, so it ends the stream."""
+    conn = Connection(check_map_keys=False)
+    conn.receive_data(msgpack.packb([1, 7, None, {"data": [{"id": "sp_1", "metadata": {}}]}]))
+    assert conn.next_event() == Response(7, None, {"data": [{"id": "sp_1",
+                                                                   "metadata": {}}]})
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(msgpack.packb([1, 8, None, {1: "int key"}]))
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.code == "rpc.parse_error"
+    checked = Connection()
+    checked.receive_data(msgpack.packb([1, 8, None, {1: "int key"}]))
+    assert isinstance(checked.next_event(), InvalidMessage), "the default still flags it"

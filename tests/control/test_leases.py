@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from browserd.client import errors
 from browserd.daemon import leases
@@ -68,6 +68,34 @@ async def test_statuses_and_their_times(launched: Launched) -> None:
         # statuses that were final already stay as they were
         assert (await runtime.connections.get(revoked.id)).status == "revoked"
         assert (await runtime.connections.get(short.id)).status == "expired"
+
+
+async def test_delete_by_id_on_the_collection(launched: Launched) -> None:
+    """`runtime.connections.delete(id, force=False)`, as the seed API has it (besides
+    `Connection.delete()`): revokes without closing open sockets; `force` closes them."""
+    runtime = launched.runtime
+    with trio.fail_after(30):
+        kept_open = await runtime.connections.create(ttl_s=60)
+        forced = await runtime.connections.create(ttl_s=60)
+        assert kept_open.endpoint is not None and forced.endpoint is not None
+        async with open_websocket_url(kept_open.endpoint.url) as first, \
+                open_websocket_url(forced.endpoint.url) as second:
+            for lease in (kept_open, forced):
+                await eventually(lambda lease=lease: runtime.connections.get(lease.id),
+                                 lambda got: got.open_sockets == 1)
+            revoked = await runtime.connections.delete(kept_open.id)
+            assert (revoked.id, revoked.status) == (kept_open.id, "revoked")
+            assert revoked.revoked_at is not None and revoked.endpoint is None
+            assert not first.closed, "without force, open sockets stay"
+            gone = await runtime.connections.delete(forced.id, force=True)
+            assert gone.status == "revoked"
+            await eventually(lambda: runtime.connections.get(forced.id),
+                             lambda got: got.open_sockets == 0)
+            assert (await runtime.connections.get(kept_open.id)).open_sockets == 1
+            with pytest.raises(ConnectionClosed):
+                await second.get_message()
+        with pytest.raises(errors.ConnectionNotFound):
+            await runtime.connections.delete("conn_nope")
 
 
 async def test_no_url_or_token_after_create(launched: Launched) -> None:

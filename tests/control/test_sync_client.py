@@ -53,5 +53,8 @@ def test_blocking_invocations_targets_files_and_leases(shell_process: DaemonProc
         assert lease.endpoint is not None and lease.endpoint.browser_url
         got = runtime.connections.get(lease.id)
         assert got.id == lease.id and got.endpoint is None and got.open_sockets == 0
+        revoked = runtime.connections.delete(lease.id)
+        assert (revoked.id, revoked.status) == (lease.id, "revoked")
+        assert runtime.connections.delete(lease.id, force=True).status == "revoked"
         assert runtime.current_run().counts["invocations"] == 4
         runtime.stop()

@@ -1,22 +1,19 @@
-"""Async resource objects: records (``records.py``) plus the calls that act on them.
+"""Resource objects: records (``records.py``) plus the calls that act on them.
 
-Every method maps to RPC calls on the object's AsyncClient; resources refresh their
-fields in place from each reply. The blocking twins in ``_sync.py`` run these methods
-through a portal, so the logic lives here only.
+Every method maps to RPC calls on the object's transport; resources refresh their fields in
+place from each reply. Written once, here; ``scripts/unasync.py`` makes the blocking twins.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncGenerator, Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from .artifacts import AsyncRunArtifacts
-from .control import AsyncFiles, AsyncInvocations, AsyncTargets
-from .errors import ConnectionLost, LaunchWarning, NoActiveRun
-from .records import (
+from ..errors import ConnectionLost, LaunchWarning, NoActiveRun
+from ..records import (
     ConnectionRecord,
     Event,
     ProfileRecord,
@@ -26,9 +23,9 @@ from .records import (
     SpaceRecord,
     from_wire,
 )
-
-if TYPE_CHECKING:
-    from ._async import AsyncClient
+from .artifacts import AsyncRunArtifacts
+from .control import AsyncFiles, AsyncInvocations, AsyncTargets
+from .transport import AsyncTransport
 
 DEFAULT_SPACE = "default"
 _EVENTS_PAGE = 1000
@@ -40,17 +37,17 @@ def _params(**values: Any) -> dict[str, Any]:
 
 
 async def _collect(
-    client: AsyncClient, method: str, params: dict[str, Any], limit: int | None
+    transport: AsyncTransport, method: str, params: dict[str, Any], limit: int | None
 ) -> list[dict[str, Any]]:
     """Page through a `{data, next_cursor}` list until `limit` items (None: all)."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = await client.call(method, _params(**params, cursor=cursor))
+    page = await transport.call(method, params)
+    items: list[dict[str, Any]] = page["data"]
+    cursor: str | None = page.get("next_cursor")
+    while cursor is not None and (limit is None or len(items) < limit):
+        page = await transport.call(method, {**params, "cursor": cursor})
         items.extend(page["data"])
         cursor = page.get("next_cursor")
-        if cursor is None or (limit is not None and len(items) >= limit):
-            return items[:limit] if limit is not None else items
+    return items[:limit] if limit is not None else items
 
 
 # -- spaces ------------------------------------------------------------------------------
@@ -60,52 +57,52 @@ async def _collect(
 class AsyncSpace(SpaceRecord):
     """A space: a namespace of runtimes. ``bd.space(name)`` gives an unloaded handle."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     @property
     def runtimes(self) -> AsyncRuntimes:
         """Runtimes of this space."""
-        return AsyncRuntimes(self._client, self.name)
+        return AsyncRuntimes(self._transport, self.name)
 
     @property
     def runs(self) -> AsyncRuns:
         """Runs of this space's runtimes."""
-        return AsyncRuns(self._client, space=self.name)
+        return AsyncRuns(self._transport, space=self.name)
 
     async def refresh(self) -> AsyncSpace:
         """Reload this space's fields; returns self."""
-        self._update(await self._client.call("spaces.get", {"name": self.name}))
+        self._update(await self._transport.call("spaces.get", {"name": self.name}))
         return self
 
     async def delete(self) -> None:
         """Delete the space (refused with space.not_empty while runtimes are active)."""
-        await self._client.call("spaces.delete", {"name": self.name})
+        await self._transport.call("spaces.delete", {"name": self.name})
 
 
 @attrs.frozen
 class AsyncSpaces:
     """``bd.spaces``: create, get, list and delete spaces."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
 
     async def create(self, name: str, metadata: dict[str, Any] | None = None) -> AsyncSpace:
         """Create space ``name``."""
-        wire = await self._client.call("spaces.create", _params(name=name, metadata=metadata))
-        return from_wire(AsyncSpace, wire, client=self._client)
+        wire = await self._transport.call("spaces.create", _params(name=name, metadata=metadata))
+        return from_wire(AsyncSpace, wire, transport=self._transport)
 
     async def get(self, name: str) -> AsyncSpace:
         """Space ``name``; raises SpaceNotFound."""
-        wire = await self._client.call("spaces.get", {"name": name})
-        return from_wire(AsyncSpace, wire, client=self._client)
+        wire = await self._transport.call("spaces.get", {"name": name})
+        return from_wire(AsyncSpace, wire, transport=self._transport)
 
     async def list(self) -> list[AsyncSpace]:
         """Every space."""
-        items = await _collect(self._client, "spaces.list", {}, None)
-        return [from_wire(AsyncSpace, wire, client=self._client) for wire in items]
+        items = await _collect(self._transport, "spaces.list", {}, None)
+        return [from_wire(AsyncSpace, wire, transport=self._transport) for wire in items]
 
     async def delete(self, name: str) -> None:
         """Delete space ``name``."""
-        await self._client.call("spaces.delete", {"name": name})
+        await self._transport.call("spaces.delete", {"name": name})
 
 
 # -- runtimes ----------------------------------------------------------------------------
@@ -115,36 +112,36 @@ class AsyncSpaces:
 class AsyncRuntime(RuntimeRecord):
     """A named browser runtime: launch, connect, stop; each start opens a new run."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     @property
     def connections(self) -> AsyncConnections:
         """CDP connection leases on this runtime."""
-        return AsyncConnections(self._client, self.id)
+        return AsyncConnections(self._transport, self.id)
 
     @property
     def runs(self) -> AsyncRuns:
         """This runtime's runs, newest first."""
-        return AsyncRuns(self._client, runtime_id=self.id)
+        return AsyncRuns(self._transport, runtime_id=self.id)
 
     @property
     def invocations(self) -> AsyncInvocations:
         """Browser actions the daemon runs on this runtime's pages."""
-        return AsyncInvocations(self._client, self.id)
+        return AsyncInvocations(self._transport, self.id)
 
     @property
     def targets(self) -> AsyncTargets:
         """This runtime's pages: list, create, activate, close."""
-        return AsyncTargets(self._client, self.id)
+        return AsyncTargets(self._transport, self.id)
 
     @property
     def files(self) -> AsyncFiles:
         """This runtime's file area: stage files in, list them, collect them as artifacts."""
-        return AsyncFiles(self._client, self.id)
+        return AsyncFiles(self._transport, self.id)
 
     async def refresh(self) -> AsyncRuntime:
         """Reload this runtime's fields; returns self."""
-        self._update(await self._client.call("runtimes.get", {"id": self.id}))
+        self._update(await self._transport.call("runtimes.get", {"id": self.id}))
         return self
 
     async def current_run(self) -> AsyncRun:
@@ -156,26 +153,28 @@ class AsyncRuntime(RuntimeRecord):
                 "Launch it again to start a new run; past runs are in runtime.runs.list().",
                 {"runtime_id": self.id, "status": self.status},
             )
-        return await AsyncRuns(self._client).get(self.active_run_id)
+        return await AsyncRuns(self._transport).get(self.active_run_id)
 
     async def stats(self) -> RuntimeStats:
         """Measure the browser's process tree now; raises RuntimeNotActive when not running."""
-        return RuntimeStats.from_wire(await self._client.call("runtimes.stats", {"id": self.id}))
+        return RuntimeStats.from_wire(await self._transport.call("runtimes.stats", {"id": self.id}))
 
     async def stop(self, timeout_s: float | None = None) -> AsyncRun | None:
         """Stop the browser; returns when its whole process tree is gone.
 
         Returns the run this call ended, or None if the runtime was already stopped.
         """
-        result = await self._client.call("runtimes.stop", _params(id=self.id, timeout_s=timeout_s))
+        result = await self._transport.call(
+            "runtimes.stop", _params(id=self.id, timeout_s=timeout_s)
+        )
         self._update(result["runtime"])
         if not result.get("stopped") or result.get("run") is None:
             return None
-        return from_wire(AsyncRun, result["run"], client=self._client)
+        return from_wire(AsyncRun, result["run"], transport=self._transport)
 
     async def delete(self, force: bool = False) -> None:
         """Delete the runtime (refused with runtime.not_stopped unless stopped or ``force``)."""
-        result = await self._client.call("runtimes.delete", {"id": self.id, "force": force})
+        result = await self._transport.call("runtimes.delete", {"id": self.id, "force": force})
         if isinstance(result.get("runtime"), dict):
             self._update(result["runtime"])
 
@@ -184,7 +183,7 @@ class AsyncRuntime(RuntimeRecord):
     ) -> AsyncRuntime:
         """Replace metadata and/or change the idle timeout; returns self."""
         self._update(
-            await self._client.call(
+            await self._transport.call(
                 "runtimes.update",
                 _params(id=self.id, metadata=metadata, idle_timeout_s=idle_timeout_s),
             )
@@ -196,34 +195,34 @@ class AsyncRuntime(RuntimeRecord):
 class AsyncRuntimes:
     """``bd.runtimes`` (default space) or ``space.runtimes``: get, list, launch."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     _space: str | None  # None: the default space for get/launch, every space for list
 
     @property
     def browser(self) -> AsyncBrowserRuntimes:
         """Browser runtimes: ``.launch(name=...)``."""
-        return AsyncBrowserRuntimes(self._client, self._space or DEFAULT_SPACE)
+        return AsyncBrowserRuntimes(self._transport, self._space or DEFAULT_SPACE)
 
     async def get(self, name: str) -> AsyncRuntime:
         """Runtime ``name``; raises RuntimeNotFound."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "runtimes.get", {"space": self._space or DEFAULT_SPACE, "name": name}
         )
-        return from_wire(AsyncRuntime, wire, client=self._client)
+        return from_wire(AsyncRuntime, wire, transport=self._transport)
 
     async def list(self, status: str | None = None) -> list[AsyncRuntime]:
         """Runtimes, optionally only those with ``status``."""
         items = await _collect(
-            self._client, "runtimes.list", _params(space=self._space, status=status), None
+            self._transport, "runtimes.list", _params(space=self._space, status=status), None
         )
-        return [from_wire(AsyncRuntime, wire, client=self._client) for wire in items]
+        return [from_wire(AsyncRuntime, wire, transport=self._transport) for wire in items]
 
 
 @attrs.frozen
 class AsyncBrowserRuntimes:
     """``runtimes.browser``: launch a browser runtime."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     _space: str
 
     async def launch(
@@ -254,7 +253,7 @@ class AsyncBrowserRuntimes:
         ``limits.max_runtimes`` are running, instead of failing at once with
         ConcurrentQuotaExceeded.
         """
-        result = await self._client.call(
+        result = await self._transport.call(
             "runtimes.launch",
             _params(
                 space=self._space,
@@ -273,7 +272,7 @@ class AsyncBrowserRuntimes:
         )
         for text in result.get("warnings") or ():
             warnings.warn(LaunchWarning(text), stacklevel=2)
-        return from_wire(AsyncRuntime, result["runtime"], client=self._client)
+        return from_wire(AsyncRuntime, result["runtime"], transport=self._transport)
 
 
 # -- runs and events ---------------------------------------------------------------------
@@ -283,21 +282,21 @@ class AsyncBrowserRuntimes:
 class AsyncRun(RunRecord):
     """One activation of a runtime and everything recorded about it."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     @property
     def events(self) -> AsyncRunEvents:
         """This run's event log."""
-        return AsyncRunEvents(self._client, self.id)
+        return AsyncRunEvents(self._transport, self.id)
 
     @property
     def artifacts(self) -> AsyncRunArtifacts:
         """This run's artifacts: downloads, screenshots, PDFs, collected files."""
-        return AsyncRunArtifacts(self._client, self.id)
+        return AsyncRunArtifacts(self._transport, self.id)
 
     async def refresh(self) -> AsyncRun:
         """Reload this run's fields; returns self."""
-        self._update(await self._client.call("runs.get", {"run_id": self.id}))
+        self._update(await self._transport.call("runs.get", {"run_id": self.id}))
         return self
 
 
@@ -305,27 +304,27 @@ class AsyncRun(RunRecord):
 class AsyncRuns:
     """``bd.runs``, ``space.runs`` or ``runtime.runs``: get and list runs."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     space: str | None = None
     runtime_id: str | None = None
 
     async def get(self, run_id: str) -> AsyncRun:
         """Run ``run_id``; raises RunNotFound."""
-        wire = await self._client.call("runs.get", {"run_id": run_id})
-        return from_wire(AsyncRun, wire, client=self._client)
+        wire = await self._transport.call("runs.get", {"run_id": run_id})
+        return from_wire(AsyncRun, wire, transport=self._transport)
 
     async def list(self, status: str | None = None, limit: int | None = None) -> list[AsyncRun]:
         """Runs, newest first; ``limit`` None means all."""
         params = _params(space=self.space, runtime_id=self.runtime_id, status=status)
-        items = await _collect(self._client, "runs.list", params, limit)
-        return [from_wire(AsyncRun, wire, client=self._client) for wire in items]
+        items = await _collect(self._transport, "runs.list", params, limit)
+        return [from_wire(AsyncRun, wire, transport=self._transport) for wire in items]
 
 
 @attrs.frozen
 class AsyncRunEvents:
     """``run.events``: the run's append-only event log."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     run_id: str
 
     async def list(
@@ -338,7 +337,7 @@ class AsyncRunEvents:
         events: list[Event] = []
         while limit is None or len(events) < limit:
             page_size = _EVENTS_PAGE if limit is None else min(_EVENTS_PAGE, limit - len(events))
-            page = await self._client.call(
+            page = await self._transport.call(
                 "runs.events.list",
                 _params(
                     run_id=self.run_id,
@@ -362,7 +361,7 @@ class AsyncRunEvents:
         so the subscription is cancelled when you stop early.
         """
         while True:
-            sub = await self._client.subscribe(
+            sub = await self._transport.subscribe(
                 "runs.events.follow",
                 _params(
                     run_id=self.run_id,
@@ -379,7 +378,7 @@ class AsyncRunEvents:
                         yield event
             finally:
                 if sub.ended_reason is None:
-                    self._client.cancel_subscription_nowait(sub.id)
+                    self._transport.cancel_subscription_nowait(sub.id)
             if sub.ended_reason == "overflow":
                 continue  # we fell behind: resubscribe from the last seq we saw
             if sub.ended_reason == "connection_closed":
@@ -398,19 +397,21 @@ class AsyncRunEvents:
 class AsyncConnection(ConnectionRecord):
     """A CDP connection lease; ``endpoint.url`` is what connect_over_cdp takes."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     async def delete(self, force: bool = False) -> AsyncConnection:
         """Revoke the lease (no new attaches); ``force`` also closes open sockets."""
-        self._update(await self._client.call("connections.delete", {"id": self.id, "force": force}))
+        self._update(
+            await self._transport.call("connections.delete", {"id": self.id, "force": force})
+        )
         return self
 
 
 @attrs.frozen
 class AsyncConnections:
-    """``runtime.connections``: create and list CDP connection leases."""
+    """``runtime.connections``: create, get, list and delete CDP connection leases."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
     runtime_id: str
 
     async def create(
@@ -421,7 +422,7 @@ class AsyncConnections:
         label: str | None = None,
     ) -> AsyncConnection:
         """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
-        wire = await self._client.call(
+        wire = await self._transport.call(
             "connections.create",
             _params(
                 runtime_id=self.runtime_id,
@@ -431,19 +432,27 @@ class AsyncConnections:
                 label=label,
             ),
         )
-        return from_wire(AsyncConnection, wire, client=self._client)
+        return from_wire(AsyncConnection, wire, transport=self._transport)
 
     async def get(self, connection_id: str) -> AsyncConnection:
         """Lease ``connection_id`` (metadata only: the URL is never shown again)."""
-        wire = await self._client.call("connections.get", {"id": connection_id})
-        return from_wire(AsyncConnection, wire, client=self._client)
+        wire = await self._transport.call("connections.get", {"id": connection_id})
+        return from_wire(AsyncConnection, wire, transport=self._transport)
 
     async def list(self) -> list[AsyncConnection]:
         """This runtime's leases (metadata only, never URLs)."""
         items = await _collect(
-            self._client, "connections.list", {"runtime_id": self.runtime_id}, None
+            self._transport, "connections.list", {"runtime_id": self.runtime_id}, None
         )
-        return [from_wire(AsyncConnection, wire, client=self._client) for wire in items]
+        return [from_wire(AsyncConnection, wire, transport=self._transport) for wire in items]
+
+    async def delete(self, connection_id: str, force: bool = False) -> AsyncConnection:
+        """Revoke lease ``connection_id`` (no new attaches); ``force`` also closes its open
+        sockets. Returns the revoked lease (metadata only)."""
+        wire = await self._transport.call(
+            "connections.delete", {"id": connection_id, "force": force}
+        )
+        return from_wire(AsyncConnection, wire, transport=self._transport)
 
 
 # -- profiles ----------------------------------------------------------------------------
@@ -453,16 +462,16 @@ class AsyncConnections:
 class AsyncProfile(ProfileRecord):
     """A persistent profile (user-data-dir) by name, held by one runtime at a time."""
 
-    _client: AsyncClient = attrs.field(kw_only=True, repr=False, eq=False)
+    _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
     async def refresh(self) -> AsyncProfile:
         """Reload this profile's fields (size, holder, last use); returns self."""
-        self._update(await self._client.call("profiles.get", {"name": self.name}))
+        self._update(await self._transport.call("profiles.get", {"name": self.name}))
         return self
 
     async def delete(self) -> None:
         """Delete the profile (refused with ProfileInUse while a runtime holds it)."""
-        await self._client.call("profiles.delete", {"name": self.name})
+        await self._transport.call("profiles.delete", {"name": self.name})
 
     async def clone(self, to: str) -> AsyncProfile:
         """Copy this profile to the new name ``to``; returns the copy.
@@ -470,29 +479,29 @@ class AsyncProfile(ProfileRecord):
         Refused with ProfileInUse while a runtime holds it (a running browser would tear
         the copy) and with ProfileExists when ``to`` is taken.
         """
-        wire = await self._client.call("profiles.clone", {"name": self.name, "to": to})
-        return from_wire(AsyncProfile, wire, client=self._client)
+        wire = await self._transport.call("profiles.clone", {"name": self.name, "to": to})
+        return from_wire(AsyncProfile, wire, transport=self._transport)
 
 
 @attrs.frozen
 class AsyncProfiles:
     """``bd.profiles``: list, get, delete and clone profiles (a launch creates them)."""
 
-    _client: AsyncClient
+    _transport: AsyncTransport
 
     async def list(self) -> list[AsyncProfile]:
         """Every profile, by name."""
-        items = await _collect(self._client, "profiles.list", {}, None)
-        return [from_wire(AsyncProfile, wire, client=self._client) for wire in items]
+        items = await _collect(self._transport, "profiles.list", {}, None)
+        return [from_wire(AsyncProfile, wire, transport=self._transport) for wire in items]
 
     async def get(self, name: str) -> AsyncProfile:
         """Profile ``name``; raises ProfileNotFound."""
-        wire = await self._client.call("profiles.get", {"name": name})
-        return from_wire(AsyncProfile, wire, client=self._client)
+        wire = await self._transport.call("profiles.get", {"name": name})
+        return from_wire(AsyncProfile, wire, transport=self._transport)
 
     async def delete(self, name: str) -> None:
         """Delete profile ``name`` (refused with ProfileInUse while a runtime holds it)."""
-        await self._client.call("profiles.delete", {"name": name})
+        await self._transport.call("profiles.delete", {"name": name})
 
     async def clone(self, name: str, to: str) -> AsyncProfile:
         """Copy profile ``name`` to the new name ``to``; returns the copy.
@@ -500,5 +509,5 @@ class AsyncProfiles:
         Refused with ProfileInUse while a runtime holds ``name``, ProfileExists when
         ``to`` is taken.
         """
-        wire = await self._client.call("profiles.clone", {"name": name, "to": to})
-        return from_wire(AsyncProfile, wire, client=self._client)
+        wire = await self._transport.call("profiles.clone", {"name": name, "to": to})
+        return from_wire(AsyncProfile, wire, transport=self._transport)

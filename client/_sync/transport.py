@@ -1,0 +1,324 @@
+"""Transport: one connection to the daemon on a plain blocking socket, with no thread of its own.
+
+The twin of ``_async/transport.py``, written by hand because the I/O differs: a call writes
+its request and reads until its reply is in, in the calling thread. Threads may share one
+Transport: the writes are behind a lock, and of the threads waiting (for replies or for a
+subscription's next payload) one at a time reads and hands every message to the
+:class:`~browserd.client.session.Session`, which settles what it answers, so each waiter
+finds its reply settled when its turn comes. Nothing here runs in the background, so a
+client that is never closed never keeps the interpreter from exiting. Every transport
+failure is mapped here, at the edge, so callers only ever see ``browserd.client.errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
+from ..session import START_HINT, Feed, Session, fresh, hello_params
+
+_RECEIVE_SIZE = 256 * 1024
+_BACKLOG_RETRY_S = 0.01
+
+
+class Subscription:
+    """The receiving end of a server-pushed stream (``*.follow``).
+
+    ``for payload in sub.receive`` gives notification payloads until the stream ends; then
+    ``ended_reason`` says why (``cancelled``, ``run_ended``, ``overflow``,
+    ``connection_closed``).
+    """
+
+    def __init__(self, transport: Transport, feed: Feed) -> None:
+        self.id = feed.id
+        self.receive = SubscriptionStream(transport, feed)
+
+    @property
+    def ended_reason(self) -> str | None:
+        return self.receive._feed.ended_reason
+
+    def __repr__(self) -> str:
+        return f"Subscription(id={self.id!r}, ended_reason={self.ended_reason!r})"
+
+
+class SubscriptionStream:
+    """``subscription.receive``: payloads in order, until the stream has ended."""
+
+    def __init__(self, transport: Transport, feed: Feed) -> None:
+        self._transport = transport
+        self._feed = feed
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        feed = self._feed
+        if not feed.ready:
+            self._transport._wait(lambda: feed.ready)
+        with self._transport._lock:
+            if feed.payloads:
+                return feed.payloads.popleft()
+        raise StopIteration
+
+
+class Transport:
+    """The connection behind a Client: connects on first use, calls, subscriptions.
+
+    Thread-safe: any number of threads may call through one Transport at once.
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        client_name: str,
+        connect_timeout: float,
+        max_buffer_size: int,
+    ) -> None:
+        self.socket_path = socket_path
+        self.client_name = client_name
+        self.connect_timeout = connect_timeout
+        self.hello: dict[str, Any] = {}
+        self._max_buffer_size = max_buffer_size
+        self._session = Session(max_buffer_size)
+        self._sock: socket.socket | None = None
+        self._connected = False  # the daemon answered hello on _sock
+        self._open_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        # _lock guards the Session, _sock, _reading and _sleepers; threads waiting while
+        # another reads sleep on _state. (`with self._lock` is the C lock itself: cheaper
+        # than entering the Condition, on the path every call takes.)
+        self._lock = threading.Lock()
+        self._state = threading.Condition(self._lock)
+        self._reading = False  # a thread is reading (it holds no lock while it does)
+        self._sleepers = 0  # threads in _state.wait()
+
+    # -- connection ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect and say hello, unless connected; raises DaemonUnavailable when the daemon
+        is not there (the next call tries again)."""
+        if self._connected or self._session.closed_error is not None:
+            return
+        with self._open_lock:
+            if not self._connected and self._session.closed_error is None:
+                self._open()
+
+    def _open(self) -> None:
+        # Only this thread has the socket until hello is answered (others wait on _open_lock).
+        deadline = time.monotonic() + self.connect_timeout
+        sock = self._connect(deadline)
+        session, state = self._session, self._state
+        try:
+            with state:
+                msgid, call, frame = session.start_call("hello", hello_params(self.client_name))
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            sock.sendall(frame)
+            while not call.done:
+                data = sock.recv(_RECEIVE_SIZE)
+                with state:
+                    out = session.receive_data(data)
+                sock.sendall(out)
+            with state:
+                hello = session.finish_call(msgid, call)
+            sock.settimeout(None)
+        except BaseException as exc:
+            sock.close()
+            self._session = Session(self._max_buffer_size)  # a clean slate for the next try
+            if isinstance(exc, TimeoutError):
+                raise self._timed_out() from None
+            if isinstance(exc, OSError):
+                with state:
+                    error = session.transport_error(exc)
+                raise error from exc
+            raise
+        with self._state:
+            if self._session.closed_error is not None:  # closed meanwhile, from a thread
+                sock.close()
+                raise fresh(self._session.closed_error)
+            self._sock, self.hello, self._connected = sock, hello, True
+
+    def _connect(self, deadline: float) -> socket.socket:
+        path = self.socket_path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    sock.connect(str(path))
+                    return sock
+                except BlockingIOError:
+                    # The listen backlog is full (the daemon is busy accepting): a Unix
+                    # socket has no connect in progress to wait for, only a retry.
+                    if time.monotonic() >= deadline:
+                        raise self._timed_out() from None
+                    time.sleep(_BACKLOG_RETRY_S)
+        except FileNotFoundError:
+            reason = f"no daemon socket at {path}"
+        except ConnectionRefusedError:
+            reason = f"nothing is listening on {path} (stale socket file?)"
+        except PermissionError:
+            reason = f"permission denied on {path}"
+        except OSError as exc:
+            reason = f"cannot connect to {path}: {exc.strerror or exc}"
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+        raise DaemonUnavailable.make(reason, START_HINT, {"socket": str(path)})
+
+    def _timed_out(self) -> DaemonUnavailable:
+        return DaemonUnavailable.make(
+            f"the daemon at {self.socket_path} did not answer within {self.connect_timeout:g} s",
+            START_HINT,
+            {"socket": str(self.socket_path)},
+        )
+
+    def close(self) -> None:
+        """Close the connection; calls in flight (in other threads) fail with ConnectionLost,
+        subscriptions end with ``connection_closed``. Any thread may call it, any number of
+        times."""
+        with self._state:
+            self._session.connection_gone(_closed_by_user())
+            sock, self._sock = self._sock, None
+            self._state.notify_all()
+        if sock is None:
+            return
+        # Shut down first: a thread blocked on the socket wakes (EOF, EPIPE) and lets go;
+        # the descriptor is closed only then, never under a thread still using it.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with self._send_lock, self._state:
+            while self._reading:
+                self._sleepers += 1
+                try:
+                    self._state.wait()
+                finally:
+                    self._sleepers -= 1
+            sock.close()
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call one RPC method and return its result; raises the error class of its code."""
+        if not self._connected:
+            self.open()
+        return self._request(method, params or {})
+
+    def subscribe(self, method: str, params: dict[str, Any]) -> Subscription:
+        """Call a ``*.follow`` method; the notifications it starts go to the Subscription."""
+        if not self._connected:
+            self.open()
+        feed: Feed = self._request(method, params, subscribe=True)
+        return Subscription(self, feed)
+
+    def cancel_subscription_nowait(self, subscription_id: str) -> None:
+        """Stop a subscription: it ends here at once; the daemon is told without waiting for
+        its answer."""
+        with self._lock:
+            frame = self._session.cancel_subscription(subscription_id)
+        self._send_quietly(frame)
+
+    def _request(self, method: str, params: dict[str, Any], *, subscribe: bool = False) -> Any:
+        with self._lock:
+            msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
+        try:
+            self._send(frame)
+            self._wait(lambda: call.done)
+        except BaseException:
+            with self._lock:
+                if subscribe and call.done:  # interrupted (^C) with the reply in
+                    frame = self._session.abandon_subscribe(msgid, call)
+                else:
+                    frame = b""
+                    self._session.forget(msgid, call)
+            self._send_quietly(frame)
+            raise
+        with self._lock:
+            return self._session.finish_call(msgid, call)
+
+    # -- the socket ----------------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        with self._send_lock:
+            sock = self._sock
+            if sock is None:
+                with self._state:
+                    raise self._closed()
+            try:
+                sock.sendall(frame)
+            except OSError as exc:
+                with self._state:
+                    error = self._session.transport_error(exc)
+                    self._state.notify_all()
+                raise error from exc
+            except BaseException:
+                # Interrupted part-way (^C): how much went out is unknown, so the stream
+                # is no longer framed; nothing more can be sent on it.
+                with self._state:
+                    self._session.connection_gone(ConnectionLost.make(
+                        "a request was interrupted while it was being written",
+                        "Open a new client to go on."))
+                    self._state.notify_all()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                raise
+
+    def _send_quietly(self, frames: bytes) -> None:
+        """Write frames nobody waits on (cancels); a broken connection is the next call's news."""
+        if frames:
+            with contextlib.suppress(BrowserdError):
+                self._send(frames)
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Read and settle messages until ``ready()``. One thread reads at a time, holding no
+        lock while it blocks; the others sleep until it has settled what it read."""
+        out = b""
+        state = self._state
+        with self._lock:
+            while not ready():
+                if self._reading:
+                    self._sleepers += 1
+                    try:
+                        state.wait()
+                    finally:
+                        self._sleepers -= 1
+                    continue
+                sock = self._sock
+                if sock is None:
+                    raise self._closed()
+                self._reading = True
+                state.release()
+                try:
+                    data = sock.recv(_RECEIVE_SIZE)
+                    error = None
+                except OSError as exc:
+                    data, error = b"", exc
+                finally:
+                    state.acquire()
+                    self._reading = False
+                    if self._sleepers:
+                        # They wake once this lock is free, after what was read is settled;
+                        # each checks its own call, and one of them reads next.
+                        state.notify_all()
+                if error is not None:
+                    self._session.transport_error(error)
+                else:
+                    out += self._session.receive_data(data)
+        self._send_quietly(out)
+
+    def _closed(self) -> BrowserdError:
+        """The error for an operation on a closed client (call it holding ``_state``)."""
+        self._session.connection_gone(_closed_by_user())
+        assert self._session.closed_error is not None
+        return fresh(self._session.closed_error)
+
+
+def _closed_by_user() -> ConnectionLost:
+    return ConnectionLost.make("the client was closed", "Open a new client to go on.")

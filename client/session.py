@@ -1,0 +1,265 @@
+"""The client's half of an RPC connection, without I/O: calls in flight, subscriptions, and
+what each message from the daemon does to them.
+
+Both transports drive one :class:`Session` (``_async/transport.py`` on anyio,
+``_sync/transport.py`` on a blocking socket): they hand it the bytes they read and write the
+frames it gives them. Waiting is theirs too: a transport waits for :attr:`Call.done`, or for
+a :class:`Feed` to hold a payload or end, by reading and feeding bytes until it does. A
+Session is not thread-safe: the blocking transport calls it under one lock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+
+from . import wire
+from ._version import __version__
+from .errors import BrowserdError, ConnectionLost, InvalidRequest, error_from_wire
+
+API_MIN = API_MAX = 1
+SUBSCRIPTION_QUEUE = 1024  # payloads kept for a subscriber that is not reading
+START_HINT = "Start the daemon with `browserd` (or `make run`), or point BROWSERD_SOCKET at it."
+LOST_HINT = "The daemon may have stopped or restarted; check `browserctl status`, then reconnect."
+
+
+def hello_params(client_name: str) -> dict[str, Any]:
+    return {
+        "client": {"name": client_name, "version": __version__},
+        "api": {"min": API_MIN, "max": API_MAX},
+    }
+
+
+def fresh(error: BrowserdError) -> BrowserdError:
+    """A new instance per raise: one shared instance would pile up tracebacks."""
+    return type(error)(error.code, error.message, error.hint, error.data)
+
+
+@attrs.define(eq=False)
+class Feed:
+    """What one subscription received and nobody took yet; ``ended_reason`` once it ended
+    (``cancelled``, ``run_ended``, ``overflow``, ``connection_closed``)."""
+
+    id: str
+    payloads: deque[dict[str, Any]] = attrs.field(factory=deque)
+    ended_reason: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """A payload is waiting, or the stream has ended: a reader can stop waiting."""
+        return bool(self.payloads) or self.ended_reason is not None
+
+    def end(self, reason: str) -> None:
+        if self.ended_reason is None:
+            self.ended_reason = reason
+
+
+class Call:
+    """One request waiting for its response; ``done`` once ``result`` or ``error`` is set.
+
+    A plain slotted class: one is made per call, on the hot path."""
+
+    __slots__ = ("abandoned", "done", "error", "feed", "result", "sent", "subscribe")
+
+    def __init__(self, subscribe: bool = False) -> None:
+        self.subscribe = subscribe
+        self.sent = False  # the request is out, or its rest is queued: the daemon will get it
+        self.done = False
+        self.abandoned = False  # a subscribe whose caller gave up before the reply came
+        self.result: Any = None
+        self.error: BrowserdError | None = None
+        self.feed: Feed | None = None
+
+
+class Session:
+    """Calls, subscriptions and the wire codec of one connection."""
+
+    def __init__(self, max_buffer_size: int = wire.DEFAULT_MAX_BUFFER) -> None:
+        # The daemon is trusted to send string keys: the decoder builds maps natively.
+        self._wire = wire.Connection(max_buffer_size, check_map_keys=False)
+        self._calls: dict[int, Call] = {}
+        self._feeds: dict[str, Feed] = {}
+        self._next_msgid = 1
+        self.closed_error: BrowserdError | None = None
+        """Set once the connection is gone; every later call raises (a fresh copy of) it."""
+        self._fatal: BrowserdError | None = None  # the daemon's last word (rpc.error)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def start_call(
+        self, method: str, params: dict[str, Any], *, subscribe: bool = False
+    ) -> tuple[int, Call, bytes]:
+        """Register a call: its msgid, its Call, and the frame to write."""
+        if self.closed_error is not None:
+            raise fresh(self.closed_error)
+        msgid = self._allocate_msgid()
+        frame = self._encode(msgid, method, params)
+        call = self._calls[msgid] = Call(subscribe)
+        return msgid, call, frame
+
+    def finish_call(self, msgid: int, call: Call) -> Any:
+        """Forget the call and return its result, or raise its error."""
+        if not call.abandoned:
+            self._calls.pop(msgid, None)
+        if call.error is not None:
+            raise call.error
+        return call.feed if call.subscribe else call.result
+
+    def forget(self, msgid: int, call: Call) -> None:
+        """The caller gave up (cancelled, interrupted); a late reply is dropped."""
+        if not call.abandoned:
+            self._calls.pop(msgid, None)
+
+    def abandon_subscribe(self, msgid: int, call: Call) -> bytes:
+        """The caller of a subscribe gave up after sending it: the daemon may be streaming
+        already, and nobody would read it or cancel it. Returns the cancel to write now if
+        the reply is in, else marks the call so the reply, when it comes, is cancelled."""
+        if call.done:
+            self._calls.pop(msgid, None)
+            return self.cancel_subscription(call.feed.id) if call.feed is not None else b""
+        call.abandoned = True
+        return b""
+
+    def cancel_subscription(self, subscription_id: str) -> bytes:
+        """End a subscription here at once; the frame telling the daemon (its reply is
+        dropped), or ``b""`` when the connection is gone."""
+        feed = self._feeds.pop(subscription_id, None)
+        if feed is not None:
+            feed.end("cancelled")
+        if self.closed_error is not None:
+            return b""
+        return self._encode(
+            self._allocate_msgid(), "subscriptions.cancel", {"subscription": subscription_id}
+        )
+
+    def _encode(self, msgid: int, method: str, params: dict[str, Any]) -> bytes:
+        try:
+            return self._wire.send_request(msgid, method, params)
+        except wire.LocalProtocolError as exc:
+            raise error_from_wire(exc.error) from None
+
+    def _allocate_msgid(self) -> int:
+        msgid = self._next_msgid
+        self._next_msgid = 1 if msgid >= wire.MAX_MSGID else msgid + 1
+        while msgid in self._calls:  # wrapped around onto a call still waiting: skip it
+            msgid = self._next_msgid
+            self._next_msgid = 1 if msgid >= wire.MAX_MSGID else msgid + 1
+        return msgid
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Take bytes read from the daemon (``b""``: it closed) and settle every call and
+        subscription they answer. Returns frames to write (cancels), often ``b""``."""
+        out = b""
+        next_event = self._wire.next_event
+        try:
+            self._wire.receive_data(data)
+            while True:
+                event = next_event()
+                if event is wire.NEED_DATA:
+                    return out
+                if event is wire.CLOSED:
+                    self.connection_gone(
+                        ConnectionLost.make("the daemon closed the connection", LOST_HINT)
+                    )
+                    return out
+                out += self._dispatch(event)
+        except wire.RemoteProtocolError as exc:
+            self.connection_gone(ConnectionLost.make(
+                f"the daemon broke the protocol ({exc.code}: {exc.message})",
+                "This is a bug in browserd or a version mismatch; please report it.",
+            ))
+        return out
+
+    def _dispatch(self, event: wire.Event) -> bytes:
+        if type(event) is wire.Response:
+            call = self._calls.get(event.msgid)
+            if call is None:
+                return b""  # its caller gave up, or a cancel sent without waiting
+            if call.abandoned:
+                del self._calls[event.msgid]
+                sub_id = _subscription_id(event.result)
+                if event.error is None and sub_id is not None:
+                    return self._encode(self._allocate_msgid(), "subscriptions.cancel",
+                                        {"subscription": sub_id})
+                return b""
+            if event.error is not None:
+                call.error = error_from_wire(event.error)
+            else:
+                call.result = event.result
+                if call.subscribe:
+                    # Registered before the next message is read: notifications for this
+                    # subscription may follow the response immediately.
+                    call.feed, call.error = self._register(event.result)
+            call.done = True
+        elif isinstance(event, wire.Notification):
+            return self._notify(event.method, event.payload)
+        elif isinstance(event, wire.InvalidMessage) and event.msgid is not None:
+            call = self._calls.get(event.msgid)
+            if call is not None and not call.abandoned:
+                call.error = InvalidRequest.make(
+                    f"the daemon sent an invalid response: {event.error.get('message')}",
+                    "This is a bug in browserd or a version mismatch; please report it.",
+                )
+                call.done = True
+        # Requests from the daemon and invalid messages without msgid mean nothing here.
+        return b""
+
+    def _register(self, result: Any) -> tuple[Feed | None, BrowserdError | None]:
+        sub_id = _subscription_id(result)
+        if sub_id is None:
+            return None, InvalidRequest.make("the daemon's reply names no subscription")
+        feed = Feed(sub_id)
+        self._feeds[sub_id] = feed
+        return feed, None
+
+    def _notify(self, method: str, payload: dict[str, Any]) -> bytes:
+        if method == "rpc.error":
+            # The daemon's last word before it closes this connection.
+            self._fatal = error_from_wire(payload.get("error"))
+            return b""
+        sub_id = payload.get("subscription")
+        feed = self._feeds.get(sub_id) if isinstance(sub_id, str) else None
+        if feed is None:
+            return b""
+        if method == "subscription.ended":
+            reason = payload.get("reason")
+            del self._feeds[feed.id]
+            feed.end(reason if isinstance(reason, str) else "cancelled")
+            return b""
+        if len(feed.payloads) >= SUBSCRIPTION_QUEUE:
+            # Nobody waits on one slow subscriber: that would stall every call. The laggard
+            # gets `overflow` (after what it has) and resubscribes from its last seq.
+            feed.end("overflow")
+            return self.cancel_subscription(feed.id)
+        feed.payloads.append(payload)
+        return b""
+
+    def connection_gone(self, error: BrowserdError) -> None:
+        """Fail every call in flight and end every subscription; later calls raise ``error``
+        (or the daemon's last word, when it sent one)."""
+        if self.closed_error is None:
+            self.closed_error = self._fatal or error
+        for call in self._calls.values():
+            if not call.done:
+                call.error = fresh(self.closed_error)
+                call.done = True
+        for feed in self._feeds.values():
+            feed.end("connection_closed")
+        self._feeds.clear()
+
+    def transport_error(self, exc: BaseException) -> BrowserdError:
+        """The connection broke under a read or a write (``exc``); the error for callers."""
+        self.connection_gone(
+            ConnectionLost.make(f"the connection to the daemon broke: {exc}", LOST_HINT)
+        )
+        assert self.closed_error is not None
+        return fresh(self.closed_error)
+
+
+def _subscription_id(result: Any) -> str | None:
+    sub_id = result.get("subscription") if isinstance(result, dict) else None
+    return sub_id if isinstance(sub_id, str) else None
