@@ -145,14 +145,18 @@ class LeaseBook:
             forget_before = format_time(now - timedelta(seconds=ENDED_LEASE_KEPT_S))
             for lease in list(self.leases.values()):
                 if lease.status == "active" and lease.expires_at <= now_text:
-                    lease.status = "expired"
-                    if (rt := self.runtimes.get(lease.runtime_id)) is not None:
-                        rt.touch()
-                    self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
-                                  {"connection_id": lease.id})
+                    self._expire(lease)
                 elif lease.open_sockets == 0 and _ended_at(lease) < forget_before:
                     del self.leases[lease.id]
             await trio.sleep(0.5)
+
+    def _expire(self, lease: Lease) -> None:
+        """The lease's TTL has passed: it is expired from now on (one event)."""
+        lease.status = "expired"
+        if (rt := self.runtimes.get(lease.runtime_id)) is not None:
+            rt.touch()
+        self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
+                      {"connection_id": lease.id})
 
     def _log_for(self, runtime_id: str, run_id: str, type: str, data: dict[str, Any],
                  actor: Actor | None = None, source: str = "daemon") -> None:
@@ -168,8 +172,10 @@ class LeaseBook:
         expected = lease.token_hash if lease else hash_token(secrets.token_urlsafe(32))
         if not hmac.compare_digest(expected, hash_token(token)) or lease is None:
             raise Refused(401, "unknown connection or bad token")
-        if lease.status != "active" or parse_time(lease.expires_at) <= datetime.now(UTC):
-            raise Refused(410, f"connection lease is {_lease_state(lease)}")
+        if lease.status == "active" and parse_time(lease.expires_at) <= datetime.now(UTC):
+            self._expire(lease)  # before the loop comes round: the refusal follows the event
+        if lease.status != "active":
+            raise Refused(410, f"connection lease is {lease.status}")
         rt = self.runtimes.get(lease.runtime_id)
         if rt is None or rt.process is None or rt.run is None or rt.run.id != lease.run_id:
             raise Refused(410, "the runtime's run has ended")
@@ -251,6 +257,3 @@ def _ended_at(lease: Lease) -> str:
     """When the lease stopped admitting attaches (its expiry time while it is still active)."""
     return lease.closed_at or lease.revoked_at or lease.expires_at
 
-
-def _lease_state(lease: Lease) -> str:
-    return "expired" if lease.status == "active" else lease.status
