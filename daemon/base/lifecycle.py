@@ -25,6 +25,15 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+class LeaseStatus(StrEnum):
+    """A connection lease: live, then ended one way (and never live again)."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"  # its expires_at passed
+    REVOKED = "revoked"  # deleted
+    CLOSED = "closed"  # its run ended
+
+
 class Trigger(StrEnum):
     LAUNCH = "launch"  # a client asked to start it
     READY = "ready"  # the browser's DevTools endpoint is up
@@ -33,6 +42,8 @@ class Trigger(StrEnum):
     EXITED = "exited"  # the process tree is gone after a stop
     CRASHED = "crashed"  # the browser exited without being asked
     LOST = "lost"  # found active in the state files at start: the daemon that ran it is gone
+    ABORTED = "aborted"  # its supervision was cancelled from outside (the daemon going down
+    #                      hard): the browser was taken down in place of an orderly stop
 
 
 class InvalidTransition(Exception):
@@ -60,6 +71,9 @@ RUNTIME_TRANSITIONS: dict[tuple[RuntimeStatus, Trigger], RuntimeStatus] = {
     (_R.STARTING, Trigger.LOST): _R.STOPPED,
     (_R.ACTIVE, Trigger.LOST): _R.STOPPED,
     (_R.STOPPING, Trigger.LOST): _R.STOPPED,
+    (_R.STARTING, Trigger.ABORTED): _R.STOPPED,
+    (_R.ACTIVE, Trigger.ABORTED): _R.STOPPED,
+    (_R.STOPPING, Trigger.ABORTED): _R.STOPPED,
 }
 
 # A run is opened by LAUNCH (in `starting`) and ends exactly once: `ended` after a requested stop
@@ -76,6 +90,9 @@ RUN_TRANSITIONS: dict[tuple[RunStatus, Trigger], RunStatus] = {
     (_S.STARTING, Trigger.LOST): _S.ENDED,
     (_S.ACTIVE, Trigger.LOST): _S.ENDED,
     (_S.STOPPING, Trigger.LOST): _S.ENDED,
+    (_S.STARTING, Trigger.ABORTED): _S.ENDED,
+    (_S.ACTIVE, Trigger.ABORTED): _S.ENDED,
+    (_S.STOPPING, Trigger.ABORTED): _S.ENDED,
 }
 
 LIVE_RUNTIME = frozenset({_R.STARTING, _R.ACTIVE, _R.STOPPING})

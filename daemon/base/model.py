@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from .lifecycle import LeaseStatus
+
 DEFAULT_SPACE = "default"
 
 
@@ -128,7 +130,7 @@ class Lease:
     token_hash: bytes = attrs.field(repr=False)
     created_at: str
     expires_at: str
-    status: str = "active"  # active | expired | revoked | closed
+    status: str = LeaseStatus.ACTIVE
     revoked_at: str | None = None
     closed_at: str | None = None
     open_sockets: int = 0

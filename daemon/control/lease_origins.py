@@ -32,6 +32,7 @@ import h11
 import trio
 
 from ..base.errors import resource_shortage
+from ..base.lifecycle import LeaseStatus
 from ..base.model import Lease, parse_time
 from ..cdp.http_front import (
     Refused,
@@ -136,7 +137,7 @@ class LeaseOrigins:
             origin.scope.cancel()
 
     def _live(self, lease: Lease | None) -> bool:
-        return (lease is not None and lease.status == "active"
+        return (lease is not None and lease.status == LeaseStatus.ACTIVE
                 and parse_time(lease.expires_at) > datetime.now(UTC))
 
     async def _serve_origin(self, origin: _Origin, bound: BoundPort) -> None:

@@ -19,7 +19,7 @@ import trio
 
 from ..base.config import Config
 from ..base.errors import ApiError
-from ..base.lifecycle import RuntimeStatus
+from ..base.lifecycle import LeaseStatus, RuntimeStatus
 from ..base.model import Lease, format_time, hash_token, parse_time
 from ..cdp.http_front import Refused, Upstream
 from ..store import storage
@@ -57,8 +57,8 @@ class LeaseBook:
         """The run ended: its active leases are closed (sockets go with the browser)."""
         now = storage.now_rfc3339()
         for lease in self.leases.values():
-            if lease.run_id == run_id and lease.status == "active":
-                lease.status, lease.closed_at = "closed", now
+            if lease.run_id == run_id and lease.status == LeaseStatus.ACTIVE:
+                lease.status, lease.closed_at = LeaseStatus.CLOSED, now
 
     def create(self, rt: Runtime, *, protocol: str, ttl_s: float, exclusive: bool,
                      label: str | None, actor: Actor | None) -> tuple[Lease, str]:
@@ -108,7 +108,7 @@ class LeaseBook:
     def live(self, rt: Runtime) -> Iterator[Lease]:
         now = datetime.now(UTC)
         for lease in self.leases.values():
-            live = lease.status == "active" and parse_time(lease.expires_at) > now
+            live = lease.status == LeaseStatus.ACTIVE and parse_time(lease.expires_at) > now
             if lease.runtime_id == rt.id and live:
                 yield lease
 
@@ -125,8 +125,8 @@ class LeaseBook:
         return lease
 
     def revoke(self, lease: Lease, force: bool, actor: Actor | None) -> None:
-        if lease.status == "active":
-            lease.status, lease.revoked_at = "revoked", storage.now_rfc3339()
+        if lease.status == LeaseStatus.ACTIVE:
+            lease.status, lease.revoked_at = LeaseStatus.REVOKED, storage.now_rfc3339()
             if (rt := self.runtimes.get(lease.runtime_id)) is not None:
                 rt.touch()
             self._log_for(lease.runtime_id, lease.run_id, "connection.revoked",
@@ -144,7 +144,7 @@ class LeaseBook:
             now_text = format_time(now)
             forget_before = format_time(now - timedelta(seconds=ENDED_LEASE_KEPT_S))
             for lease in list(self.leases.values()):
-                if lease.status == "active" and lease.expires_at <= now_text:
+                if lease.status == LeaseStatus.ACTIVE and lease.expires_at <= now_text:
                     self._expire(lease)
                 elif lease.open_sockets == 0 and _ended_at(lease) < forget_before:
                     del self.leases[lease.id]
@@ -152,7 +152,7 @@ class LeaseBook:
 
     def _expire(self, lease: Lease) -> None:
         """The lease's TTL has passed: it is expired from now on (one event)."""
-        lease.status = "expired"
+        lease.status = LeaseStatus.EXPIRED
         if (rt := self.runtimes.get(lease.runtime_id)) is not None:
             rt.touch()
         self._log_for(lease.runtime_id, lease.run_id, "connection.expired",
@@ -172,9 +172,9 @@ class LeaseBook:
         expected = lease.token_hash if lease else hash_token(secrets.token_urlsafe(32))
         if not hmac.compare_digest(expected, hash_token(token)) or lease is None:
             raise Refused(401, "unknown connection or bad token")
-        if lease.status == "active" and parse_time(lease.expires_at) <= datetime.now(UTC):
+        if lease.status == LeaseStatus.ACTIVE and parse_time(lease.expires_at) <= datetime.now(UTC):
             self._expire(lease)  # before the loop comes round: the refusal follows the event
-        if lease.status != "active":
+        if lease.status != LeaseStatus.ACTIVE:
             raise Refused(410, f"connection lease is {lease.status}")
         rt = self.runtimes.get(lease.runtime_id)
         if rt is None or rt.process is None or rt.run is None or rt.run.id != lease.run_id:

@@ -206,12 +206,9 @@ class Reconciler:
         for download in downloads:
             event_log.append("download", {**download["data"], "reason": "daemon_lost"},
                              status="failed", target=download["target"])
-        event_log.append(
-            "runtime.lifecycle",
-            {"end_reason": "daemon_lost", "killed_pids": killed},
-            status="ended",
-        )
         run.status = run_transition(run.status, Trigger.LOST)
+        event_log.append("runtime.lifecycle", {"end_reason": "daemon_lost", "killed_pids": killed},
+                         status=run.status)
         run.ended_at = storage.now_rfc3339()
         run.end_reason = "daemon_lost"
         run.counts["events"] = event_log.last_seq

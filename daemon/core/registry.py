@@ -394,7 +394,7 @@ class Registry:
         rt.log.append("runtime.lifecycle", {"executable": executable,
                                             "profile": rt.record.profile,
                                             "from_pool": pooled is not None},
-                      status="starting", actor=actor)
+                      status=run.status, actor=actor)
         if rt.held_profile is not None:
             cleared = self.profiles.clear_stale_singleton(rt.held_profile.user_data_dir)
             if cleared is not None:

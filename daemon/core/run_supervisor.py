@@ -96,7 +96,7 @@ class RunSupervisor:
                     if process.adopted:
                         rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
                                                             "cdp_port": process.endpoint.port},
-                                      status="active")
+                                      status=RunStatus.ACTIVE)
                     else:
                         self._mark_ready(rt, process)
                         if self.registry.config.live_restore:
@@ -115,7 +115,7 @@ class RunSupervisor:
                 with trio.CancelScope(shield=True):
                     if process is not None:
                         await process.stop(self.registry.config.browser.stop_grace_s)
-                    self._end_run(rt, Trigger.STOP, "daemon_shutdown", None, force=True)
+                    self._end_run(rt, Trigger.ABORTED, "daemon_shutdown", None)
             rt.done.set()
         if launch_error is not None:
             raise launch_error
@@ -202,19 +202,15 @@ class RunSupervisor:
         self.registry.save_runtime(rt)
         self.registry.save_run(rt.run)
         rt.log.append("runtime.lifecycle", {"pid": process.pid, "cdp_port": process.endpoint.port},
-                      status="active")
+                      status=RunStatus.ACTIVE)
 
     def _end_run(self, rt: Runtime, trigger: Trigger, reason: str,
-                 failure: dict[str, Any] | None, *, force: bool = False) -> None:
+                 failure: dict[str, Any] | None) -> None:
         """Close the run and put the runtime at rest. Called exactly once per run."""
         run, event_log = rt.run, rt.log
         assert run is not None and event_log is not None
-        if force:
-            run.status = RunStatus.FAILED if failure else RunStatus.ENDED
-            rt.record.status = RuntimeStatus.STOPPED
-        else:
-            run.status = run_transition(run.status, trigger)
-            rt.record.status = runtime_transition(rt.record.status, trigger)
+        run.status = run_transition(run.status, trigger)
+        rt.record.status = runtime_transition(rt.record.status, trigger)
         run.ended_at, run.end_reason, run.failure = now_rfc3339(), reason, failure
         self.registry.lease_book.close_run(run.id)
         event_log.append("runtime.lifecycle", {"end_reason": reason, "failure": failure},
@@ -257,8 +253,7 @@ class RunSupervisor:
         rt.record.status = runtime_transition(rt.record.status, Trigger.STOP)
         run.status = run_transition(run.status, Trigger.STOP)
         self.registry.save_runtime(rt)
-        rt.log.append("runtime.lifecycle", {"reason": reason}, status="stopping",
-                      actor=actor)
+        rt.log.append("runtime.lifecycle", {"reason": reason}, status=run.status, actor=actor)
         await self._close_sockets(rt)
         await rt.process.stop(grace)
         with trio.move_on_after(grace + 10):

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from ..base.lifecycle import FINISHED_RUN
 from ..base.model import RunRecord
 from ..core.registry import Registry
 from ..store.eventlog import Event, EventLog
@@ -41,7 +42,6 @@ HEARTBEAT_S = 5.0
 QUEUE_SIZE = 4096  # live events a subscriber may be behind before it gets `overflow`
 REPLAY_PAGE = 500  # events read from the file per thread hop
 MAX_PER_SESSION = 64  # subscriptions one connection may hold at once
-FINAL_STATUSES = frozenset({"ended", "failed"})
 
 
 def live_log(registry: Registry, run: RunRecord) -> EventLog | None:
@@ -54,7 +54,7 @@ def live_log(registry: Registry, run: RunRecord) -> EventLog | None:
 
 def is_final(event: Event) -> bool:
     """The run's last event: its lifecycle reaching `ended` or `failed`."""
-    return event.get("type") == "runtime.lifecycle" and event.get("status") in FINAL_STATUSES
+    return event.get("type") == "runtime.lifecycle" and event.get("status") in FINISHED_RUN
 
 
 class Follow:

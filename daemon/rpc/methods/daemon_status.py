@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ... import __version__
+from ...base.lifecycle import LeaseStatus
 from ...base.params import Params
 from ..api import Api, Caller, method
 
@@ -28,7 +29,8 @@ def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
             "spaces": len(reg.spaces),
             "runtimes": len(reg.runtimes),
             "active_runtimes": len(live),
-            "connections": sum(1 for lease in reg.leases.values() if lease.status == "active"),
+            "connections": sum(1 for lease in reg.leases.values()
+                               if lease.status == LeaseStatus.ACTIVE),
             "clients": api.clients,
         },
         "rss_bytes": rss,

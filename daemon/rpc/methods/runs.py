@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...base.lifecycle import RunStatus
 from ...base.params import Params
 from ..api import Api, Caller, method
 
@@ -20,7 +21,7 @@ def runs_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     space = p.name("space", None)
     name = p.name("name", None)
     runtime_id = p.text("runtime_id", None, max_len=64)
-    status = p.choice("status", ("starting", "active", "stopping", "ended", "failed"), None)
+    status = p.choice("status", tuple(RunStatus), None)
     cursor = p.text("cursor", None, max_len=64)
     limit = p.integer("limit", 100, low=1, high=1000)
     p.finish()

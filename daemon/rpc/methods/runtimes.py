@@ -8,6 +8,7 @@ import attrs
 
 from ...base.errors import ApiError
 from ...base.flags import reserved_switch
+from ...base.lifecycle import RuntimeStatus
 from ...base.params import Params, invalid
 from ...core.runtime import LaunchOptions
 from ..api import Api, Caller, method, page
@@ -99,7 +100,7 @@ def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
 @method("runtimes.list")
 def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     space = p.name("space", None)
-    status = p.choice("status", ("starting", "active", "stopping", "stopped", "failed"), None)
+    status = p.choice("status", tuple(RuntimeStatus), None)
     p.finish()
     records = sorted((rt.record for rt in api.registry.runtimes.values()),
                      key=lambda r: (r.space, r.name))
