@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from browserd.client import AsyncClient, errors
-from browserd.daemon.eventlog import Event, EventLog, FsyncPolicy
+from browserd.daemon.store.eventlog import Event, EventLog, FsyncPolicy
 
 from .harness import HEADLESS_SHELL, DaemonUnderTest, median, percentile, scratch_dir
 from .report import Row, Target

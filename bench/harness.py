@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from browserd.daemon.config import ConfigError, parse
+from browserd.daemon.base.config import ConfigError, parse
 
 from .profile import Sampler
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from playwright.sync_api import Playwright, sync_playwright
 
 from browserd.client import Client
-from browserd.daemon.supervisor import (
+from browserd.daemon.browser.process import (
     LaunchSpec,
     browser_args,
     read_devtools_active_port,

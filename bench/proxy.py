@@ -22,7 +22,7 @@ from typing import Any
 from playwright.sync_api import Page, Playwright, sync_playwright
 
 from browserd.client import Client
-from browserd.daemon.supervisor import read_devtools_active_port
+from browserd.daemon.browser.process import read_devtools_active_port
 
 from .harness import CHROMIUM, DaemonUnderTest, config_key_known, median
 from .report import Row, Target, skipped

@@ -26,8 +26,6 @@ from .cli_format import (
     profile_details,
     profile_table,
     runtime_table,
-    short_data,
-    short_time,
     stats_document,
     stats_table,
     table,
@@ -42,9 +40,7 @@ from .errors import (
     RuntimeNotFound,
 )
 
-# The formatting helpers moved to cli_format; they stay importable from here.
-__all__ = ["build_parser", "event_table", "main", "parse_args", "short_data", "short_time",
-           "table", "to_json"]  # fmt: skip
+__all__ = ["build_parser", "main", "parse_args"]
 
 # -- commands ----------------------------------------------------------------------------
 # Each returns what --json prints and the text a human sees.

@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 import trio
 
-from .config import Config, default_config_path
-from .discovery import browser_version, find_browser
-from .errors import ApiError
+from .base.config import Config, default_config_path
+from .base.errors import ApiError
+from .browser.discovery import browser_version, find_browser
 
 __all__ = ["browser_report", "flatten", "render", "run"]
 

@@ -26,9 +26,9 @@ import trio
 from browserd.client import wire
 
 from . import __version__
-from .api import API_LEVEL, Api
-from .notify import Notifier
-from .registry import Registry
+from .core.registry import Registry
+from .rpc.api import API_LEVEL, Api
+from .system.notify import Notifier
 
 __all__ = ["STATUS_PERIOD_S", "extending_stop_timeout", "status_line", "watch"]
 

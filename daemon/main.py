@@ -16,13 +16,13 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import __version__, check_config, install_units, logs
-from .config import ConfigError, load
-from .listen_fds import activated_listener, socket_path
-from .notify import Notifier
-from .rpc_server import SocketUnusable
+from . import __version__, check_config, install_units
+from .base.config import ConfigError, load
 from .service import serve
-from .state_lock import StateDirRefused
+from .store.state_lock import StateDirRefused
+from .system import logs
+from .system.listen_fds import SocketUnusable, activated_listener, socket_path
+from .system.notify import Notifier
 
 log = logging.getLogger("browserd")
 

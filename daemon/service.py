@@ -11,24 +11,20 @@ import signal
 import attrs
 import trio
 
-from . import (
-    health,
-    methods,  # noqa: F401 - importing registers every RPC method
-)
-from .api import Api
-from .artifacts import ArtifactStore
-from .config import Config
-from .fd_budget import FdBudget, raise_nofile_limit
-from .memory import release_free_memory
-from .monitor import ResourceMonitor
-from .notify import Notifier
-from .observer import Observer
-from .registry import Registry
-from .retention import Retention
-from .rpc_server import RpcServer
-from .state_lock import StateLock
-from .supervisor import run_orphan_reaper, set_child_subreaper
-from .timeouts import Timeouts
+from . import health
+from .base.config import Config
+from .browser.procutil import run_orphan_reaper, set_child_subreaper
+from .core.registry import Registry
+from .rpc.api import Api
+from .rpc.server import RpcServer
+from .services.monitor import ResourceMonitor
+from .services.observer import Observer
+from .services.retention import Retention
+from .services.timeouts import Timeouts
+from .store.state_lock import StateLock
+from .system.fd_budget import FdBudget, raise_nofile_limit
+from .system.memory import release_free_memory
+from .system.notify import Notifier
 
 log = logging.getLogger("browserd")
 
@@ -81,7 +77,6 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     # flood of them leaves the daemon without one for its own work (fd_budget.py).
     budget = FdBudget.derive(raise_nofile_limit(), config.limits)
     registry = Registry(config, budget, spawn_key=state_lock.spawn_key)
-    registry.artifacts = ArtifactStore(registry)
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
     registry.run_services.append(Observer(registry, config))

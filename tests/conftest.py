@@ -25,7 +25,7 @@ import psutil
 import pytest
 import trio
 
-from browserd.daemon.config import BrowserConfig, Config
+from browserd.daemon.base.config import BrowserConfig, Config
 from browserd.daemon.service import Daemon, serve
 
 REPO = Path(__file__).resolve().parent.parent

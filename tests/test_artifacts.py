@@ -25,13 +25,13 @@ import trio
 from playwright.sync_api import sync_playwright
 
 from browserd.client import AsyncClient, Client, errors
-from browserd.daemon.artifacts import ArtifactStore, safe_file_name
-from browserd.daemon.cdp_client import open_cdp
-from browserd.daemon.downloads import DownloadTracker
-from browserd.daemon.errors import ApiError
-from browserd.daemon.registry import Registry
-from browserd.daemon.runtime import Runtime
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.cdp.client import open_cdp
+from browserd.daemon.core.artifacts import ArtifactStore, safe_file_name
+from browserd.daemon.core.registry import Registry
+from browserd.daemon.core.runtime import Runtime
 from browserd.daemon.service import Daemon
+from browserd.daemon.services.downloads import DownloadTracker
 
 from .conftest import DaemonProcess
 from .test_observer import launch, lease_url, open_page, start_daemon, wait_for

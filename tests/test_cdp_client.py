@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio_websocket
 
-from browserd.daemon.cdp_client import CdpConnection, CdpError, CdpEvent, open_cdp
-from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
+from browserd.daemon.browser.process import BrowserProcess, LaunchSpec
+from browserd.daemon.cdp.client import CdpConnection, CdpError, CdpEvent, open_cdp
 
 HEADLESS_SHELL = "/usr/lib/chromium/chromium-headless-shell"
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from browserd.daemon.cdp_commands import (
+from browserd.daemon.cdp.commands import (
     MAX_PENDING,
     REQUEST_CAPTURE,
     REQUEST_TAIL,
     CommandTracker,
     parse_command,
 )
-from browserd.daemon.ws_frames import OP_BINARY, OP_TEXT
-from browserd.daemon.ws_messages import Message, MessageScanner, encode_frame
+from browserd.daemon.cdp.ws_frames import OP_BINARY, OP_TEXT
+from browserd.daemon.cdp.ws_messages import Message, MessageScanner, encode_frame
 
 
 def message(doc: Any, *, raw: bytes | None = None, capture: int = REQUEST_CAPTURE,

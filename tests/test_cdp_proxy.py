@@ -34,13 +34,9 @@ from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
-from browserd.daemon.cdp_http import is_loopback_host as _is_loopback_host
-from browserd.daemon.cdp_proxy import (
-    CdpProxy,
-    Refused,
-    Upstream,
-    rewrite_discovery,
-)
+from browserd.daemon.cdp.http_front import Refused, Upstream, rewrite_discovery
+from browserd.daemon.cdp.http_front import is_loopback_host as _is_loopback_host
+from browserd.daemon.cdp.proxy import CdpProxy
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
 CHROMIUM_FLAGS = [
@@ -694,7 +690,8 @@ async def test_serve_cancelled_ends_sockets(nursery: trio.Nursery, hooks: LeaseH
 
 PROXY_WITH_FEW_FDS = """
 import logging, resource, trio
-from browserd.daemon.cdp_proxy import CdpProxy, Refused
+from browserd.daemon.cdp.http_front import Refused
+from browserd.daemon.cdp.proxy import CdpProxy
 
 class Hooks:
     def authorize(self, cid, token): raise Refused(401, "no leases here")

@@ -77,13 +77,13 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_table_aligns_columns() -> None:
-    text = cli.table(("NAME", "STATUS"), [("crm", "active"), ("a-longer-name", None)])
+    text = cli_format.table(("NAME", "STATUS"), [("crm", "active"), ("a-longer-name", None)])
     assert text.splitlines() == [
         "NAME           STATUS",
         "crm            active",
         "a-longer-name  -",
     ]
-    assert cli.table(None, [("k", 1)]) == "k  1"
+    assert cli_format.table(None, [("k", 1)]) == "k  1"
 
 
 def test_event_timeline() -> None:
@@ -93,7 +93,7 @@ def test_event_timeline() -> None:
         Event(seq=12, time="2026-11-28T09:44:52.000001Z", type="connection.command",
               data={"method": "Page.navigate", "url": "https://example.com/" + "x" * 100}),
     ]  # fmt: skip
-    lines = cli.event_table(events).splitlines()
+    lines = cli_format.event_table(events).splitlines()
     assert lines[0].split() == ["TIME", "SEQ", "TYPE", "STATUS", "DATA"]
     assert lines[1].startswith("2026-11-28 09:44:51.123  1    runtime.lifecycle   active  pid=42")
     assert lines[2].startswith("2026-11-28 09:44:52.000  12   connection.command  -       method=")
@@ -102,8 +102,8 @@ def test_event_timeline() -> None:
 
 
 def test_short_data() -> None:
-    assert cli.short_data({"a": 1, "b": "x"}) == 'a=1 b="x"'
-    assert cli.short_data({"a": "y" * 200}, width=20) == 'a="yyyyyyyyyyyyyy...'
+    assert cli_format.short_data({"a": 1, "b": "x"}) == 'a=1 b="x"'
+    assert cli_format.short_data({"a": "y" * 200}, width=20) == 'a="yyyyyyyyyyyyyy...'
 
 
 def test_missing_daemon_is_one_clean_error(

@@ -19,7 +19,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from browserd.client import AsyncClient
-from browserd.daemon.config import CdpConfig, EventsConfig
+from browserd.daemon.base.config import CdpConfig, EventsConfig
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import REPO, assert_no_processes, make_config

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from browserd.daemon.base.config import Config, ConfigError, load
 from browserd.daemon.check_config import flatten, render
-from browserd.daemon.config import Config, ConfigError, load
 
 from .conftest import BIN, REPO
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from browserd.daemon.discovery import (
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.browser.discovery import (
     ENV_VAR,
     browser_version,
     find_browser,
@@ -16,7 +17,6 @@ from browserd.daemon.discovery import (
     playwright_registry_dir,
     resolve_trivial_wrapper,
 )
-from browserd.daemon.errors import ApiError
 
 
 def executable(path: Path, body: str = "exit 0\n") -> Path:

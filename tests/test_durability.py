@@ -23,8 +23,8 @@ from trio_websocket import open_websocket_url
 
 from browserd.client import AsyncClient
 from browserd.client.errors import BrowserdError
-from browserd.daemon.eventlog import BATCH_FSYNC_INTERVAL_S
 from browserd.daemon.service import Daemon, serve
+from browserd.daemon.store.eventlog import BATCH_FSYNC_INTERVAL_S
 
 from .conftest import assert_no_processes, make_config
 

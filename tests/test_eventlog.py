@@ -19,7 +19,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from browserd.daemon.eventlog import EventLog, iter_events, read_events
+from browserd.daemon.store.eventlog import EventLog, iter_events, read_events
 
 CHILD_TIMEOUT_S = 60
 IDS = {"run_id": "run_01jdxq3m7z8k2c4v6b8n0p2r4t", "runtime_id": "rt_01jdxq3m", "space": "sales"}
@@ -423,7 +423,7 @@ def test_a_failing_listener_is_logged_and_breaks_nothing(
 APPEND_FOREVER = """
 import sys
 from pathlib import Path
-from browserd.daemon.eventlog import EventLog
+from browserd.daemon.store.eventlog import EventLog
 log = EventLog.open(Path(sys.argv[1]), run_id="run_x", runtime_id="rt_x", space="s",
                     fsync=sys.argv[2])
 i = 0
@@ -524,7 +524,7 @@ def test_file_size_limit_mid_line_degrades_and_leaves_a_readable_log(tmp_path: P
         """
         import json, resource, signal, sys
         from pathlib import Path
-        from browserd.daemon.eventlog import EventLog
+        from browserd.daemon.store.eventlog import EventLog
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.RLIM_INFINITY))
         delivered = []

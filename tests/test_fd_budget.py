@@ -6,8 +6,8 @@ import resource
 
 import pytest
 
-from browserd.daemon.config import LimitsConfig
-from browserd.daemon.fd_budget import FdBudget, Pool, raise_nofile_limit
+from browserd.daemon.base.config import LimitsConfig
+from browserd.daemon.system.fd_budget import FdBudget, Pool, raise_nofile_limit
 
 COST = {"rpc_connections": 1, "cdp_sockets": 2, "cdp_pending": 2, "lease_ports": 1}
 

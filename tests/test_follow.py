@@ -25,9 +25,9 @@ from browserd.client import AsyncClient, AsyncRun, AsyncRuntime, Client
 from browserd.client.cli_timeline import timeline_line
 from browserd.client.errors import BrowserdError
 from browserd.client.records import Event
-from browserd.daemon import follow
-from browserd.daemon.eventlog import EventLog
+from browserd.daemon.rpc import follow
 from browserd.daemon.service import Daemon, serve
+from browserd.daemon.store.eventlog import EventLog
 
 from .conftest import BIN, DaemonProcess, make_config
 

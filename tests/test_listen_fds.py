@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from browserd.daemon.listen_fds import listen_fds
+from browserd.daemon.system.listen_fds import listen_fds
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 needs_activate = pytest.mark.skipif(ACTIVATE is None,
@@ -22,8 +22,8 @@ needs_activate = pytest.mark.skipif(ACTIVATE is None,
 # Run in the activated process: take the listener as the daemon does and report what it got.
 PROBE = """
 import fcntl, os, sys
-from browserd.daemon.listen_fds import activated_listener, socket_path
-from browserd.daemon.rpc_server import SocketUnusable
+from browserd.daemon.system.listen_fds import activated_listener, socket_path
+from browserd.daemon.system.listen_fds import SocketUnusable
 try:
     listener = activated_listener()
 except SocketUnusable as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browserd.daemon.logs import LineFormatter, Throttled, journal_stream, setup
+from browserd.daemon.system.logs import LineFormatter, Throttled, journal_stream, setup
 
 from .conftest import DaemonProcess
 

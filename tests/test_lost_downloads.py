@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from browserd.daemon.eventlog import EventLog
-from browserd.daemon.lost_downloads import STAGING_DIR, clear_staging, unfinished_downloads
+from browserd.daemon.store.eventlog import EventLog
+from browserd.daemon.store.lost_downloads import STAGING_DIR, clear_staging, unfinished_downloads
 
 
 def test_unfinished_downloads_are_those_started_and_never_ended(tmp_path: Path) -> None:

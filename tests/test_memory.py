@@ -12,7 +12,7 @@ import sys
 SCRIPT = r"""
 import gc, json
 import psutil, trio
-from browserd.daemon.memory import release_free_memory
+from browserd.daemon.system.memory import release_free_memory
 
 class Cycle:
     def __init__(self):
@@ -60,7 +60,7 @@ def test_garbage_and_freed_pages_are_given_back() -> None:
 
 RECEIVE_PATTERN = r"""
 import socket, sys
-from browserd.daemon.memory import fix_mmap_threshold, _libc_function
+from browserd.daemon.system.memory import fix_mmap_threshold, _libc_function
 
 def heap_rss_kib():
     rss, in_heap = 0, False

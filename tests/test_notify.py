@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from browserd.daemon import health
-from browserd.daemon.notify import Notifier
+from browserd.daemon.browser.process import scrubbed_env
 from browserd.daemon.service import Daemon
-from browserd.daemon.supervisor import scrubbed_env
+from browserd.daemon.system.notify import Notifier
 
 from .conftest import DaemonProcess, processes_using
 

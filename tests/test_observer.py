@@ -16,12 +16,12 @@ import attrs
 import pytest
 import trio
 
-from browserd.daemon.cdp_client import CdpConnection, open_cdp
-from browserd.daemon.config import EventsConfig
-from browserd.daemon.observer import console_types
-from browserd.daemon.registry import Registry
-from browserd.daemon.runtime import LaunchOptions, Runtime
+from browserd.daemon.base.config import EventsConfig
+from browserd.daemon.cdp.client import CdpConnection, open_cdp
+from browserd.daemon.core.registry import Registry
+from browserd.daemon.core.runtime import LaunchOptions, Runtime
 from browserd.daemon.service import Daemon, serve
+from browserd.daemon.services.observer import console_types
 
 from .conftest import assert_no_processes, make_config, serve_pages
 

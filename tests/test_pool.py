@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from browserd.client import AsyncClient, cli
-from browserd.daemon.config import LimitsConfig, PoolConfig
+from browserd.daemon.base.config import LimitsConfig, PoolConfig
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import assert_no_processes, make_config, processes_using

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from browserd.daemon.pss import PSS_DRIFT_BYTES, Estimator, read_pss
+from browserd.daemon.services.pss import PSS_DRIFT_BYTES, Estimator, read_pss
 
 MIB = 1024 * 1024
 

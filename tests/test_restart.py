@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from browserd.daemon.restart import RestartPolicy
+from browserd.daemon.core.restart import RestartPolicy
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:

@@ -13,11 +13,12 @@ import trio
 
 from browserd.client import AsyncClient
 from browserd.client.errors import BrowserdError
-from browserd.daemon import retention, storage
-from browserd.daemon.config import RetentionConfig
-from browserd.daemon.model import RunRecord, format_time
-from browserd.daemon.retention import Retention, expired_runs
+from browserd.daemon.base.config import RetentionConfig
+from browserd.daemon.base.model import RunRecord, format_time
 from browserd.daemon.service import Daemon, serve
+from browserd.daemon.services import retention
+from browserd.daemon.services.retention import Retention, expired_runs
+from browserd.daemon.store import storage
 
 from .conftest import make_config
 

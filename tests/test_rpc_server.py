@@ -13,8 +13,9 @@ import pytest
 import trio
 
 from browserd.client import wire
-from browserd.daemon.rpc_server import SocketUnusable, bind_unix_socket
+from browserd.daemon.rpc.server import bind_unix_socket
 from browserd.daemon.service import Daemon
+from browserd.daemon.system.listen_fds import SocketUnusable
 
 HELLO = {"client": {"name": "test", "version": "0"}, "api": {"min": 1, "max": 1}}
 

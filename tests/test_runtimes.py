@@ -13,7 +13,7 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from browserd.client import AsyncClient, errors
-from browserd.daemon.config import LimitsConfig
+from browserd.daemon.base.config import LimitsConfig
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import assert_no_processes, make_config, processes_using

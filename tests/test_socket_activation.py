@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from browserd.daemon.rpc_server import bind_unix_socket
+from browserd.daemon.rpc.server import bind_unix_socket
 
 from .conftest import BIN, assert_no_processes, processes_using
 

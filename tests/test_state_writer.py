@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from browserd.daemon import storage
-from browserd.daemon.state_writer import StateWriter
+from browserd.daemon.store import storage
+from browserd.daemon.store.state_writer import StateWriter
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from browserd.daemon.storage import (
+from browserd.daemon.store.storage import (
     CorruptFileError,
     format_rfc3339,
     make_id,
@@ -90,7 +90,7 @@ def test_write_json_atomic_removes_tmp_when_the_write_fails(tmp_path: Path) -> N
         """
         import resource, signal, sys
         from pathlib import Path
-        from browserd.daemon.storage import write_json_atomic
+        from browserd.daemon.store.storage import write_json_atomic
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         try:
@@ -121,7 +121,7 @@ def test_concurrent_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
                 """
                 import sys
                 from pathlib import Path
-                from browserd.daemon.storage import write_json_atomic
+                from browserd.daemon.store.storage import write_json_atomic
                 path = Path(sys.argv[1])
                 for i in range(60):
                     v = "ab"[i % 2]
@@ -233,7 +233,7 @@ def test_make_id_is_unique_across_threads() -> None:
 
 
 def test_make_id_from_two_processes_differ() -> None:
-    code = "from browserd.daemon.storage import make_id; print(make_id('sp'))"
+    code = "from browserd.daemon.store.storage import make_id; print(make_id('sp'))"
     first, second = (run_child(code).stdout.strip() for _ in range(2))
 
     assert ID_RE.fullmatch(first) and ID_RE.fullmatch(second)

@@ -17,9 +17,9 @@ import trio
 from playwright.sync_api import sync_playwright
 
 from browserd.client import AsyncClient, errors
-from browserd.daemon.config import Config, LimitsConfig, ResourcesConfig
-from browserd.daemon.profiles import ProfileStore
-from browserd.daemon.restart import RestartPolicy
+from browserd.daemon.base.config import Config, LimitsConfig, ResourcesConfig
+from browserd.daemon.browser.profiles import ProfileStore
+from browserd.daemon.core.restart import RestartPolicy
 from browserd.daemon.service import Daemon, serve
 
 from .conftest import assert_no_processes, make_config, processes_using

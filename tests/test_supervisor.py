@@ -18,9 +18,9 @@ import psutil
 import pytest
 import trio
 
-from browserd.daemon import procutil, spawn_tags
-from browserd.daemon.errors import ApiError
-from browserd.daemon.supervisor import (
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.browser import procutil, spawn_tags
+from browserd.daemon.browser.process import (
     BrowserProcess,
     ExitStatus,
     LaunchSpec,
@@ -235,9 +235,9 @@ def test_browser_dies_with_the_daemon(tmp_path: Path, arming: str) -> None:
     profile = tmp_path / "profile"
     code = textwrap.dedent(f"""
         import sys, trio
-        from browserd.daemon import procutil, spawn_tags
-        from browserd.daemon.discovery import find_browser
-        from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
+        from browserd.daemon.browser import procutil, spawn_tags
+        from browserd.daemon.browser.discovery import find_browser
+        from browserd.daemon.browser.process import BrowserProcess, LaunchSpec
         if {arming!r} == "preexec_fn":
             procutil._SETPRIV = None
         async def main():
@@ -573,8 +573,8 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
     a zombie child that trio spawned and waits for keeps its exit status."""
     code = textwrap.dedent("""
         import os, subprocess, time, trio
-        from browserd.daemon import procutil, spawn_tags
-        from browserd.daemon.supervisor import (
+        from browserd.daemon.browser import procutil, spawn_tags
+        from browserd.daemon.browser.procutil import (
             reap_orphans, run_orphan_reaper, set_child_subreaper)
 
         def zombie_children():

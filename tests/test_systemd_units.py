@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from browserd.client.paths import default_socket_path
-from browserd.daemon.config import BrowserConfig
+from browserd.daemon.base.config import BrowserConfig
 
 from .conftest import BIN, REPO
 

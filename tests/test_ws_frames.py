@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
-from browserd.daemon.ws_frames import (
+from browserd.daemon.cdp.ws_frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,

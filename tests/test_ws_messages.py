@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
-from browserd.daemon.ws_frames import OP_BINARY, OP_TEXT, FrameError
-from browserd.daemon.ws_messages import Message, MessageScanner, encode_frame, unmask
+from browserd.daemon.cdp.ws_frames import OP_BINARY, OP_TEXT, FrameError
+from browserd.daemon.cdp.ws_messages import Message, MessageScanner, encode_frame, unmask
 
 # (kind, payload, fin): a fragmented message with a ping between its fragments, sizes over
 # every length encoding, an empty message, and a close at the end.

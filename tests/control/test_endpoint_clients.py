@@ -23,7 +23,7 @@ import pytest
 import trio
 from playwright.sync_api import sync_playwright
 
-from browserd.daemon.cdp_client import open_cdp
+from browserd.daemon.cdp.client import open_cdp
 
 from ..conftest import REPO
 from .conftest import Launched, eventually

@@ -19,9 +19,9 @@ import trio
 from playwright.sync_api import sync_playwright
 
 from browserd.client import errors
-from browserd.daemon.api import Caller
-from browserd.daemon.errors import ApiError
-from browserd.daemon.files import FileArea, split_path
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.control.files import FileArea, split_path
+from browserd.daemon.rpc.api import Caller
 
 from .conftest import Launched, artifact_bytes
 

@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from browserd.client import AsyncClient, errors
-from browserd.daemon import idempotency
-from browserd.daemon.errors import ApiError
-from browserd.daemon.idempotency import IdempotencyStore, fingerprint
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.control.idempotency import IdempotencyStore, fingerprint
+from browserd.daemon.control.surface import idempotency
 from browserd.daemon.service import Daemon, serve
 
 from ..conftest import make_config

@@ -15,10 +15,10 @@ import pytest
 import trio
 
 from browserd.client import AsyncInvocation, errors, wire
-from browserd.daemon.cdp_client import open_cdp
-from browserd.daemon.invocations import MAX_KEPT_BYTES
-from browserd.daemon.methods.invocations import LIST_PAGE_BYTES
-from browserd.daemon.outputs import MAX_INLINE_BYTES, wire_size
+from browserd.daemon.cdp.client import open_cdp
+from browserd.daemon.control.invocations import MAX_KEPT_BYTES
+from browserd.daemon.control.outputs import MAX_INLINE_BYTES, wire_size
+from browserd.daemon.rpc.methods.invocations import LIST_PAGE_BYTES
 
 from .conftest import Launched, artifact_bytes, eventually, png_size
 

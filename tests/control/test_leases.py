@@ -15,7 +15,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from browserd.client import errors
-from browserd.daemon import leases
+from browserd.daemon.core import leases
 
 from .conftest import Launched, eventually
 

@@ -33,10 +33,10 @@ import pytest
 import trio
 
 from browserd.client import Client, errors, wire
-from browserd.daemon.config import LimitsConfig
-from browserd.daemon.errors import ApiError
+from browserd.daemon.base.config import LimitsConfig
+from browserd.daemon.base.errors import ApiError
+from browserd.daemon.browser.process import BrowserProcess, LaunchSpec
 from browserd.daemon.service import serve
-from browserd.daemon.supervisor import BrowserProcess, LaunchSpec
 
 from ..conftest import make_config
 from .harness import (

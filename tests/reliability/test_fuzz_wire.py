@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import browserd.daemon.methods  # noqa: F401 - importing registers every RPC method
 from browserd.client import wire
-from browserd.daemon.api import METHODS
+from browserd.daemon.rpc.api import METHODS
 
 from .harness import (
     HELLO,

@@ -20,8 +20,8 @@ import trio
 
 from browserd.client import AsyncClient
 from browserd.client.errors import RunNotFound
-from browserd.daemon.config import RetentionConfig
-from browserd.daemon.leases import ENDED_LEASE_KEPT_S
+from browserd.daemon.base.config import RetentionConfig
+from browserd.daemon.core.leases import ENDED_LEASE_KEPT_S
 
 from .harness import (
     LOAD_S,

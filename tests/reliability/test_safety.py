@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from browserd.client import Client, errors
-from browserd.daemon import roots
+from browserd.daemon.store import roots
 
 from .harness import BIN, REPORT, Daemon, assert_no_orphans, config_text
 

@@ -1,0 +1,90 @@
+"""What the daemon holds for each runtime while it runs: the live holder, the launch options,
+and the RunService protocol for workers that live beside a run's browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ..base.model import RunRecord, RuntimeRecord
+from ..browser.process import BrowserProcess
+from ..browser.profiles import HeldProfile
+from ..store import storage
+from ..store.eventlog import EventLog
+from .restart import RestartPolicy
+
+Actor = dict[str, Any]
+
+
+class RunService(Protocol):
+    """Something that works alongside each run's browser (an observer, a sampler, ...)."""
+
+    async def attend(self, rt: Runtime) -> None:
+        """Run for the life of the run's browser; cancelled when the run ends.
+
+        Called once the browser is active (`rt.process` and `rt.log` are set). It must not end
+        the run itself; to stop the runtime it calls `Registry.stop` from a task of its own.
+        """
+
+
+@attrs.frozen
+class LaunchOptions:
+    profile: str | None = None
+    metadata: dict[str, Any] = attrs.Factory(dict)
+    headless: bool = True
+    restart: str = "no"
+    idle_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
+    args: tuple[str, ...] = ()
+    memory_limit_mb: int | None = None
+    wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
+
+    def config(self) -> dict[str, Any]:
+        """The options that stay with the runtime (restarts reuse them)."""
+        return {
+            "headless": self.headless,
+            "restart": self.restart,
+            "idle_timeout_s": self.idle_timeout_s,
+            "max_lifetime_s": self.max_lifetime_s,
+            "memory_limit_mb": self.memory_limit_mb,
+            "args": list(self.args),
+        }
+
+
+@attrs.define
+class Runtime:
+    """A runtime's record plus what only exists while the daemon runs it."""
+
+    record: RuntimeRecord
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    process: BrowserProcess | None = None
+    run: RunRecord | None = None
+    log: EventLog | None = None
+    user_data_dir: Path | None = None
+    ephemeral: bool = False
+    held_profile: HeldProfile | None = None
+    end_reason: str | None = None  # set by whoever asks the browser to go
+    done: trio.Event = attrs.Factory(trio.Event)  # the supervising task has finished the run
+    restart_policy: RestartPolicy = attrs.Factory(RestartPolicy)
+    restart_scope: trio.CancelScope | None = None  # a pending restart after a crash
+    open_sockets: int = 0
+    sockets_closed: trio.Event = attrs.Factory(trio.Event)
+    last_activity: float = attrs.Factory(trio.current_time)  # monotonic, for the idle clock
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def touch(self) -> None:
+        """Something used the runtime (an RPC, a socket coming or going): restart idle clock."""
+        self.record.last_activity_at = storage.now_rfc3339()
+        self.last_activity = trio.current_time()
+
+    def log_if_current(self, run_id: str, type: str, data: dict[str, Any],
+                       actor: Actor | None = None, source: str = "daemon") -> None:
+        """Append to the run's log if that run is still the live one (else it has ended)."""
+        if self.run is not None and self.run.id == run_id and self.log is not None:
+            self.log.append(type, data, actor=actor, source=source)

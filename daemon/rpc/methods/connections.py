@@ -1,0 +1,63 @@
+"""connections.*: CDP connection leases (attach windows with a secret token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...base.params import Params
+from ..api import Api, Caller, method, page
+
+
+@method("connections.create")
+async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    protocol = p.choice("protocol", ("cdp",), "cdp")
+    ttl_s = p.number("ttl_s", 600, low=1, high=86400)
+    exclusive = p.flag("exclusive", False)
+    label = p.label("label", None)
+    rt = api.runtime(p)
+    p.finish()
+    # A bare origin for clients that drop the URL's path (Puppeteer's browserURL). Its port is
+    # bound first: at the budget's cap (or out of descriptors) no lease is made at all.
+    bound = await api.control.origins.bind()
+    try:
+        lease, token = api.registry.lease_book.create(rt, protocol=protocol, ttl_s=ttl_s,
+                                                      exclusive=exclusive, label=label,
+                                                      actor=caller.actor())
+    except BaseException:
+        if bound is not None:
+            bound.close()
+        raise
+    endpoint = api.registry.lease_book.endpoint(lease, token)
+    if bound is not None:
+        endpoint["browser_url"] = api.control.origins.open(lease, token, caller.uid, bound)
+    return {**lease.to_wire(), "endpoint": endpoint}
+
+
+@method("connections.list")
+def connections_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    has_address = p.has("name") or p.has("runtime_id")
+    rt = api.runtime(p, touch=False) if has_address else None
+    if not has_address:
+        p.name("space", None)
+    p.finish()
+    leases = [lease for lease in api.registry.leases.values()
+              if rt is None or lease.runtime_id == rt.id]
+    return page([lease.to_wire() for lease in leases])
+
+
+@method("connections.get")
+def connections_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    """One lease's metadata (never its URL)."""
+    lease_id = p.text("id", max_len=64)
+    p.finish()
+    return api.registry.lease_book.get(lease_id).to_wire()
+
+
+@method("connections.delete")
+def connections_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    lease_id = p.text("id", max_len=64)
+    force = p.flag("force", False)
+    p.finish()
+    lease = api.registry.lease_book.get(lease_id)
+    api.registry.lease_book.revoke(lease, force, caller.actor())
+    return lease.to_wire()

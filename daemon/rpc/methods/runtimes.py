@@ -1,0 +1,146 @@
+"""runtimes.*: launch, inspect, stop and delete browser runtimes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ...base.errors import ApiError
+from ...base.flags import reserved_switch
+from ...base.lifecycle import RuntimeStatus
+from ...base.params import Params, invalid
+from ...core.runtime import LaunchOptions
+from ..api import Api, Caller, method, page
+
+
+@method("runtimes.launch")
+async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    space = p.name("space", "default")
+    name = p.name("name")
+    options = LaunchOptions(
+        profile=p.name("profile", None),
+        metadata=p.mapping("metadata", {}),
+        headless=p.flag("headless", True),
+        restart=p.choice("restart", ("no", "on-failure"), "no"),
+        idle_timeout_s=p.number("idle_timeout_s", None, low=1, high=7 * 86400),
+        max_lifetime_s=p.number("max_lifetime_s", None, low=1, high=30 * 86400),
+        args=tuple(p.strings("args", [])),
+        memory_limit_mb=p.integer("memory_limit_mb", None, low=64, high=1_000_000),
+        wait_s=p.number("wait_s", 0.0, low=0, high=3600),
+    )
+    key = p.text("idempotency_key", None, max_len=256)
+    p.finish()
+    for arg in options.args:
+        if (switch := reserved_switch(arg)) is not None:
+            raise invalid("args", f"{arg!r} sets {switch}, which the daemon sets and a launch "
+                          "cannot override",
+                          "Use the launch params (profile, headless) instead.")
+
+    given = {key for key in _CONFIG_KEYS if p.has(key)} | ({"metadata"} if options.metadata
+                                                           else set())
+
+    async def launch() -> dict[str, Any]:
+        rt, run, started = await api.registry.launch(space, name, options, caller.actor())
+        warnings = [] if started else _not_applied(rt.record.config, rt.record.metadata,
+                                                   options, given)
+        return {"runtime": rt.record.to_wire(), "run": run.to_wire(), "started": started,
+                "warnings": warnings}
+
+    if key is None:
+        return await launch()
+    # The same key with the same params replays the first result for 24 h (idempotency.py).
+    fingerprint = {"space": space, "name": name, **attrs.asdict(options)}
+    result, _ = await api.control.idempotency.run("runtimes.launch", key, fingerprint, launch)
+    return dict(result)
+
+
+_CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memory_limit_mb",
+                "args")
+
+
+def _not_applied(running: dict[str, Any], metadata: dict[str, Any], options: LaunchOptions,
+                 given: set[str]) -> list[str]:
+    """What a launch of a runtime that is already running asked for and did not get: the
+    options it gave that differ from the running ones (they take effect at the next start)."""
+    wanted = options.config()
+    warnings = [
+        f"{key}={wanted[key]!r} was not applied: the runtime is running with "
+        f"{running.get(key)!r}; stop it and launch again to change it"
+        for key in _CONFIG_KEYS if key in given and wanted[key] != running.get(key)
+    ]
+    if "metadata" in given and dict(options.metadata) != metadata:
+        warnings.append("metadata was not applied: the runtime is running; change it with "
+                        "runtimes.update")
+    return warnings
+
+
+@method("runtimes.stats")
+async def runtimes_stats(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id", touch=False)
+    p.finish()
+    sample = await api.monitor.sample(rt) if api.monitor is not None else None
+    if sample is None:
+        raise ApiError(
+            "runtime.not_active",
+            f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}: no browser to "
+            "measure.",
+            hint="Launch it first.", data={"status": rt.record.status},
+        )
+    return {"runtime_id": rt.id, "name": rt.record.name, "space": rt.record.space, **sample}
+
+
+@method("runtimes.get")
+def runtimes_get(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id", touch=False)
+    p.finish()
+    return rt.record.to_wire()
+
+
+@method("runtimes.list")
+def runtimes_list(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    space = p.name("space", None)
+    status = p.choice("status", tuple(RuntimeStatus), None)
+    p.finish()
+    records = sorted((rt.record for rt in api.registry.runtimes.values()),
+                     key=lambda r: (r.space, r.name))
+    return page([
+        r.to_wire() for r in records
+        if (space is None or r.space == space) and (status is None or r.status == status)
+    ])
+
+
+@method("runtimes.stop")
+async def runtimes_stop(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id", touch=False)
+    timeout_s = p.number("timeout_s", None, low=0, high=600)
+    p.finish()
+    run, stopped = await api.registry.stop(rt, "stopped", timeout_s, caller.actor())
+    return {"runtime": rt.record.to_wire(), "run": run.to_wire() if run else None,
+            "stopped": stopped}
+
+
+@method("runtimes.delete")
+async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id", touch=False)
+    force = p.flag("force", False)
+    p.finish()
+    await api.registry.delete(rt, force, caller.actor())
+    return {"deleted": True, "runtime": rt.record.to_wire()}
+
+
+@method("runtimes.update")
+async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    rt = api.runtime(p, "id")
+    metadata = p.mapping("metadata", None)
+    idle_timeout_s = p.number("idle_timeout_s", None, low=1, high=7 * 86400)
+    p.finish()
+    if metadata is not None:
+        rt.record.metadata = metadata
+    if idle_timeout_s is not None:
+        rt.record.config = {**rt.record.config, "idle_timeout_s": idle_timeout_s}
+    api.registry.touch(rt)
+    await api.registry.write_runtime(rt)
+    return rt.record.to_wire()
+
+

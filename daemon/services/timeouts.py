@@ -1,0 +1,45 @@
+"""Idle timeout and maximum lifetime: a run service that ends runs nobody is using.
+
+Idle means no open CDP socket, no live lease and no RPC on the runtime; the idle clock starts
+when the last of those goes away (the registry's `Runtime.last_activity` moves on every
+touch). A browser mid-work over an open socket is never idle, however long the work takes —
+activity-blind timeouts are what users of other tools complain about most.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..base.config import Config
+from ..core.registry import Registry
+from ..core.runtime import Runtime
+
+_TICK_S = 0.25
+
+
+class Timeouts:
+    """Stops a runtime with end reason `idle_timeout` or `max_lifetime`."""
+
+    def __init__(self, registry: Registry, config: Config) -> None:
+        self.registry = registry
+        self.config = config
+
+    def limits(self, rt: Runtime) -> tuple[float | None, float | None]:
+        options = rt.record.config
+        idle = options.get("idle_timeout_s") or self.config.runtimes.idle_timeout_s
+        lifetime = options.get("max_lifetime_s") or self.config.runtimes.max_lifetime_s
+        return idle, lifetime
+
+    async def attend(self, rt: Runtime) -> None:
+        started = trio.current_time()
+        while True:
+            # Re-read every tick: runtimes.update may change idle_timeout_s on a live runtime.
+            idle_limit, lifetime = self.limits(rt)
+            now = trio.current_time()
+            if lifetime is not None and now - started >= lifetime:
+                self.registry.request_stop(rt, "max_lifetime")
+                return
+            if idle_limit is not None and self.registry.idle_for(rt) >= idle_limit:
+                self.registry.request_stop(rt, "idle_timeout")
+                return
+            await trio.sleep(_TICK_S)
