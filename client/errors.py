@@ -51,6 +51,7 @@ __all__ = [
     "ResourcesExhausted",
     "RpcError",
     "RunNotFound",
+    "RuntimeFileIoError",
     "RuntimeFileNotFound",
     "RuntimeNameConflict",
     "RuntimeNotActive",
@@ -58,6 +59,8 @@ __all__ = [
     "RuntimeNotStopped",
     "SpaceNotEmpty",
     "SpaceNotFound",
+    "StateUnwritable",
+    "SubscriptionLimit",
     "TargetNotFound",
     "TooLarge",
     "error_from_wire",
@@ -320,6 +323,25 @@ class IdempotencyConflict(BrowserdError):
     """The idempotency key was used before with different params."""
 
     code = "request.idempotency_conflict"
+
+
+class StateUnwritable(BrowserdError):
+    """The daemon could not write its state (a full or read-only disk, permissions): a launch
+    it refused, or the one request or action that failed; it goes on serving."""
+
+    code = "state.unwritable"
+
+
+class SubscriptionLimit(BrowserdError):
+    """This connection holds as many event streams as a connection may."""
+
+    code = "subscription.limit"
+
+
+class RuntimeFileIoError(BrowserdError):
+    """A file in the runtime's file area could not be read or written."""
+
+    code = "runtime_file.io_error"
 
 
 def _leaf_classes(cls: type[BrowserdError]) -> list[type[BrowserdError]]:

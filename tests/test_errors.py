@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 
 import pytest
 
 from browserd.client import errors
+
+from .conftest import REPO
 
 # The error codes of docs/api.md that the client knows by class.
 API_CODES = [
@@ -46,8 +49,11 @@ API_CODES = [
     "target.not_found",
     "invocation.not_found",
     "runtime_file.not_found",
-    # a daemon at one of its limits (README, "File descriptors"): an addition to DESIGN.md
+    # a daemon at one of its limits, or out of descriptors or memory
     "daemon.resources_exhausted",
+    "state.unwritable",
+    "subscription.limit",
+    "runtime_file.io_error",
 ]
 
 
@@ -121,3 +127,29 @@ def test_errors_pickle() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is errors.ProfileInUse
     assert copy.to_wire() == err.to_wire()
+
+
+# Raised and caught inside the daemon: never sent to a client.
+INTERNAL_CODES = {"browser.adopt_failed"}
+
+
+def test_every_code_the_daemon_raises_is_known_to_the_client_and_the_docs() -> None:
+    """One registry of codes: every `ApiError("…")` in the daemon's source has its class in
+    the client and its place in docs/api.md's list."""
+    raised = {}
+    for path in (REPO / "daemon").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None)
+            name = getattr(func, "id", getattr(func, "attr", None))
+            if isinstance(node, ast.Call) and name == "ApiError" and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    raised.setdefault(first.value, path.name)
+    assert len(raised) > 30, "the scan found too few codes: has ApiError been renamed?"
+    unknown = {code: where for code, where in raised.items()
+               if code not in errors.CODES and code not in INTERNAL_CODES}
+    assert not unknown, unknown
+    documented = (REPO / "docs" / "api.md").read_text().split("## Error codes", 1)[1]
+    undocumented = [code for code in raised if code not in INTERNAL_CODES
+                    and f"`{code}`" not in documented]
+    assert not undocumented, undocumented

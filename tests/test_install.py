@@ -40,7 +40,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
          "-w", str(wheels), str(REPO)])
     (wheel,) = wheels.glob("browserd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("daemon", "daemon/methods", "client"):
+    for package in ("daemon", "daemon/rpc/methods", "daemon/core", "client", "client/_sync"):
         assert f"browserd/{package}/__init__.py" in names, f"the wheel lacks {package}"
     venv = base / "venv"
     run([sys.executable, "-m", "venv", str(venv)])

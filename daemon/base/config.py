@@ -77,7 +77,7 @@ class CdpConfig:
 class LimitsConfig:
     max_runtimes: int = 16
     requests_in_flight: int = 64  # per RPC connection; past it the daemon stops reading
-    memory_limit_mb: int | None = None  # default per-runtime cap on the browser tree's RSS
+    memory_limit_mb: int | None = None  # default per-runtime cap on the browser tree's PSS
     # Caps on clients, each holding file descriptors (fd_budget.py); unset: computed from
     # RLIMIT_NOFILE at start.
     rpc_connections: int | None = None
@@ -150,6 +150,12 @@ class Config:
     log_levels: LogLevelsConfig = LogLevelsConfig()
 
 
+# The ranges a runtime's own options share with their config defaults: one place, read by the
+# schema below and by the launch and update params.
+IDLE_TIMEOUT_S = (1, 7 * 86400)
+MAX_LIFETIME_S = (1, 30 * 86400)
+MEMORY_LIMIT_MB = (64, 1_000_000)
+
 # One table of every key: (section, key) -> (type, check). docs/configuration.md's table
 # documents the same keys; tests load a file with all of them.
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -177,7 +183,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "limits": {
         "max_runtimes": (int, (1, 10_000)),
         "requests_in_flight": (int, (1, 10_000)),
-        "memory_limit_mb": (int, (64, 1_000_000)),
+        "memory_limit_mb": (int, MEMORY_LIMIT_MB),
         "rpc_connections": (int, (1, 1_000_000)),
         "cdp_sockets": (int, (1, 1_000_000)),
         "cdp_pending": (int, (1, 1_000_000)),
@@ -186,8 +192,8 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "cdp_header_timeout_s": ((int, float), (0.1, 600)),
     },
     "runtimes": {
-        "idle_timeout_s": ((int, float), (1, 7 * 86400)),
-        "max_lifetime_s": ((int, float), (1, 30 * 86400)),
+        "idle_timeout_s": ((int, float), IDLE_TIMEOUT_S),
+        "max_lifetime_s": ((int, float), MAX_LIFETIME_S),
     },
     "resources": {"sample_interval_s": ((int, float), (0.2, 3600))},
     "pool": {"size": (int, (0, 64))},

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import browserd.daemon.methods  # noqa: F401 - importing registers every RPC method
+import browserd.daemon.rpc.methods  # noqa: F401 - importing registers every RPC method
 from browserd.client import wire
 from browserd.daemon.rpc.api import METHODS
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from ...base.config import IDLE_TIMEOUT_S, MAX_LIFETIME_S, MEMORY_LIMIT_MB
 from ...base.errors import ApiError
 from ...base.flags import reserved_switch
 from ...base.lifecycle import RuntimeStatus
@@ -23,10 +24,13 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
         metadata=p.mapping("metadata", {}),
         headless=p.flag("headless", True),
         restart=p.choice("restart", ("no", "on-failure"), "no"),
-        idle_timeout_s=p.number("idle_timeout_s", None, low=1, high=7 * 86400),
-        max_lifetime_s=p.number("max_lifetime_s", None, low=1, high=30 * 86400),
+        idle_timeout_s=p.number("idle_timeout_s", None, low=IDLE_TIMEOUT_S[0],
+                                high=IDLE_TIMEOUT_S[1]),
+        max_lifetime_s=p.number("max_lifetime_s", None, low=MAX_LIFETIME_S[0],
+                                high=MAX_LIFETIME_S[1]),
         args=tuple(p.strings("args", [])),
-        memory_limit_mb=p.integer("memory_limit_mb", None, low=64, high=1_000_000),
+        memory_limit_mb=p.integer("memory_limit_mb", None, low=MEMORY_LIMIT_MB[0],
+                                  high=MEMORY_LIMIT_MB[1]),
         wait_s=p.number("wait_s", 0.0, low=0, high=3600),
     )
     key = p.text("idempotency_key", None, max_len=256)
@@ -133,7 +137,8 @@ async def runtimes_delete(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     rt = api.runtime(p, "id")
     metadata = p.mapping("metadata", None)
-    idle_timeout_s = p.number("idle_timeout_s", None, low=1, high=7 * 86400)
+    idle_timeout_s = p.number("idle_timeout_s", None, low=IDLE_TIMEOUT_S[0],
+                              high=IDLE_TIMEOUT_S[1])
     p.finish()
     if metadata is not None:
         rt.record.metadata = metadata
