@@ -11,8 +11,8 @@ import trio
 
 from browserd.client import AsyncClient, errors
 from browserd.daemon.base.errors import ApiError
-from browserd.daemon.control.idempotency import IdempotencyStore, fingerprint
 from browserd.daemon.control import idempotency
+from browserd.daemon.control.idempotency import IdempotencyStore, fingerprint
 from browserd.daemon.service import Daemon, serve
 
 from ..conftest import make_config
