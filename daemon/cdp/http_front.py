@@ -417,62 +417,65 @@ async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.R
             return None
 
 
-async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
-    """Read an HTTP response head; returns (head through the blank line, bytes after it)."""
-    buf = bytearray()
-    while (end := buf.find(b"\r\n\r\n")) < 0:
-        if len(buf) > _MAX_HEAD:
-            raise UpstreamError(502, "the browser sent an oversized handshake response")
-        data = await stream.receive_some(_CHUNK)
-        if not data:
-            raise UpstreamError(502, "the browser closed the connection during the handshake")
-        buf += data
-    return bytes(buf[: end + 4]), bytes(buf[end + 4 :])
-
-
 async def open_upstream(
     upstream: Upstream, path: str, client_headers: dict[bytes, bytes]
-) -> tuple[trio.SocketStream, bytes, bytes]:
-    """Replay the client's handshake to Chromium; returns (stream, 101 head, bytes after it)."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {upstream.hostport}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {client_headers[b'sec-websocket-key'].decode('ascii')}",
-        "Sec-WebSocket-Version: 13",
+) -> tuple[trio.SocketStream, h11.InformationalResponse, bytes]:
+    """Replay the client's handshake to Chromium (h11 in client mode); returns the stream,
+    Chromium's 101 and the bytes it sent after it. Anything but a 101 is an UpstreamError."""
+    headers = [
+        ("Host", upstream.hostport),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        # The client's own key, so Chromium's Sec-WebSocket-Accept is valid for the client.
+        ("Sec-WebSocket-Key", client_headers[b"sec-websocket-key"].decode("ascii")),
+        ("Sec-WebSocket-Version", "13"),
     ]  # no Origin (Chromium would refuse it), no Sec-WebSocket-Extensions (frames stay plain)
     if b"sec-websocket-protocol" in client_headers:
-        lines.append(
-            f"Sec-WebSocket-Protocol: {client_headers[b'sec-websocket-protocol'].decode('latin-1')}"
-        )
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        headers.append(("Sec-WebSocket-Protocol",
+                        client_headers[b"sec-websocket-protocol"].decode("latin-1")))
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
     stream: trio.SocketStream | None = None
+    refusal: h11.Response | None = None
+    detail = bytearray()
     try:
         with trio.fail_after(_UPSTREAM_TIMEOUT_S):
             stream = await trio.open_tcp_stream(upstream.host, upstream.port)
-            await stream.send_all(request)
-            head, rest = await _read_head(stream)
+            await stream.send_all(conn.send(h11.Request(method="GET", target=path,
+                                                        headers=headers))
+                                  + conn.send(h11.EndOfMessage()))
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(_CHUNK)
+                    if not data and refusal is None:
+                        raise UpstreamError(502, "the browser closed the connection during the "
+                                                 "handshake")
+                    conn.receive_data(data)
+                elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                    return stream, event, bytes(conn.trailing_data[0])
+                elif isinstance(event, h11.Response):
+                    refusal = event
+                elif isinstance(event, h11.Data) and len(detail) < 200:
+                    detail += event.data
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
     except BaseException as exc:  # includes Cancelled: the half-open stream must not leak
         if stream is not None:
             await trio.aclose_forcefully(stream)
         if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
             raise UpstreamError(503, "the daemon is out of file descriptors: retry later"
                                 ) from exc
-        if isinstance(exc, OSError | trio.BrokenResourceError | trio.TooSlowError):
+        if isinstance(exc, OSError | trio.BrokenResourceError | trio.TooSlowError
+                      | h11.ProtocolError):
             status = 504 if isinstance(exc, trio.TooSlowError) else 502
             raise UpstreamError(status, f"cannot reach the browser: {exc!r}") from exc
         raise
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or parts[1] != "101":
-        await trio.aclose_forcefully(stream)
-        detail = rest[:200].decode("utf-8", "replace")
-        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
-        # Chromium answers an unknown target id with "500 ... No such target id: <id>".
-        status = 404 if detail.startswith("No such target") else code if 400 <= code < 500 else 502
-        raise UpstreamError(status, f"the browser refused the WebSocket: {status_line} {detail}")
-    return stream, head, rest
+    await trio.aclose_forcefully(stream)
+    code = refusal.status_code if refusal is not None else 502
+    text = detail[:200].decode("utf-8", "replace")
+    # Chromium answers an unknown target id with "500 ... No such target id: <id>".
+    status = 404 if text.startswith("No such target") else code if 400 <= code < 500 else 502
+    raise UpstreamError(status, f"the browser refused the WebSocket: HTTP {code} {text}")
 
 
 async def fetch_browser_json(host: str, port: int, path: str) -> Any:

@@ -288,8 +288,13 @@ class CdpProxy:
                     )  # fmt: skip
                     return
                 assert browser is not None
+                # Chromium's 101, as it said it (its Sec-WebSocket-Accept answers the client's
+                # own key); h11 writes it and switches the client's connection over.
+                switch = conn.send(h11.InformationalResponse(
+                    status_code=101, headers=response.headers.raw_items(),
+                    reason=response.reason))
                 try:
-                    await stream.send_all(response)
+                    await stream.send_all(switch)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the client left during the handshake
                 sock.attached = True
