@@ -15,6 +15,7 @@ from . import health
 from .base.config import Config
 from .browser.procutil import run_orphan_reaper, set_child_subreaper
 from .core.registry import Registry
+from .rpc import methods  # noqa: F401 - importing registers every RPC method
 from .rpc.api import Api
 from .rpc.server import RpcServer
 from .services.monitor import ResourceMonitor
