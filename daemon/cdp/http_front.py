@@ -285,25 +285,7 @@ class HttpFront:
         if peer is None:
             peer = self._peer_of(stream)
         self._refused_hook(connection_id, status, message, peer)
-        body = json.dumps(
-            {"code": code or _DEFAULT_CODES.get(status, "http.error"), "message": message}
-        ).encode()
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ]
-        try:
-            phrase = http.HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        if conn is not None and conn.our_state is h11.SEND_RESPONSE:
-            data = conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        else:  # h11 refused the request, so it will not frame our answer either
-            head = f"HTTP/1.1 {status} {phrase}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-            data = head.encode() + body
+        data = json_response(conn, status, error_body(status, code, message))
         try:
             await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -311,6 +293,31 @@ class HttpFront:
 
 
 # -- pure helpers ------------------------------------------------------------------------------
+
+
+def error_body(status: int, code: str | None, message: str) -> bytes:
+    """The body of every refusal of the CDP front (the port and the lease origins alike):
+    `{"code", "message"}`, the code defaulting to the status's."""
+    return json.dumps(
+        {"code": code or _DEFAULT_CODES.get(status, "http.error"), "message": message}
+    ).encode()
+
+
+def json_response(conn: h11.Connection | None, status: int, body: bytes) -> bytes:
+    """A whole JSON response, closing the connection; framed by h11 when it accepted the
+    request, by hand when it refused it (it then frames nothing)."""
+    headers = [("Content-Type", "application/json; charset=UTF-8"),
+               ("Content-Length", str(len(body))), ("Connection", "close")]
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    if conn is not None and conn.our_state is h11.SEND_RESPONSE:
+        return (conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
+                + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+    head = f"HTTP/1.1 {status} {phrase}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return head.encode() + body
 
 
 def over_capacity_response(pool: Pool) -> bytes:

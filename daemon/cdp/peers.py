@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import trio
 
-__all__ = ["PeerLookup", "find_peer_process", "socket_owner"]
+__all__ = ["PeerLookup", "find_peer_process", "owner_uid", "socket_owner"]
 
 log = logging.getLogger("browserd.daemon.cdp_proxy")
 
@@ -148,6 +148,19 @@ def _pid_holding(link: str, uid: int) -> int | None:
         except OSError:  # gone, or not ours to read
             continue
     return None
+
+
+async def owner_uid(stream: trio.SocketStream) -> int | None:
+    """The uid owning the client end of this loopback connection (None when unknown): the
+    owner of that one socket, in a worker thread for the /proc fallback."""
+    try:
+        client = stream.socket.getpeername()
+        server = stream.socket.getsockname()
+    except OSError:
+        return None
+    owner = await trio.to_thread.run_sync(socket_owner, (client[0], client[1]),
+                                          (server[0], server[1]), abandon_on_cancel=True)
+    return None if owner is None else owner[0]
 
 
 class PeerLookup:

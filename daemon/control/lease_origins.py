@@ -36,12 +36,15 @@ from ..base.lifecycle import LeaseStatus
 from ..base.model import Lease, parse_time
 from ..cdp.http_front import (
     Refused,
+    error_body,
     fetch_browser_json,
     is_loopback_host,
+    json_response,
     over_capacity_response,
+    read_request,
     rewrite_discovery,
 )
-from ..cdp.peers import socket_owner
+from ..cdp.peers import owner_uid
 from ..core.registry import Registry
 from ..system.accept_loop import accept_loop, write_nowait
 from ..system.fd_budget import Slot
@@ -154,18 +157,18 @@ class LeaseOrigins:
 
     async def _handle(self, origin: _Origin, sock: trio.socket.SocketType, _: Slot) -> None:
         async with trio.SocketStream(sock) as stream:
-            conn = h11.Connection(h11.SERVER)
-            with trio.move_on_after(_REQUEST_TIMEOUT_S):
-                request = await _read_request(stream, conn)
-                if request is None:
-                    return
-                status, body = await self._answer(origin, stream, request)
-                headers = [("Content-Type", "application/json; charset=UTF-8"),
-                           ("Content-Length", str(len(body))), ("Connection", "close")]
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+            with trio.move_on_after(self.registry.config.limits.cdp_header_timeout_s):
                 try:
-                    await stream.send_all(
-                        conn.send(h11.Response(status_code=status, headers=headers))
-                        + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+                    request = await read_request(stream, conn)
+                except h11.RemoteProtocolError:
+                    request = None
+            if request is None:
+                return
+            with trio.move_on_after(_REQUEST_TIMEOUT_S):
+                status, body = await self._answer(origin, stream, request)
+                try:
+                    await stream.send_all(json_response(conn, status, body))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
@@ -174,56 +177,23 @@ class LeaseOrigins:
         headers = dict(request.headers)
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
         if request.method not in (b"GET", b"HEAD") or path not in _DISCOVERY:
-            return 404, _error("no such endpoint: this origin answers /json/version, "
-                               "/json/list and /json")
+            return 404, error_body(404, None, "no such endpoint: this origin answers "
+                                   "/json/version, /json/list and /json")
         if b"origin" in headers or not is_loopback_host(headers.get(b"host", b"")):
-            return 403, _error("requests from web pages or through other hostnames are refused")
-        uid = await _peer_uid(stream)
+            return 403, error_body(403, None, "requests from web pages or through other "
+                                   "hostnames are refused")
+        uid = await owner_uid(stream)
         if uid not in (origin.uid, os.getuid(), 0):
-            return 403, _error("this lease belongs to another user")
+            return 403, error_body(403, None, "this lease belongs to another user")
         try:
             upstream = self.registry.lease_book.authorize(origin.lease_id, origin.token)
         except Refused as refused:
-            return refused.status, _error(refused.reason)
+            return refused.status, error_body(refused.status, refused.code, refused.reason)
         try:
             doc = await fetch_browser_json(upstream.host, upstream.port, _DISCOVERY[path])
         except Exception as exc:  # the browser is going away: the client sees a 502
             log.debug("discovery fetch failed: %r", exc)
-            return 502, _error("the browser did not answer")
+            return 502, error_body(502, None, "the browser did not answer")
         base = (f"{self.registry.config.cdp.host}:{self.registry.proxy.port}"
                 f"/cdp/{origin.lease_id}/{origin.token}")
         return 200, json.dumps(rewrite_discovery(doc, upstream, base), indent=2).encode()
-
-
-def _error(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
-
-
-async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(16 * 1024)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
-            conn.receive_data(data)
-            if not data:
-                return None
-        elif isinstance(event, h11.Request):
-            return event
-        else:
-            return None
-
-
-async def _peer_uid(stream: trio.SocketStream) -> int | None:
-    """The uid owning the client end of this loopback connection (None when unknown): the
-    owner of that one socket (tcp_peers.py), in a thread for the /proc fallback."""
-    try:
-        client = stream.socket.getpeername()
-        server = stream.socket.getsockname()
-    except OSError:
-        return None
-    owner = await trio.to_thread.run_sync(socket_owner, (client[0], client[1]),
-                                          (server[0], server[1]), abandon_on_cancel=True)
-    return None if owner is None else owner[0]

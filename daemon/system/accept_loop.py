@@ -8,6 +8,11 @@ never notice. Should accept itself fail for want of descriptors or memory (EMFIL
 ENOMEM, ENOBUFS: the process or the machine ran short elsewhere), the loop logs, backs off
 (0.1 s, doubling to 1 s) and tries again, as systemd's and nginx's do; the pending clients
 wait in the listen backlog meanwhile.
+
+Not `trio.serve_listeners`, though it retries the same errnos: it starts a handler task (and,
+through SocketStream, its buffers) for every connection before anything can be checked, so a
+flood past the cap would still cost a task per connection, and it logs every failed accept.
+Here the turn-away happens before any task exists, and the log is throttled.
 """
 
 from __future__ import annotations
