@@ -130,9 +130,9 @@ async def test_store_add_list_read_and_reload(short_dir: Path) -> None:
 
             await reg.stop(rt)
             # The index is the run's log: a fresh store (a restarted daemon) sees the same.
-            assert ArtifactStore(reg).list(run) == reg.artifacts.list(run)
+            assert ArtifactStore(reg.state_dir).list(run) == reg.artifacts.list(run)
             with pytest.raises(ApiError) as not_found:
-                ArtifactStore(reg).get(run, "art_nope")
+                ArtifactStore(reg.state_dir).get(run, "art_nope")
             assert not_found.value.code == "artifact.not_found"
             with pytest.raises(ApiError) as ended:
                 await reg.artifacts.add(rt, kind="file", name="late.txt", data=b"")
@@ -243,7 +243,7 @@ async def test_download_without_client_folder_lands_in_artifacts(
             await reg.stop(rt)
         daemon.stop()
     assert finished["status"] == "finished", finished
-    [artifact] = ArtifactStore(reg).list(run)
+    [artifact] = ArtifactStore(reg.state_dir).list(run)
     assert artifact["kind"] == "download" and artifact["name"] == "slow.bin"
     assert artifact["size_bytes"] == SLOW_CHUNKS * SLOW_CHUNK_BYTES
     assert artifact["sha256"] == hashlib.sha256(
