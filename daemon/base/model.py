@@ -54,6 +54,40 @@ class Space:
         return cls(**obj)
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(item) for item in value)
+
+
+@attrs.frozen
+class RunConfig:
+    """The launch options that stay with a runtime and apply to each of its runs (a restart
+    reuses them). None means the daemon's default from the config."""
+
+    headless: bool = True
+    restart: str = "no"  # "no" | "on-failure"
+    idle_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
+    memory_limit_mb: int | None = None
+    args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"headless": self.headless, "restart": self.restart,
+                "idle_timeout_s": self.idle_timeout_s, "max_lifetime_s": self.max_lifetime_s,
+                "memory_limit_mb": self.memory_limit_mb, "args": list(self.args)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RunConfig:
+        """From a state file's map (keys it does not know are left out)."""
+        if isinstance(obj, RunConfig):
+            return obj
+        known = {field.name for field in attrs.fields(cls)}
+        return cls(**{k: v for k, v in (obj or {}).items() if k in known and v is not None})
+
+
+def _run_config(obj: Any) -> RunConfig:
+    return RunConfig.from_json(obj)
+
+
 @attrs.define
 class RuntimeRecord:
     id: str
@@ -63,7 +97,7 @@ class RuntimeRecord:
     active_run_id: str | None
     profile: str | None
     metadata: dict[str, Any]
-    config: dict[str, Any]  # launch options: headless, restart, idle_timeout_s, args, ...
+    config: RunConfig = attrs.field(converter=_run_config)
     created_at: str
     updated_at: str
     last_activity_at: str
@@ -72,10 +106,10 @@ class RuntimeRecord:
     type: str = "browser"
 
     def to_wire(self) -> dict[str, Any]:
-        return _record_dict(self, skip="process")
+        return {**_record_dict(self, skip="process"), "config": self.config.to_json()}
 
     def to_json(self) -> dict[str, Any]:
-        return _record_dict(self)
+        return {**_record_dict(self), "config": self.config.to_json()}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RuntimeRecord:

@@ -405,8 +405,7 @@ class Registry:
             return run
         spec = self._launch_spec(
             executable, rt.user_data_dir or Path(), spawn_id=run.id,
-            headless=bool(rt.record.config.get("headless", True)),
-            args=tuple(rt.record.config.get("args", ())),
+            headless=rt.record.config.headless, args=rt.record.config.args,
         )
         await self.nursery.start(supervise, rt, partial(BrowserProcess.launch, spec))
         return run
@@ -431,8 +430,7 @@ class Registry:
     def _poolable(self, rt: Runtime) -> bool:
         """Can a pooled browser serve this launch? Only one started exactly as it would be."""
         options = rt.record.config
-        return (rt.record.profile is None and options.get("headless", True)
-                and not options.get("args"))
+        return rt.record.profile is None and options.headless and not options.args
 
     def _pool_spec(self, user_data_dir: Path) -> LaunchSpec:
         return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir,

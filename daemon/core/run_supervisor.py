@@ -147,7 +147,7 @@ class RunSupervisor:
     def _plan_restart(self, rt: Runtime) -> None:
         """After a crash or failed launch: schedule the restart that `restart="on-failure"`
         asks for, or record why there will be none. Logged in the run that just failed."""
-        if rt.record.config.get("restart") != "on-failure" or self.registry.shutting_down:
+        if rt.record.config.restart != "on-failure" or self.registry.shutting_down:
             return
         assert rt.log is not None
         delay = rt.restart_policy.record_crash(trio.current_time())

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from ..base.model import RunRecord, RuntimeRecord
+from ..base.model import RunConfig, RunRecord, RuntimeRecord
 from ..browser.process import BrowserProcess
 from ..browser.profiles import HeldProfile
 from ..store import storage
@@ -42,16 +42,11 @@ class LaunchOptions:
     memory_limit_mb: int | None = None
     wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> RunConfig:
         """The options that stay with the runtime (restarts reuse them)."""
-        return {
-            "headless": self.headless,
-            "restart": self.restart,
-            "idle_timeout_s": self.idle_timeout_s,
-            "max_lifetime_s": self.max_lifetime_s,
-            "memory_limit_mb": self.memory_limit_mb,
-            "args": list(self.args),
-        }
+        return RunConfig(headless=self.headless, restart=self.restart,
+                         idle_timeout_s=self.idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
+                         memory_limit_mb=self.memory_limit_mb, args=self.args)
 
 
 @attrs.define

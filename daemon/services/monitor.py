@@ -58,7 +58,7 @@ class ResourceMonitor:
         self._reuse_s = min(SNAPSHOT_REUSE_S, config.resources.sample_interval_s / 2)
 
     def memory_limit_mb(self, rt: Runtime) -> int | None:
-        limit = rt.record.config.get("memory_limit_mb") or self.config.limits.memory_limit_mb
+        limit = rt.record.config.memory_limit_mb or self.config.limits.memory_limit_mb
         return int(limit) if limit else None
 
     async def attend(self, rt: Runtime) -> None:

@@ -26,8 +26,8 @@ class Timeouts:
 
     def limits(self, rt: Runtime) -> tuple[float | None, float | None]:
         options = rt.record.config
-        idle = options.get("idle_timeout_s") or self.config.runtimes.idle_timeout_s
-        lifetime = options.get("max_lifetime_s") or self.config.runtimes.max_lifetime_s
+        idle = options.idle_timeout_s or self.config.runtimes.idle_timeout_s
+        lifetime = options.max_lifetime_s or self.config.runtimes.max_lifetime_s
         return idle, lifetime
 
     async def attend(self, rt: Runtime) -> None:

@@ -10,6 +10,7 @@ from ...base.config import IDLE_TIMEOUT_S, MAX_LIFETIME_S, MEMORY_LIMIT_MB
 from ...base.errors import ApiError
 from ...base.flags import reserved_switch
 from ...base.lifecycle import RuntimeStatus
+from ...base.model import RunConfig
 from ...base.params import Params, invalid
 from ...core.runtime import LaunchOptions
 from ..api import Api, Caller, method, page
@@ -63,15 +64,15 @@ _CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memo
                 "args")
 
 
-def _not_applied(running: dict[str, Any], metadata: dict[str, Any], options: LaunchOptions,
+def _not_applied(running: RunConfig, metadata: dict[str, Any], options: LaunchOptions,
                  given: set[str]) -> list[str]:
     """What a launch of a runtime that is already running asked for and did not get: the
     options it gave that differ from the running ones (they take effect at the next start)."""
-    wanted = options.config()
+    wanted, now = options.config().to_json(), running.to_json()
     warnings = [
         f"{key}={wanted[key]!r} was not applied: the runtime is running with "
-        f"{running.get(key)!r}; stop it and launch again to change it"
-        for key in _CONFIG_KEYS if key in given and wanted[key] != running.get(key)
+        f"{now[key]!r}; stop it and launch again to change it"
+        for key in _CONFIG_KEYS if key in given and wanted[key] != now[key]
     ]
     if "metadata" in given and dict(options.metadata) != metadata:
         warnings.append("metadata was not applied: the runtime is running; change it with "
@@ -143,7 +144,7 @@ async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     if metadata is not None:
         rt.record.metadata = metadata
     if idle_timeout_s is not None:
-        rt.record.config = {**rt.record.config, "idle_timeout_s": idle_timeout_s}
+        rt.record.config = attrs.evolve(rt.record.config, idle_timeout_s=idle_timeout_s)
     api.registry.touch(rt)
     await api.registry.write_runtime(rt)
     return rt.record.to_wire()
