@@ -662,3 +662,28 @@ def test_a_call_cancelled_mid_write_leaves_the_stream_framed(backend: str, sock:
             assert await bd.call("after") == "framed"
 
     run(backend, sock, script, client)
+
+
+def test_the_daemons_last_word_beats_a_broken_pipe() -> None:
+    """A daemon that turns a connection away writes why and closes; a client whose next write
+    fails on the closed socket still reports the daemon's reason, not a bare lost
+    connection (seen as a flaky budget test before the client read what was buffered)."""
+    import socket as stdlib_socket
+
+    from browserd.client.last_word import last_word
+    from browserd.client.session import Session
+
+    daemon_end, client_end = stdlib_socket.socketpair()
+    error = {"code": "daemon.resources_exhausted", "message": "too many connections",
+             "hint": "wait", "data": {"budget": "rpc_connections", "limit": 1, "in_use": 1}}
+    daemon_end.sendall(msgpack.packb([2, "rpc.error", [{"error": error}]]))
+    daemon_end.close()
+    with pytest.raises(BrokenPipeError):
+        for _ in range(100):  # the first write may still land in the buffer
+            client_end.sendall(b"x" * 65536)
+    session = Session(1 << 20)
+    last_word(client_end, session)
+    reported = session.transport_error(BrokenPipeError())
+    assert isinstance(reported, errors.ResourcesExhausted), reported
+    assert reported.data["budget"] == "rpc_connections"
+    client_end.close()

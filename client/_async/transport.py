@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
+from ..last_word import last_word
 from ..session import START_HINT, Call, Feed, Session, fresh, hello_params
 
 _RECEIVE_SIZE = 256 * 1024
@@ -248,6 +249,7 @@ class AsyncTransport:
                     del outbox[:n]  # cheap: a bytearray drops its head without copying
                     written += n
             except _TRANSPORT_ERRORS as exc:
+                last_word(sock, self._session)  # the daemon's reason, if it gave one
                 raise self._session.transport_error(exc) from exc
             except BaseException:
                 start = end - len(frame) - written  # where the frame starts now

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
+from ..last_word import last_word
 from ..session import START_HINT, Feed, Session, fresh, hello_params
 
 _RECEIVE_SIZE = 256 * 1024
@@ -129,6 +130,9 @@ class Transport:
                 hello = session.finish_call(msgid, call)
             sock.settimeout(None)
         except BaseException as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                with state:
+                    last_word(sock, session)  # the daemon's reason, if it gave one
             sock.close()
             self._session = Session(self._max_buffer_size)  # a clean slate for the next try
             if isinstance(exc, TimeoutError):
@@ -255,6 +259,7 @@ class Transport:
                 sock.sendall(frame)
             except OSError as exc:
                 with self._state:
+                    last_word(sock, self._session)
                     error = self._session.transport_error(exc)
                     self._state.notify_all()
                 raise error from exc
@@ -322,3 +327,4 @@ class Transport:
 
 def _closed_by_user() -> ConnectionLost:
     return ConnectionLost.make("the client was closed", "Open a new client to go on.")
+
