@@ -57,88 +57,119 @@ def default_config_path() -> Path:
     return Path(xdg) / "browserd" / "config.toml"
 
 
+# The ranges a runtime's own options share with their config defaults: one place, read by the
+# rules below and by the launch and update params.
+IDLE_TIMEOUT_S = (1, 7 * 86400)
+MAX_LIFETIME_S = (1, 30 * 86400)
+MEMORY_LIMIT_MB = (64, 1_000_000)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Rule = tuple[type | tuple[type, ...], Any]  # (TOML type, allowed values or (low, high))
+_NUMBER = (int, float)
+
+
+def _key(default: Any, kind: type | tuple[type, ...], allowed: Any = None) -> Any:
+    """A config key: its default, and the rule a value from the file must pass. Each key is
+    written once, here; `parse` reads the rules, docs/configuration.md's table documents the
+    keys (tests/test_config.py checks it names every key with its default)."""
+    return attrs.field(default=default, metadata={"rule": (kind, allowed)})
+
+
 @attrs.frozen
 class BrowserConfig:
-    executable: str | None = None
-    args: tuple[str, ...] = ()
-    startup_timeout_s: float = 30.0
-    stop_grace_s: float = 5.0
+    executable: str | None = _key(None, str)
+    args: tuple[str, ...] = _key((), list)
+    startup_timeout_s: float = _key(30.0, _NUMBER, (1, 600))
+    stop_grace_s: float = _key(5.0, _NUMBER, (0, 120))
 
 
 @attrs.frozen
 class CdpConfig:
-    host: str = "127.0.0.1"
-    port: int = 0
-    allowed_origins: tuple[str, ...] = ()
-    close_policy: str = "detach"  # what a client's Browser.close does: detach it, or allow it
+    host: str = _key("127.0.0.1", str, ("127.0.0.1", "localhost"))
+    port: int = _key(0, int, (0, 65535))
+    allowed_origins: tuple[str, ...] = _key((), list)
+    # what a client's Browser.close does: detach it, or allow it
+    close_policy: str = _key("detach", str, ("detach", "allow"))
 
 
 @attrs.frozen
 class LimitsConfig:
-    max_runtimes: int = 16
-    requests_in_flight: int = 64  # per RPC connection; past it the daemon stops reading
-    memory_limit_mb: int | None = None  # default per-runtime cap on the browser tree's PSS
+    max_runtimes: int = _key(16, int, (1, 10_000))
+    # per RPC connection; past it the daemon stops reading
+    requests_in_flight: int = _key(64, int, (1, 10_000))
+    # default per-runtime cap on the browser tree's PSS
+    memory_limit_mb: int | None = _key(None, int, MEMORY_LIMIT_MB)
     # Caps on clients, each holding file descriptors (fd_budget.py); unset: computed from
     # RLIMIT_NOFILE at start.
-    rpc_connections: int | None = None
-    cdp_sockets: int | None = None
-    cdp_pending: int | None = None  # CDP requests in their HTTP phase (not yet upgraded)
-    lease_ports: int | None = None  # live leases holding a browser_url listener
-    hello_timeout_s: float = 10.0  # an RPC connection without hello is closed after this
-    cdp_header_timeout_s: float = 5.0  # a CDP request head must arrive whole within this
+    rpc_connections: int | None = _key(None, int, (1, 1_000_000))
+    cdp_sockets: int | None = _key(None, int, (1, 1_000_000))
+    # CDP requests in their HTTP phase (not yet upgraded)
+    cdp_pending: int | None = _key(None, int, (1, 1_000_000))
+    # live leases holding a browser_url listener
+    lease_ports: int | None = _key(None, int, (1, 1_000_000))
+    # an RPC connection without hello is closed after this
+    hello_timeout_s: float = _key(10.0, _NUMBER, (0.1, 3600))
+    # a CDP request head must arrive whole within this
+    cdp_header_timeout_s: float = _key(5.0, _NUMBER, (0.1, 600))
 
 
 @attrs.frozen
 class RuntimesConfig:
     """Defaults for launch options a client leaves out."""
 
-    idle_timeout_s: float | None = None
-    max_lifetime_s: float | None = None
+    idle_timeout_s: float | None = _key(None, _NUMBER, IDLE_TIMEOUT_S)
+    max_lifetime_s: float | None = _key(None, _NUMBER, MAX_LIFETIME_S)
 
 
 @attrs.frozen
 class ResourcesConfig:
-    sample_interval_s: float = 5.0  # resource.sample events and memory-limit checks
+    # resource.sample events and memory-limit checks
+    sample_interval_s: float = _key(5.0, _NUMBER, (0.2, 3600))
 
 
 @attrs.frozen
 class PoolConfig:
-    size: int = 0  # pre-started ephemeral browsers kept warm
+    size: int = _key(0, int, (0, 64))  # pre-started ephemeral browsers kept warm
 
 
 @attrs.frozen
 class EventsConfig:
-    fsync: str = "batch"
-    console_level: str = "error"  # the lowest console message level recorded ("off": none)
-    record_commands: str = "commands"  # CDP commands in the run log: off, commands, all
+    fsync: str = _key("batch", str, ("always", "batch", "never"))
+    # the lowest console message level recorded ("off": none)
+    console_level: str = _key("error", str, ("debug", "info", "warning", "error", "off"))
+    # CDP commands in the run log: off, commands, all
+    record_commands: str = _key("commands", str, ("off", "commands", "all"))
 
 
 @attrs.frozen
 class RetentionConfig:
-    max_runs: int = 100  # ended runs kept per runtime (0: no limit)
-    max_age_days: float = 30.0  # ended runs older than this are removed (0: no limit)
+    max_runs: int = _key(100, int, (0, 1_000_000))  # ended runs kept per runtime (0: no limit)
+    # ended runs older than this are removed (0: no limit)
+    max_age_days: float = _key(30.0, _NUMBER, (0, 36_500))
 
 
 @attrs.frozen
 class LogLevelsConfig:
-    """Per-area daemon log levels (`browserd.daemon.logs.AREAS`); unset follows log_level."""
+    """Per-area daemon log levels (`browserd.daemon.system.logs.AREAS`); unset follows
+    log_level."""
 
-    rpc: str | None = None
-    registry: str | None = None
-    supervisor: str | None = None
-    cdp_proxy: str | None = None
-    cdp_client: str | None = None
-    eventlog: str | None = None
-    systemd: str | None = None
+    rpc: str | None = _key(None, str, _LOG_LEVELS)
+    registry: str | None = _key(None, str, _LOG_LEVELS)
+    supervisor: str | None = _key(None, str, _LOG_LEVELS)
+    cdp_proxy: str | None = _key(None, str, _LOG_LEVELS)
+    cdp_client: str | None = _key(None, str, _LOG_LEVELS)
+    eventlog: str | None = _key(None, str, _LOG_LEVELS)
+    systemd: str | None = _key(None, str, _LOG_LEVELS)
 
 
 @attrs.frozen
 class Config:
-    state_dir: Path
-    socket: Path
-    log_level: str = "info"
-    allowed_group: str | None = None  # a group whose members may use the socket (system service)
-    live_restore: bool = False  # adopt browsers left running by a daemon that died
+    state_dir: Path = attrs.field(metadata={"rule": (str, None)})
+    socket: Path = attrs.field(metadata={"rule": (str, None)})
+    log_level: str = _key("info", str, _LOG_LEVELS)
+    # a group whose members may use the socket (system service)
+    allowed_group: str | None = _key(None, str)
+    live_restore: bool = _key(False, bool)  # adopt browsers left running by a daemon that died
     browser: BrowserConfig = BrowserConfig()
     cdp: CdpConfig = CdpConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -150,63 +181,16 @@ class Config:
     log_levels: LogLevelsConfig = LogLevelsConfig()
 
 
-# The ranges a runtime's own options share with their config defaults: one place, read by the
-# schema below and by the launch and update params.
-IDLE_TIMEOUT_S = (1, 7 * 86400)
-MAX_LIFETIME_S = (1, 30 * 86400)
-MEMORY_LIMIT_MB = (64, 1_000_000)
+def _rules(cls: type) -> dict[str, Rule]:
+    return {field.name: field.metadata["rule"] for field in attrs.fields(cls)
+            if "rule" in field.metadata}
 
-# One table of every key: (section, key) -> (type, check). docs/configuration.md's table
-# documents the same keys; tests load a file with all of them.
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-_FSYNC = ("always", "batch", "never")
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
-    "": {
-        "state_dir": (str, None),
-        "socket": (str, None),
-        "log_level": (str, _LOG_LEVELS),
-        "allowed_group": (str, None),
-        "live_restore": (bool, None),
-    },
-    "browser": {
-        "executable": (str, None),
-        "args": (list, None),
-        "startup_timeout_s": ((int, float), (1, 600)),
-        "stop_grace_s": ((int, float), (0, 120)),
-    },
-    "cdp": {
-        "host": (str, ("127.0.0.1", "localhost")),
-        "port": (int, (0, 65535)),
-        "allowed_origins": (list, None),
-        "close_policy": (str, ("detach", "allow")),
-    },
-    "limits": {
-        "max_runtimes": (int, (1, 10_000)),
-        "requests_in_flight": (int, (1, 10_000)),
-        "memory_limit_mb": (int, MEMORY_LIMIT_MB),
-        "rpc_connections": (int, (1, 1_000_000)),
-        "cdp_sockets": (int, (1, 1_000_000)),
-        "cdp_pending": (int, (1, 1_000_000)),
-        "lease_ports": (int, (1, 1_000_000)),
-        "hello_timeout_s": ((int, float), (0.1, 3600)),
-        "cdp_header_timeout_s": ((int, float), (0.1, 600)),
-    },
-    "runtimes": {
-        "idle_timeout_s": ((int, float), IDLE_TIMEOUT_S),
-        "max_lifetime_s": ((int, float), MAX_LIFETIME_S),
-    },
-    "resources": {"sample_interval_s": ((int, float), (0.2, 3600))},
-    "pool": {"size": (int, (0, 64))},
-    "events": {
-        "fsync": (str, _FSYNC),
-        "console_level": (str, ("debug", "info", "warning", "error", "off")),
-        "record_commands": (str, ("off", "commands", "all")),
-    },
-    "retention": {
-        "max_runs": (int, (0, 1_000_000)),
-        "max_age_days": ((int, float), (0, 36_500)),
-    },
-    "log_levels": {area: (str, _LOG_LEVELS) for area in attrs.fields_dict(LogLevelsConfig)},
+
+# section ("" for the top level) -> key -> rule, read off the classes above
+_SCHEMA: dict[str, dict[str, Rule]] = {
+    "": _rules(Config),
+    **{field.name: _rules(type(field.default)) for field in attrs.fields(Config)
+       if attrs.has(type(field.default))},
 }
 
 
