@@ -10,7 +10,6 @@ lock file also records the holder, so `profile.in_use` can say who has it.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -22,7 +21,7 @@ import attrs
 
 from ..base.errors import ApiError
 from ..base.names import NAME_HINT, is_name, name_problem
-from ..store import storage
+from ..store import lock_file, storage
 from ..store.roots import OutsideRoot, inside, remove_tree, resolved_inside
 
 LOCK_FILE = "browserd.lock"
@@ -79,15 +78,11 @@ class ProfileStore:
                 data={"profile": name, "path": str(base)},
             ) from None
         user_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            current = _read_holder(fd)
-            os.close(fd)
-            raise in_use(name, current) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({**holder, "since": storage.now_rfc3339()}).encode(), 0)
+            fd = lock_file.take(base / LOCK_FILE)
+        except lock_file.Held as held:
+            raise in_use(name, held.holder) from None
+        lock_file.write_record(fd, {**holder, "since": storage.now_rfc3339()})
         return HeldProfile(name, user_data_dir, fd)
 
     def release(self, held: HeldProfile) -> None:
@@ -104,7 +99,7 @@ class ProfileStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_holder(fd) or {}
+            return lock_file.read_record(fd) or {}
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
@@ -224,14 +219,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, it is just not ours
     return True
-
-
-def _read_holder(fd: int) -> dict[str, Any] | None:
-    try:
-        value = json.loads(os.pread(fd, 4096, 0) or b"null")
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _tree_size(root: Path) -> int:

@@ -11,8 +11,6 @@ which a later daemon finds what an earlier one left behind.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import secrets
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from . import storage
+from . import lock_file, storage
 
 __all__ = ["LOCK_FILE", "StateDirBusy", "StateDirRefused", "StateLock"]
 
@@ -72,25 +70,18 @@ class StateLock:
     def _acquire(cls, state_dir: Path, socket: str) -> StateLock:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = state_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read(fd)
-            os.close(fd)
-            raise StateDirBusy(state_dir, holder) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        previous = _read(fd) or {}
+            fd = lock_file.take(path)
+        except lock_file.Held as held:
+            raise StateDirBusy(state_dir, held.holder) from None
+        previous = lock_file.read_record(fd) or {}
         key = previous.get("spawn_key")
         if not (isinstance(key, str) and key.isalnum() and 16 <= len(key) <= 64):
             key = secrets.token_hex(12)
         record = {"pid": os.getpid(), "socket": socket, "since": storage.now_rfc3339(),
                   "spawn_key": key}
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode(), 0)
+            lock_file.write_record(fd, record)
         except OSError:
             os.close(fd)
             raise
@@ -102,10 +93,3 @@ class StateLock:
             os.close(self._fd)
             self._fd = None
 
-
-def _read(fd: int) -> dict[str, Any] | None:
-    try:
-        value = json.loads(os.pread(fd, 4096, 0) or b"null")
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
