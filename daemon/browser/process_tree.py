@@ -80,6 +80,7 @@ class ProcessTree:
         """(every process, the tree's), read from /proc in a worker thread."""
         def read() -> tuple[list[procutil.ProcInfo], list[procutil.ProcInfo]]:
             procs = procutil.scan()
+            spawn_tags.forget_gone(procs)  # a full scan: the tags of the gone can go
             return procs, self._escaped(procs) if sweep else []
 
         procs, escaped = await trio.to_thread.run_sync(read)

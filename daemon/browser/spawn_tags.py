@@ -72,8 +72,9 @@ def tag_of(proc: ProcInfo) -> str | None:
 def forget_gone(procs: Iterable[ProcInfo]) -> None:
     """Drop cached tags of processes not among `procs` (a fresh scan)."""
     live = {(p.pid, p.create_time) for p in procs}
-    for key in [key for key in _tags if key not in live]:
-        _tags.pop(key, None)
+    for key in list(_tags):  # a snapshot: other worker threads may add tags meanwhile
+        if key not in live:
+            _tags.pop(key, None)
 
 
 def _read_tag(pid: int) -> str | None:
