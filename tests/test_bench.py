@@ -22,7 +22,8 @@ from bench.report import COLUMNS, VERDICTS, parse_table
 
 from .conftest import REPO, processes_using
 
-SCENARIOS = ("launch", "proxy", "rpc", "client", "eventlog", "scale", "idle", "pool")
+SCENARIOS = ("launch", "proxy", "rpc", "client", "eventlog", "scale", "idle", "pool",
+             "first_page")
 NUMBER = re.compile(r"^-?\d+(\.\d+)? \S+$")
 RATIO = re.compile(r"^\d+\.\d\dx$")
 QUICK_BUDGET_S = 240  # the quick mode takes about a minute; a hang must not stall CI
