@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import cli_artifacts, cli_completion, cli_control, cli_spaces, doctor
+from . import cli_artifacts, cli_completion, cli_control, cli_dial, cli_spaces, doctor
 from ._sync.client import Client
 from ._sync.resources import Run
 from ._version import __version__
@@ -39,6 +39,7 @@ from .errors import (
     RuntimeNotActive,
     RuntimeNotFound,
 )
+from .paths import socket_path
 
 __all__ = ["build_parser", "main", "parse_args"]
 
@@ -336,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"
     sub.add_parser("doctor", help=help, description=help, parents=[common])
+    help = ("bridge stdin and stdout to the local daemon's socket (what a client with "
+            "BROWSERD_HOST=ssh://... runs on this machine through ssh)")
+    sub.add_parser("dial-stdio", help=help, description=help, parents=[common])
     help = "print a shell completion script (bash, zsh or fish)"
     sub.add_parser("completion", help=help, description=help).add_argument(
         "shell", choices=cli_completion.SHELLS)
@@ -383,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "doctor":
         return doctor.run(args.socket, as_json=args.json)
+    if args.command == "dial-stdio":
+        try:
+            return cli_dial.run(socket_path(args.socket))
+        except BrowserdError as err:
+            report_error(err, sys.stderr, args=args, as_json=args.json)
+            return 1
     if args.command == "completion":
         print(cli_completion.script(build_parser(), args.shell), end="")
         return 0
