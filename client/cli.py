@@ -15,7 +15,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import cli_artifacts, cli_completion, cli_control, cli_dial, cli_spaces, doctor
+from . import (
+    cli_artifacts,
+    cli_completion,
+    cli_contexts,
+    cli_control,
+    cli_dial,
+    cli_spaces,
+    doctor,
+)
 from ._sync.client import Client
 from ._sync.resources import Run
 from ._version import __version__
@@ -259,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; global options are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", default=argparse.SUPPRESS, help="daemon socket path")
+    common.add_argument("-H", "--host", default=argparse.SUPPRESS, metavar="URL",
+                        help="daemon on another machine: ssh://[user@]host[:port]")
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine output"
     )
@@ -337,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"
     sub.add_parser("doctor", help=help, description=help, parents=[common])
+    cli_contexts.add_command(sub, common)
     help = ("bridge stdin and stdout to the local daemon's socket (what a client with "
             "BROWSERD_HOST=ssh://... runs on this machine through ssh)")
     sub.add_parser("dial-stdio", help=help, description=help, parents=[common])
@@ -376,6 +387,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (exits 2 on usage errors)."""
     args = build_parser().parse_args(argv)
     args.socket = getattr(args, "socket", None)
+    args.host = getattr(args, "host", None)
     args.json = getattr(args, "json", False)
     if getattr(args, "meta", None) is not None:
         args.meta = dict(args.meta)
@@ -397,7 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(cli_completion.script(build_parser(), args.shell), end="")
         return 0
     try:
-        with Client(args.socket, client_name="browserctl") as bd:
+        if args.command == "context":
+            result, text = cli_contexts.run(args)
+            print(to_json(result) if args.json else text)
+            return 0
+        with Client(args.socket, host=args.host, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)
         # A command that printed as it went (stats, events -f) returns (None, "").
         output = to_json(result) if args.json and result is not None else text

@@ -173,7 +173,10 @@ class SshLink:
     def _hint(self, status: int | None, tail: str) -> str:
         dest = self.target.destination
         lowered = tail.lower()
-        if status == 127 or "command not found" in lowered or "no such file" in lowered:
+        if "daemon_unavailable" in lowered:  # the far browserctl ran, and said so
+            return (f"browserd is not running on {self.target.host} (or not at the socket its "
+                    "browserctl looks for): start it there, e.g. systemctl --user start browserd.")
+        if status == 127 or "command not found" in lowered:  # the far shell's word for it
             return (f"{self.remote_browserctl!r} was not found on {self.target.host}: install "
                     f"browserd there, or set {REMOTE_ENV} to its path on that machine (for "
                     "example ~/.local/bin/browserctl).")
@@ -188,9 +191,6 @@ class SshLink:
                                             "timed out", "no route", "unreachable")):
             return (f"Check the host name and port, and that sshd runs on {self.target.host} "
                     f"(try `ssh {dest} true`).")
-        if "daemon_unavailable" in lowered:
-            return (f"browserd is not running on {self.target.host} (or not at the socket its "
-                    "browserctl looks for): start it there, e.g. systemctl --user start browserd.")
         return f"Run `ssh {dest} {self.remote_browserctl} dial-stdio` by hand to see what fails."
 
     def _stderr_tail(self) -> str:

@@ -404,6 +404,7 @@ class AsyncConnection(ConnectionRecord):
         self._update(
             await self._transport.call("connections.delete", {"id": self.id, "force": force})
         )
+        await self._transport.lease_revoked(self.id)
         return self
 
 

@@ -406,6 +406,7 @@ class Connection(ConnectionRecord):
         self._update(
             self._transport.call("connections.delete", {"id": self.id, "force": force})
         )
+        self._transport.lease_revoked(self.id)
         return self
 
 
