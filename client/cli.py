@@ -8,6 +8,7 @@ errors exit 2. Never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -51,6 +52,8 @@ from .paths import socket_path
 
 __all__ = ["build_parser", "main", "parse_args"]
 
+_LEASE_POLL_S = 1.0  # `connect` through ssh: how often it checks that the lease is still live
+
 # -- commands ----------------------------------------------------------------------------
 # Each returns what --json prints and the text a human sees.
 
@@ -89,8 +92,19 @@ def cmd_connect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     if endpoint is None:
         return conn, "-"
     if args.browser_url:
-        return conn, endpoint.browser_url
-    return conn, endpoint.http_url if args.http else endpoint.url
+        url = endpoint.browser_url
+    else:
+        url = endpoint.http_url if args.http else endpoint.url
+    if bd.host.startswith("ssh://"):
+        # The URL is a local forward on this command's SSH connection: it lives while the
+        # command does, so the command stays, as `kubectl port-forward` does.
+        print(to_json(conn) if args.json else url, flush=True)
+        print(f"forwarding through {bd.host} until the lease ends or Ctrl-C", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            while runtime.connections.get(conn.id).status == "active":
+                time.sleep(_LEASE_POLL_S)
+        return None, ""
+    return conn, url
 
 
 def _run_of(bd: Client, args: argparse.Namespace) -> Run:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -247,8 +250,14 @@ async def test_async_client_follows_a_run_through_ssh(ssh_env: Sshd) -> None:
     assert_no_ssh_left()
 
 
-def test_browserctl_host_and_contexts(ssh_env: Sshd, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _line_within(stream: IO[str], timeout_s: float) -> str:
+    """The next line of ``stream``, or fail after ``timeout_s``."""
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    assert ready, f"no output within {timeout_s} s"
+    return stream.readline().strip()
+
+
+def test_browserctl_host_and_contexts(ssh_env: Sshd, tmp_path: Path, web_page: str) -> None:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
     env.pop("BROWSERD_SOCKET", None)
     env["BROWSERD_SOCKET"] = ""  # nothing local: only the context can lead to the daemon
@@ -269,8 +278,21 @@ def test_browserctl_host_and_contexts(ssh_env: Sshd, tmp_path: Path,
     assert ctl("context", "show").stdout.strip() == ssh_env.url
     names = [r["name"] for r in json.loads(ctl("ls", "--json").stdout)]
     assert "far-cli" in names
-    url = ctl("connect", "far-cli").stdout.strip()
-    assert url.startswith("ws://127.0.0.1:") and "/cdp/conn_" in url
+    # connect through ssh holds its forward while it runs, until Ctrl-C
+    holder = subprocess.Popen([str(BIN / "browserctl"), "connect", "far-cli"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stderr is not None
+        url = _line_within(holder.stdout, 30)
+        assert url.startswith("ws://127.0.0.1:") and "/cdp/conn_" in url
+        assert "forwarding through ssh://" in _line_within(holder.stderr, 10)
+        assert drive_page(url, web_page) == "hello from afar"
+        holder.send_signal(signal.SIGINT)
+        assert holder.wait(15) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
     ctl("stop", "far-cli")
     ctl("rm", "far-cli")
     refused = ctl("context", "rm", "lab", check=False)
