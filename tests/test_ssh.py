@@ -396,3 +396,50 @@ def test_destination_precedence(tmp_path: Path) -> None:
             destination(bad, environ=env)
     target = SshTarget.parse("ssh://[::1]:22")
     assert target.host == "::1" and target.port == 22 and str(target) == "ssh://[::1]:22"
+
+
+def test_an_unclosed_client_neither_holds_the_interpreter_nor_leaves_ssh(ssh_env: Sshd) -> None:
+    script = ("import sys\nfrom browserd.client import Client\n"
+              f"bd = Client(host={ssh_env.url!r})\nbd.status()\n"
+              "print(bd.hello['peer']['pid'], flush=True)\n")  # exits without close()
+    started = time.monotonic()
+    done = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15
+    bridge_pid = int(done.stdout.strip())  # the far `browserctl dial-stdio`
+    # ssh saw its stdin close when the interpreter exited, and ended the session; the far
+    # bridge saw its stdin end and left.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ssh_left = [p for p in psutil.process_iter(["name", "cmdline"])
+                    if p.info["name"] == "ssh" and str(ssh_env.port) in (p.info["cmdline"] or [])]
+        if not ssh_left and not psutil.pid_exists(bridge_pid):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"left behind: ssh {ssh_left}, bridge alive "
+                             f"{psutil.pid_exists(bridge_pid)}")
+
+
+async def test_async_client_reports_a_missing_far_browserctl(
+        ssh_env: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROWSERD_REMOTE_BROWSERCTL", str(tmp_path / "nowhere" / "browserctl"))
+    with trio.fail_after(BOUND_S):
+        with pytest.raises(errors.DaemonUnavailable) as caught:
+            async with AsyncClient(host=ssh_env.url, connect_timeout=BOUND_S):
+                pass
+    assert caught.value.data["exit_status"] == 127
+    assert "127.0.0.1" in caught.value.message
+    assert_no_ssh_left()
+
+
+async def test_async_client_is_bounded_by_its_connect_timeout(ssh_env: Sshd) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"ssh://{ssh_env.user}@127.0.0.1:{silent.getsockname()[1]}"
+        with trio.fail_after(10), pytest.raises(errors.DaemonUnavailable) as caught:
+            await AsyncClient(host=url, connect_timeout=1.5).open()
+    assert "within 1.5 s" in caught.value.message
+    assert_no_ssh_left()
