@@ -125,10 +125,15 @@ class SshLink:
 
     def start(self, connect_timeout: float) -> socket.socket:
         """Start ssh; returns this side's end of its stdin/stdout (non-blocking)."""
-        self._dir = tempfile.mkdtemp(prefix="browserd-ssh-")  # 0700: the control socket's home
+        # 0700: the control socket's home. In /tmp, not $TMPDIR: a socket path has at most
+        # 107 bytes, and some TMPDIRs (macOS) leave too little of them.
+        self._dir = tempfile.mkdtemp(prefix="browserd-ssh-",
+                                     dir="/tmp" if os.path.isdir("/tmp") else None)
         argv = [*self._base(), "-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
-                "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-T",
+                "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
+                # a RemoteCommand or RequestTTY of the user's config would clash with ours
+                "-o", "RemoteCommand=none", "-T",
                 "--", self.target.destination, f"{self.remote_browserctl} dial-stdio"]
         ours, theirs = socket.socketpair()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (kept while ssh runs)

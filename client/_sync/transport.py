@@ -155,8 +155,9 @@ class Transport:
         with self._state:
             if self._session.closed_error is not None:  # closed meanwhile, from a thread
                 sock.close()
-                if self._link is not None:
-                    self._link.close_now()
+                link, self._link = self._link, None
+                if link is not None:
+                    link.close_now()
                 raise fresh(self._session.closed_error)
             self._sock, self.hello, self._connected = sock, hello, True
 
