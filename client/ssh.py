@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Mapping
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -100,6 +101,9 @@ class SshLink:
     _dir: str | None = None
     _proc: subprocess.Popen[bytes] | None = None
     _stderr: IO[bytes] | None = None
+    # Removes the control directory of a link nobody closed, when it is collected or the
+    # interpreter exits (ssh itself ends then: its stdin closes).
+    _leftover: weakref.finalize[Any, Any] | None = None
     _forwards: dict[tuple[str, int], int] = attrs.field(factory=dict)
     _origins: dict[str, tuple[str, int]] = attrs.field(factory=dict)  # lease id -> its forward
 
@@ -129,6 +133,7 @@ class SshLink:
         # 107 bytes, and some TMPDIRs (macOS) leave too little of them.
         self._dir = tempfile.mkdtemp(prefix="browserd-ssh-",
                                      dir="/tmp" if os.path.isdir("/tmp") else None)
+        self._leftover = weakref.finalize(self, shutil.rmtree, self._dir, True)
         argv = [*self._base(), "-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
                 "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
@@ -222,7 +227,14 @@ class SshLink:
         for _ in range(_FORWARD_TRIES):  # a free port may be taken before ssh binds it
             local = _free_port()
             spec = f"127.0.0.1:{local}:{remote_host}:{remote_port}"
-            done = self._control("forward", spec, timeout)
+            try:
+                done = self._control("forward", spec, timeout)
+            except subprocess.TimeoutExpired:
+                error = f"no answer from ssh within {timeout:g} s"
+                break
+            except OSError as exc:
+                error = str(exc)
+                break
             if done.returncode == 0:
                 self._forwards[key] = local
                 return local
@@ -230,7 +242,8 @@ class SshLink:
         raise DaemonUnavailable.make(
             f"ssh refused to forward a local port to {remote_host}:{remote_port} on "
             f"{self.target}: {error}",
-            "Check that the far sshd allows TCP forwarding (AllowTcpForwarding).",
+            "Check that the far sshd allows TCP forwarding (AllowTcpForwarding local or yes), "
+            "and that this client is still connected.",
             {"host": str(self.target)},
         )
 
@@ -305,9 +318,10 @@ class SshLink:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        if self._leftover is not None:
+            self._leftover()  # removes the control directory, once
+            self._leftover = None
+        self._dir = None
 
     def close_now(self) -> None:
         """:meth:`terminate`, a short wait for ssh to end on its own, then :meth:`close`."""

@@ -9,6 +9,7 @@ session's PATH would name it. Each failure case is bounded in time and leaves no
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -39,6 +40,7 @@ from .sshd import Sshd, free_port, sshd_available
 
 PAGE = b"<!doctype html><title>far page</title><h1 id=greeting>hello from afar</h1>"
 BOUND_S = 20.0  # every failure must be reported within this
+STARTED = time.time()  # control directories older than this are not ours
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +92,14 @@ def ssh_children() -> list[psutil.Process]:
 
 
 def assert_no_ssh_left(within_s: float = 3.0) -> None:
+    """No ssh child of this process, nor a control directory of this process's clients."""
     deadline = time.monotonic() + within_s
     while (left := ssh_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"ssh processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
+    gc.collect()  # a link nobody closed removes its directory when collected
+    dirs = [d for d in Path("/tmp").glob("browserd-ssh-*") if d.stat().st_mtime >= STARTED]
+    assert not dirs, f"control directories left behind: {dirs}"
 
 
 def drive_page(cdp_url: str, page_url: str) -> str:
@@ -402,6 +408,7 @@ def test_an_unclosed_client_neither_holds_the_interpreter_nor_leaves_ssh(ssh_env
     script = ("import sys\nfrom browserd.client import Client\n"
               f"bd = Client(host={ssh_env.url!r})\nbd.status()\n"
               "print(bd.hello['peer']['pid'], flush=True)\n")  # exits without close()
+    control_dirs = set(Path("/tmp").glob("browserd-ssh-*"))  # of other clients, if any
     started = time.monotonic()
     done = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True,
                           timeout=30)
@@ -420,6 +427,7 @@ def test_an_unclosed_client_neither_holds_the_interpreter_nor_leaves_ssh(ssh_env
     else:
         raise AssertionError(f"left behind: ssh {ssh_left}, bridge alive "
                              f"{psutil.pid_exists(bridge_pid)}")
+    assert not set(Path("/tmp").glob("browserd-ssh-*")) - control_dirs, "a control dir is left"
 
 
 async def test_async_client_reports_a_missing_far_browserctl(
