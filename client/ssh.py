@@ -181,7 +181,8 @@ class SshLink:
         return DaemonUnavailable.make(message, self._hint(status, tail), data)
 
     def _hint(self, status: int | None, tail: str) -> str:
-        dest = self.target.destination
+        port = f"-p {self.target.port} " if self.target.port else ""
+        dest = f"{port}{self.target.destination}"  # as typed after `ssh`
         lowered = tail.lower()
         if "daemon_unavailable" in lowered:  # the far browserctl ran, and said so
             return (f"browserd is not running on {self.target.host} (or not at the socket its "
@@ -190,7 +191,7 @@ class SshLink:
             return (f"{self.remote_browserctl!r} was not found on {self.target.host}: install "
                     f"browserd there, or set {REMOTE_ENV} to its path on that machine (for "
                     "example ~/.local/bin/browserctl).")
-        if "host key verification failed" in lowered or "host key" in lowered:
+        if "host key" in lowered:  # verification failed, or none is known for the host
             return (f"ssh does not know {self.target.host}'s host key (or it changed): connect "
                     f"once with `ssh {dest}` to check and accept it.")
         if "permission denied" in lowered:
