@@ -38,6 +38,7 @@ from browserd.client.ssh import SshTarget
 
 from .conftest import BIN, REPO, DaemonProcess, assert_no_processes, serve_pages
 from .sshd import Sshd, free_port, sshd_available
+from .test_pytest_plugin import run_user_suite
 
 PAGE = b"<!doctype html><title>far page</title><h1 id=greeting>hello from afar</h1>"
 BOUND_S = 20.0  # every failure must be reported within this
@@ -464,4 +465,23 @@ async def test_async_client_is_bounded_by_its_connect_timeout(ssh_env: Sshd) -> 
         with trio.fail_after(10), pytest.raises(errors.DaemonUnavailable) as caught:
             await AsyncClient(host=url, connect_timeout=1.5).open()
     assert "within 1.5 s" in caught.value.message
+    assert_no_ssh_left()
+
+
+def test_the_pytest_plugin_uses_the_far_daemon(far: tuple[DaemonProcess, Sshd], ssh_env: Sshd,
+                                               tmp_path: Path) -> None:
+    daemon, _ = far
+    env = {k: v for k, v in os.environ.items() if k != "BROWSERD_SOCKET"}
+    env["BROWSERD_HOST"] = ssh_env.url
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # no local daemon: the far one must be used
+    runs_dir = daemon.state_dir / "runs"
+    runs_before = set(runs_dir.iterdir()) if runs_dir.exists() else set()
+    done = run_user_suite(tmp_path, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    # The runtimes ran on the far daemon (a run each), and were deleted there.
+    assert len(set(runs_dir.iterdir()) - runs_before) == 3
+    runtimes = json.loads(daemon.ctl("ls", "--json").stdout)
+    assert [r["name"] for r in runtimes if r["name"].startswith("pytest-")] == []
+    assert not list(tmp_path.glob("browserd*")), "no local daemon was started"
     assert_no_ssh_left()
