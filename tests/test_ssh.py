@@ -485,3 +485,19 @@ def test_the_pytest_plugin_uses_the_far_daemon(far: tuple[DaemonProcess, Sshd], 
     assert [r["name"] for r in runtimes if r["name"].startswith("pytest-")] == []
     assert not list(tmp_path.glob("browserd*")), "no local daemon was started"
     assert_no_ssh_left()
+
+
+def test_losing_ssh_mid_session_is_connection_lost_naming_the_host(ssh_env: Sshd) -> None:
+    bd = Client(host=ssh_env.url, connect_timeout=BOUND_S)
+    try:
+        bd.status()
+        (ssh,) = ssh_children()
+        ssh.kill()  # the link drops under an open client
+        started = time.monotonic()
+        with pytest.raises(errors.ConnectionLost) as caught:
+            bd.status()
+        assert time.monotonic() - started < 5
+        assert ssh_env.url in caught.value.hint
+    finally:
+        bd.close()
+    assert_no_ssh_left()

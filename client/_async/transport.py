@@ -24,7 +24,7 @@ import anyio.to_thread
 from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
 from ..last_word import last_word
-from ..session import START_HINT, Call, Feed, Session, fresh, hello_params
+from ..session import START_HINT, Call, Feed, Session, fresh, hello_params, lost_hint
 from ..ssh import SshLink, proxy_address
 
 _RECEIVE_SIZE = 256 * 1024
@@ -102,7 +102,8 @@ class AsyncTransport:
         self.connect_timeout = connect_timeout
         self.hello: dict[str, Any] = {}
         self._max_buffer_size = max_buffer_size
-        self._session = Session(max_buffer_size)
+        self._lost_hint = lost_hint(str(destination.ssh) if destination.ssh else None)
+        self._session = Session(max_buffer_size, lost_hint=self._lost_hint)
         self._sock: socket.socket | None = None
         self._connected = False  # the daemon answered hello on _sock
         self._open_lock = anyio.Lock()
@@ -139,7 +140,8 @@ class AsyncTransport:
             sock, self._sock = self._sock, None
             if sock is not None:
                 sock.close()  # nobody else has seen it: no reader or writer can be on it
-            self._session = Session(self._max_buffer_size)  # a clean slate for the next try
+            # a clean slate for the next try
+            self._session = Session(self._max_buffer_size, lost_hint=self._lost_hint)
             link, self._link = self._link, None
             if link is not None:
                 with anyio.CancelScope(shield=True):

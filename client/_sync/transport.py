@@ -23,7 +23,7 @@ from typing import Any
 from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
 from ..last_word import last_word
-from ..session import START_HINT, Feed, Session, fresh, hello_params
+from ..session import START_HINT, Feed, Session, fresh, hello_params, lost_hint
 from ..ssh import SshLink, proxy_address
 
 _RECEIVE_SIZE = 256 * 1024
@@ -91,7 +91,8 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.hello: dict[str, Any] = {}
         self._max_buffer_size = max_buffer_size
-        self._session = Session(max_buffer_size)
+        self._lost_hint = lost_hint(str(destination.ssh) if destination.ssh else None)
+        self._session = Session(max_buffer_size, lost_hint=self._lost_hint)
         self._sock: socket.socket | None = None
         self._connected = False  # the daemon answered hello on _sock
         self._open_lock = threading.Lock()
@@ -141,7 +142,8 @@ class Transport:
                 with state:
                     last_word(sock, session)  # the daemon's reason, if it gave one
             sock.close()
-            self._session = Session(self._max_buffer_size)  # a clean slate for the next try
+            # a clean slate for the next try
+            self._session = Session(self._max_buffer_size, lost_hint=self._lost_hint)
             link, self._link = self._link, None
             if link is not None:
                 raise self._link_failed(link, exc) from None
