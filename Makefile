@@ -1,5 +1,6 @@
 # Two entry points for people: `make run` and `make test`. Both set everything up first
-# (a venv in .venv with the package installed, and a Chromium), so they work on a fresh machine.
+# (a venv in .venv with the package installed, and a Chromium; for the tests also OpenSSH,
+# whose sshd the SSH tests start on a loopback port), so they work on a fresh machine.
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -10,12 +11,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # Third-party CDP clients the tests attach with (puppeteer-core: never downloads a browser).
 JS_STAMP    := node_modules/.installed
 
-.PHONY: run test lint typecheck unit browser setup clean soak bench bench-quick
+.PHONY: run test lint typecheck unit browser ssh setup clean soak bench bench-quick
 
 run: setup
 	$(BIN)/browserd
 
-test: setup $(JS_STAMP) lint typecheck unit
+test: setup ssh $(JS_STAMP) lint typecheck unit
 
 setup: $(STAMP) browser
 
@@ -28,6 +29,9 @@ $(STAMP): pyproject.toml setup.py
 
 browser:
 	scripts/ensure-browser.sh
+
+ssh:
+	scripts/ensure-ssh.sh
 
 $(JS_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -51,10 +55,10 @@ soak: setup
 
 # Benchmarks (bench/, results in BENCHMARKS.md): not part of `make test`. bench-quick is the
 # CI smoke run; its report goes to /tmp so it never replaces the real numbers.
-bench: setup $(BENCH_STAMP)
+bench: setup ssh $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
-bench-quick: setup $(BENCH_STAMP)
+bench-quick: setup ssh $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from . import client, events, first_page, launch, machine, pool, proxy, rpc, scale
+from . import client, events, first_page, launch, machine, pool, proxy, rpc, scale, ssh
 from .harness import DaemonUnderTest
 from .profile import summary
 from .report import Row, document, notes, table, write
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "scale": scale,  # also the idle row
     "pool": pool,
     "first_page": first_page,
+    "ssh": ssh,  # a daemon through OpenSSH against its local socket and CDP port
 }
 QUICK_OUTPUT = Path("/tmp/browserd-bench-quick.md")
 

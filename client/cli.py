@@ -8,6 +8,7 @@ errors exit 2. Never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -15,7 +16,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import cli_artifacts, cli_completion, cli_control, cli_spaces, doctor
+from . import (
+    cli_artifacts,
+    cli_completion,
+    cli_contexts,
+    cli_control,
+    cli_dial,
+    cli_spaces,
+    doctor,
+)
 from ._sync.client import Client
 from ._sync.resources import Run
 from ._version import __version__
@@ -39,8 +48,11 @@ from .errors import (
     RuntimeNotActive,
     RuntimeNotFound,
 )
+from .paths import socket_path
 
 __all__ = ["build_parser", "main", "parse_args"]
+
+_LEASE_POLL_S = 1.0  # `connect` through ssh: how often it checks that the lease is still live
 
 # -- commands ----------------------------------------------------------------------------
 # Each returns what --json prints and the text a human sees.
@@ -80,8 +92,19 @@ def cmd_connect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     if endpoint is None:
         return conn, "-"
     if args.browser_url:
-        return conn, endpoint.browser_url
-    return conn, endpoint.http_url if args.http else endpoint.url
+        url = endpoint.browser_url
+    else:
+        url = endpoint.http_url if args.http else endpoint.url
+    if bd.host.startswith("ssh://"):
+        # The URL is a local forward on this command's SSH connection: it lives while the
+        # command does, so the command stays, as `kubectl port-forward` does.
+        print(to_json(conn) if args.json else url, flush=True)
+        print(f"forwarding through {bd.host} until the lease ends or Ctrl-C", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            while runtime.connections.get(conn.id).status == "active":
+                time.sleep(_LEASE_POLL_S)
+        return None, ""
+    return conn, url
 
 
 def _run_of(bd: Client, args: argparse.Namespace) -> Run:
@@ -258,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; global options are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", default=argparse.SUPPRESS, help="daemon socket path")
+    common.add_argument("-H", "--host", default=argparse.SUPPRESS, metavar="URL",
+                        help="daemon on another machine: ssh://[user@]host[:port]")
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine output"
     )
@@ -336,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"
     sub.add_parser("doctor", help=help, description=help, parents=[common])
+    cli_contexts.add_command(sub, common)
+    help = ("bridge stdin and stdout to the local daemon's socket (what a client with "
+            "BROWSERD_HOST=ssh://... runs on this machine through ssh)")
+    sub.add_parser("dial-stdio", help=help, description=help, parents=[common])
     help = "print a shell completion script (bash, zsh or fish)"
     sub.add_parser("completion", help=help, description=help).add_argument(
         "shell", choices=cli_completion.SHELLS)
@@ -372,6 +401,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (exits 2 on usage errors)."""
     args = build_parser().parse_args(argv)
     args.socket = getattr(args, "socket", None)
+    args.host = getattr(args, "host", None)
     args.json = getattr(args, "json", False)
     if getattr(args, "meta", None) is not None:
         args.meta = dict(args.meta)
@@ -383,11 +413,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "doctor":
         return doctor.run(args.socket, as_json=args.json)
+    if args.command == "dial-stdio":
+        try:
+            return cli_dial.run(socket_path(args.socket))
+        except BrowserdError as err:
+            report_error(err, sys.stderr, args=args, as_json=args.json)
+            return 1
     if args.command == "completion":
         print(cli_completion.script(build_parser(), args.shell), end="")
         return 0
     try:
-        with Client(args.socket, client_name="browserctl") as bd:
+        if args.command == "context":
+            result, text = cli_contexts.run(args)
+            print(to_json(result) if args.json else text)
+            return 0
+        with Client(args.socket, host=args.host, client_name="browserctl") as bd:
             result, text = args.fn(bd, args)
         # A command that printed as it went (stats, events -f) returns (None, "").
         output = to_json(result) if args.json and result is not None else text

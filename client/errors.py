@@ -24,6 +24,7 @@ __all__ = [
     "ConcurrentQuotaExceeded",
     "ConnectionLost",
     "ConnectionNotFound",
+    "ContextError",
     "ControllerBusy",
     "DaemonShuttingDown",
     "DaemonUnavailable",
@@ -31,6 +32,7 @@ __all__ = [
     "HelloRequired",
     "IdempotencyConflict",
     "InternalError",
+    "InvalidHost",
     "InvalidParams",
     "InvalidRequest",
     "InvocationCancelled",
@@ -119,6 +121,18 @@ class DaemonUnavailable(ClientError):
     """The daemon's socket could not be reached: not running, wrong path or no permission."""
 
     code = "client.daemon_unavailable"
+
+
+class InvalidHost(ClientError):
+    """A host (``--host``, ``$BROWSERD_HOST``, a context) that is not a usable address."""
+
+    code = "client.invalid_host"
+
+
+class ContextError(ClientError):
+    """A context name that is not allowed, unknown, or already taken (``browserctl context``)."""
+
+    code = "client.context_error"
 
 
 class ConnectionLost(ClientError):

@@ -5,7 +5,8 @@ until a test asks for one of its fixtures.
 - ``browserd``: a blocking :class:`~browserd.client.Client` for the session. It talks to the
   daemon answering on ``$BROWSERD_SOCKET`` (or the default socket); with none there, the
   plugin starts a daemon of its own for the session, on temporary directories, and stops it
-  at the end, leaving nothing behind.
+  at the end, leaving nothing behind. With ``$BROWSERD_HOST`` (or a current context) naming
+  an ``ssh://`` host, it uses that machine's daemon instead.
 - ``browserd_runtime``: a fresh ephemeral runtime for one test, stopped and deleted after it.
 - ``browserd_cdp_url``: a CDP lease URL for that runtime (what ``connect_over_cdp`` takes).
 - ``browserd_page``: a Playwright ``Page`` in that runtime's default context (needs
@@ -32,6 +33,7 @@ import pytest
 
 from ._sync.client import Client
 from ._sync.resources import Runtime
+from .contexts import destination
 from .errors import BrowserdError
 from .paths import socket_path
 
@@ -91,7 +93,12 @@ def _own_daemon() -> Iterator[Path]:
 def browserd() -> Iterator[Client]:
     """A blocking Client for the session: the running daemon's, else one of its own."""
     with contextlib.ExitStack() as stack:
-        path = socket_path()
+        where = destination()
+        if where.ssh is not None:  # $BROWSERD_HOST or a context: that machine's daemon
+            yield stack.enter_context(Client(host=str(where.ssh), client_name="browserd-pytest",
+                                             remote_browserctl=where.remote_browserctl))
+            return
+        path = where.socket_path or socket_path()
         if not _answers(path):
             path = stack.enter_context(_own_daemon())
         client = stack.enter_context(Client(path, client_name="browserd-pytest"))

@@ -25,6 +25,14 @@ START_HINT = "Start the daemon with `browserd` (or `make run`), or point BROWSER
 LOST_HINT = "The daemon may have stopped or restarted; check `browserctl status`, then reconnect."
 
 
+def lost_hint(host: str | None) -> str:
+    """The hint of a lost connection; ``host``: the ``ssh://`` host it went through."""
+    if host is None:
+        return LOST_HINT
+    return (f"ssh to {host} ended (the network, sshd or ssh itself), or the daemon there "
+            f"stopped; check `browserctl --host {host} status`, then reconnect.")
+
+
 def hello_params(client_name: str) -> dict[str, Any]:
     return {
         "client": {"name": client_name, "version": __version__},
@@ -76,7 +84,9 @@ class Call:
 class Session:
     """Calls, subscriptions and the wire codec of one connection."""
 
-    def __init__(self, max_buffer_size: int = wire.DEFAULT_MAX_BUFFER) -> None:
+    def __init__(self, max_buffer_size: int = wire.DEFAULT_MAX_BUFFER, *,
+                 lost_hint: str = LOST_HINT) -> None:
+        self._lost_hint = lost_hint  # what to do once the connection is gone
         # The daemon is trusted to send string keys: the decoder builds maps natively.
         self._wire = wire.Connection(max_buffer_size, check_map_keys=False)
         self._calls: dict[int, Call] = {}
@@ -163,7 +173,7 @@ class Session:
                     return out
                 if event is wire.CLOSED:
                     self.connection_gone(
-                        ConnectionLost.make("the daemon closed the connection", LOST_HINT)
+                        ConnectionLost.make("the daemon closed the connection", self._lost_hint)
                     )
                     return out
                 out += self._dispatch(event)
@@ -254,7 +264,8 @@ class Session:
     def transport_error(self, exc: BaseException) -> BrowserdError:
         """The connection broke under a read or a write (``exc``); the error for callers."""
         self.connection_gone(
-            ConnectionLost.make(f"the connection to the daemon broke: {exc}", LOST_HINT)
+            ConnectionLost.make(f"the connection to the daemon broke: {exc}",
+                                self._lost_hint)
         )
         assert self.closed_error is not None
         return fresh(self.closed_error)

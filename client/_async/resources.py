@@ -404,6 +404,7 @@ class AsyncConnection(ConnectionRecord):
         self._update(
             await self._transport.call("connections.delete", {"id": self.id, "force": force})
         )
+        await self._transport.lease_revoked(self.id)
         return self
 
 
@@ -422,8 +423,7 @@ class AsyncConnections:
         label: str | None = None,
     ) -> AsyncConnection:
         """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
-        wire = await self._transport.call(
-            "connections.create",
+        wire = await self._transport.create_lease(
             _params(
                 runtime_id=self.runtime_id,
                 protocol=protocol,
@@ -452,6 +452,7 @@ class AsyncConnections:
         wire = await self._transport.call(
             "connections.delete", {"id": connection_id, "force": force}
         )
+        await self._transport.lease_revoked(connection_id)
         return from_wire(AsyncConnection, wire, transport=self._transport)
 
 

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
+from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
 from ..last_word import last_word
-from ..session import START_HINT, Call, Feed, Session, fresh, hello_params
+from ..session import START_HINT, Call, Feed, Session, fresh, hello_params, lost_hint
+from ..ssh import SshLink, proxy_address
 
 _RECEIVE_SIZE = 256 * 1024
 _BACKLOG_RETRY_S = 0.01
+_SSH_EXIT_WAIT_S = 2.0  # for ssh to exit after its pipe ended, to read why
 # A subscribe whose caller is cancelled after sending it waits this long, shielded, for
 # the reply, so it can cancel the subscription it started.
 _ABANDON_WAIT_S = 1.0
@@ -86,18 +90,20 @@ class AsyncTransport:
 
     def __init__(
         self,
-        socket_path: Path,
+        destination: Destination,
         *,
         client_name: str,
         connect_timeout: float,
         max_buffer_size: int,
     ) -> None:
-        self.socket_path = socket_path
+        self.destination = destination
+        self.socket_path: Path | None = destination.socket_path
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.hello: dict[str, Any] = {}
         self._max_buffer_size = max_buffer_size
-        self._session = Session(max_buffer_size)
+        self._lost_hint = lost_hint(str(destination.ssh) if destination.ssh else None)
+        self._session = Session(max_buffer_size, lost_hint=self._lost_hint)
         self._sock: socket.socket | None = None
         self._connected = False  # the daemon answered hello on _sock
         self._open_lock = anyio.Lock()
@@ -109,6 +115,9 @@ class AsyncTransport:
         # frame whose writer was cancelled part-way, and frames queued by *_nowait while
         # another task was writing (that task writes them before it lets go).
         self._outbox = bytearray()
+        self._link: SshLink | None = None  # the ssh process, for a far host
+        self._link_lock = anyio.Lock()  # its forwards
+        self._proxy_port: int | None = None  # the local forward of the far CDP proxy
 
     # -- connection ----------------------------------------------------------------------
 
@@ -131,7 +140,13 @@ class AsyncTransport:
             sock, self._sock = self._sock, None
             if sock is not None:
                 sock.close()  # nobody else has seen it: no reader or writer can be on it
-            self._session = Session(self._max_buffer_size)  # a clean slate for the next try
+            # a clean slate for the next try
+            self._session = Session(self._max_buffer_size, lost_hint=self._lost_hint)
+            link, self._link = self._link, None
+            if link is not None:
+                with anyio.CancelScope(shield=True):
+                    error = await self._link_failed(link, exc)
+                raise error from None
             if isinstance(exc, TimeoutError):
                 raise DaemonUnavailable.make(
                     f"the daemon at {self.socket_path} did not answer within "
@@ -142,7 +157,14 @@ class AsyncTransport:
             raise
 
     async def _connect(self) -> socket.socket:
+        target = self.destination.ssh
+        if target is not None:
+            link = SshLink.from_env(target, remote_browserctl=self.destination.remote_browserctl)
+            sock = link.start(self.connect_timeout)
+            self._link = link
+            return sock
         path = self.socket_path
+        assert path is not None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -168,6 +190,20 @@ class AsyncTransport:
         sock.close()
         raise DaemonUnavailable.make(reason, START_HINT, {"socket": str(path)})
 
+    async def _link_failed(self, link: SshLink, exc: BaseException) -> BaseException:
+        """What a failed hello through ssh means (ssh's exit and stderr), once ssh is gone."""
+        if not isinstance(exc, (OSError, ConnectionLost)):
+            await _close_link(link)
+            return exc  # the daemon answered, with an error of its own (or cancelled)
+        # The pipe ended: ssh has ended or is ending; give it a moment.
+        with anyio.move_on_after(0 if isinstance(exc, TimeoutError) else _SSH_EXIT_WAIT_S):
+            # A child's exit is no event anyio can wait on without a thread: poll it.
+            while link.exit_status() is None:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        error = link.failure(self.connect_timeout if isinstance(exc, TimeoutError) else None)
+        await _close_link(link)
+        return error
+
     async def aclose(self) -> None:
         """Close the connection; calls in flight fail with ConnectionLost, subscriptions end
         with ``connection_closed``. Any task may call it, any number of times."""
@@ -179,9 +215,14 @@ class AsyncTransport:
         # the descriptor is closed only then, never under a task still waiting on it.
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+        link, self._link = self._link, None
+        if link is not None:
+            link.terminate()  # ssh ends, and its forwards with it
         with anyio.CancelScope(shield=True):
             async with self._read_lock, self._send_lock:
                 sock.close()
+            if link is not None:
+                await _close_link(link)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -197,6 +238,36 @@ class AsyncTransport:
             await self.open()
         feed: Feed = await self._request(method, params, subscribe=True)
         return Subscription(self, feed)
+
+    async def create_lease(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``connections.create``; through ssh, the endpoint's URLs point at local forwards
+        of the far addresses (made on the one SSH connection), usable here as they are."""
+        if not self._connected:
+            await self.open()
+        link = self._link
+        if link is None:
+            lease: dict[str, Any] = await self._request("connections.create", params)
+            return lease
+        async with self._link_lock:
+            if self._proxy_port is None:
+                address = proxy_address(await self._request("daemon.status", {}))
+                if address is not None:
+                    self._proxy_port = await anyio.to_thread.run_sync(
+                        link.forward, *address, self.connect_timeout)
+            if self._proxy_port is not None:
+                params = {**params, "proxy_port": self._proxy_port}
+            lease = await self._request("connections.create", params)
+            local: dict[str, Any] = await anyio.to_thread.run_sync(
+                link.localize_lease, lease, self.connect_timeout)
+            return local
+
+    async def lease_revoked(self, lease_id: str) -> None:
+        """The lease is revoked: close the forward of its own origin (through ssh)."""
+        link = self._link
+        if link is not None:
+            async with self._link_lock:
+                await anyio.to_thread.run_sync(link.forget_origin, lease_id,
+                                               self.connect_timeout)
 
     def cancel_subscription_nowait(self, subscription_id: str) -> None:
         """Stop a subscription: it ends here at once; the daemon is told without waiting."""
@@ -302,6 +373,15 @@ class AsyncTransport:
         self._session.connection_gone(_closed_by_user())
         assert self._session.closed_error is not None
         return fresh(self._session.closed_error)
+
+
+async def _close_link(link: SshLink) -> None:
+    """End ssh: SIGTERM, a moment to go on its own, then SIGKILL; reaped, never left behind."""
+    link.terminate()
+    with anyio.move_on_after(_SSH_EXIT_WAIT_S / 2):
+        while link.exit_status() is None:  # noqa: ASYNC110 (as in _link_failed)
+            await anyio.sleep(0.01)
+    link.close()
 
 
 def _closed_by_user() -> ConnectionLost:

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import wire
-from ..paths import socket_path as resolve_socket_path
+from ..contexts import destination
 from .resources import Profiles, Runs, Runtimes, Space, Spaces
 from .transport import Subscription, Transport
 
@@ -25,9 +25,13 @@ class Client:
 
     ``bd = Client()`` connects on the first call and ``bd.close()`` closes it;
     or ``with Client() as bd:``, which connects on entry (so a missing daemon
-    fails there) and closes on exit. The socket is ``socket_path``, else
-    ``$BROWSERD_SOCKET``, else the default path (:mod:`browserd.client.paths`);
-    ``connect_timeout`` bounds connecting and the ``hello`` exchange.
+    fails there) and closes on exit. The daemon is ``host`` (``ssh://[user@]host[:port]``
+    for one on another machine, reached with ``ssh HOST browserctl dial-stdio``; or
+    ``unix:///path``), else the socket ``socket_path``, else ``$BROWSERD_HOST``, else
+    ``$BROWSERD_SOCKET``, else the current context, else the default socket path
+    (:mod:`browserd.client.contexts`). ``remote_browserctl`` is the far machine's
+    ``browserctl`` when it is not on the SSH session's PATH. ``connect_timeout`` bounds
+    connecting (ssh included) and the ``hello`` exchange.
 
     Entry points: :attr:`spaces`, :attr:`runtimes` (the default space), :meth:`space`,
     :attr:`runs`, :attr:`profiles`, :meth:`status`, and :meth:`call` for any RPC method.
@@ -37,21 +41,28 @@ class Client:
         self,
         socket_path: str | os.PathLike[str] | None = None,
         *,
+        host: str | None = None,
+        remote_browserctl: str | None = None,
         client_name: str = "browserd-python",
         connect_timeout: float = 10.0,
         max_buffer_size: int = wire.DEFAULT_MAX_BUFFER,
     ) -> None:
         self._transport = Transport(
-            resolve_socket_path(socket_path),
+            destination(host, socket_path, remote_browserctl=remote_browserctl),
             client_name=client_name,
             connect_timeout=connect_timeout,
             max_buffer_size=max_buffer_size,
         )
 
     @property
-    def socket_path(self) -> Path:
-        """The daemon socket this client uses."""
+    def socket_path(self) -> Path | None:
+        """The daemon socket this client uses (None for a daemon on another machine)."""
         return self._transport.socket_path
+
+    @property
+    def host(self) -> str:
+        """The daemon this client uses: ``ssh://...`` or ``unix:///path``."""
+        return str(self._transport.destination)
 
     @property
     def hello(self) -> dict[str, Any]:

@@ -406,6 +406,7 @@ class Connection(ConnectionRecord):
         self._update(
             self._transport.call("connections.delete", {"id": self.id, "force": force})
         )
+        self._transport.lease_revoked(self.id)
         return self
 
 
@@ -424,8 +425,7 @@ class Connections:
         label: str | None = None,
     ) -> Connection:
         """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
-        wire = self._transport.call(
-            "connections.create",
+        wire = self._transport.create_lease(
             _params(
                 runtime_id=self.runtime_id,
                 protocol=protocol,
@@ -454,6 +454,7 @@ class Connections:
         wire = self._transport.call(
             "connections.delete", {"id": connection_id, "force": force}
         )
+        self._transport.lease_revoked(connection_id)
         return from_wire(Connection, wire, transport=self._transport)
 
 

@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
 from ..last_word import last_word
-from ..session import START_HINT, Feed, Session, fresh, hello_params
+from ..session import START_HINT, Feed, Session, fresh, hello_params, lost_hint
+from ..ssh import SshLink, proxy_address
 
 _RECEIVE_SIZE = 256 * 1024
 _BACKLOG_RETRY_S = 0.01
+_SSH_EXIT_WAIT_S = 2.0  # for ssh to exit after its pipe ended, to read why
 
 
 class Subscription:
@@ -76,18 +79,20 @@ class Transport:
 
     def __init__(
         self,
-        socket_path: Path,
+        destination: Destination,
         *,
         client_name: str,
         connect_timeout: float,
         max_buffer_size: int,
     ) -> None:
-        self.socket_path = socket_path
+        self.destination = destination
+        self.socket_path: Path | None = destination.socket_path
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.hello: dict[str, Any] = {}
         self._max_buffer_size = max_buffer_size
-        self._session = Session(max_buffer_size)
+        self._lost_hint = lost_hint(str(destination.ssh) if destination.ssh else None)
+        self._session = Session(max_buffer_size, lost_hint=self._lost_hint)
         self._sock: socket.socket | None = None
         self._connected = False  # the daemon answered hello on _sock
         self._open_lock = threading.Lock()
@@ -99,6 +104,9 @@ class Transport:
         self._state = threading.Condition(self._lock)
         self._reading = False  # a thread is reading (it holds no lock while it does)
         self._sleepers = 0  # threads in _state.wait()
+        self._link: SshLink | None = None  # the ssh process, for a far host
+        self._link_lock = threading.Lock()  # its forwards
+        self._proxy_port: int | None = None  # the local forward of the far CDP proxy
 
     # -- connection ----------------------------------------------------------------------
 
@@ -134,7 +142,11 @@ class Transport:
                 with state:
                     last_word(sock, session)  # the daemon's reason, if it gave one
             sock.close()
-            self._session = Session(self._max_buffer_size)  # a clean slate for the next try
+            # a clean slate for the next try
+            self._session = Session(self._max_buffer_size, lost_hint=self._lost_hint)
+            link, self._link = self._link, None
+            if link is not None:
+                raise self._link_failed(link, exc) from None
             if isinstance(exc, TimeoutError):
                 raise self._timed_out() from None
             if isinstance(exc, OSError):
@@ -145,11 +157,21 @@ class Transport:
         with self._state:
             if self._session.closed_error is not None:  # closed meanwhile, from a thread
                 sock.close()
+                link, self._link = self._link, None
+                if link is not None:
+                    link.close_now()
                 raise fresh(self._session.closed_error)
             self._sock, self.hello, self._connected = sock, hello, True
 
     def _connect(self, deadline: float) -> socket.socket:
+        target = self.destination.ssh
+        if target is not None:
+            link = SshLink.from_env(target, remote_browserctl=self.destination.remote_browserctl)
+            sock = link.start(self.connect_timeout)
+            self._link = link
+            return sock
         path = self.socket_path
+        assert path is not None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -177,6 +199,19 @@ class Transport:
         sock.close()
         raise DaemonUnavailable.make(reason, START_HINT, {"socket": str(path)})
 
+    def _link_failed(self, link: SshLink, exc: BaseException) -> BaseException:
+        """What a failed hello through ssh means (ssh's exit and stderr), once ssh is gone."""
+        if not isinstance(exc, (OSError, ConnectionLost)):
+            link.close_now()
+            return exc  # the daemon answered, with an error of its own (or ^C)
+        # The pipe ended or stayed silent: ssh has ended or is ending; give it a moment.
+        end = time.monotonic() + (0 if isinstance(exc, TimeoutError) else _SSH_EXIT_WAIT_S)
+        while link.exit_status() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        error = link.failure(self.connect_timeout if isinstance(exc, TimeoutError) else None)
+        link.close_now()
+        return error
+
     def _timed_out(self) -> DaemonUnavailable:
         return DaemonUnavailable.make(
             f"the daemon at {self.socket_path} did not answer within {self.connect_timeout:g} s",
@@ -194,6 +229,9 @@ class Transport:
             self._state.notify_all()
         if sock is None:
             return
+        link, self._link = self._link, None
+        if link is not None:
+            link.terminate()  # ssh ends, and its forwards with it
         # Shut down first: a thread blocked on the socket wakes (EOF, EPIPE) and lets go;
         # the descriptor is closed only then, never under a thread still using it.
         with contextlib.suppress(OSError):
@@ -206,6 +244,8 @@ class Transport:
                 finally:
                     self._sleepers -= 1
             sock.close()
+        if link is not None:
+            link.close_now()
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -221,6 +261,32 @@ class Transport:
             self.open()
         feed: Feed = self._request(method, params, subscribe=True)
         return Subscription(self, feed)
+
+    def create_lease(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``connections.create``; through ssh, the endpoint's URLs point at local forwards
+        of the far addresses (made on the one SSH connection), usable here as they are."""
+        if not self._connected:
+            self.open()
+        link = self._link
+        if link is None:
+            lease: dict[str, Any] = self._request("connections.create", params)
+            return lease
+        with self._link_lock:
+            if self._proxy_port is None:
+                address = proxy_address(self._request("daemon.status", {}))
+                if address is not None:
+                    self._proxy_port = link.forward(*address, self.connect_timeout)
+            if self._proxy_port is not None:
+                params = {**params, "proxy_port": self._proxy_port}
+            lease = self._request("connections.create", params)
+            return link.localize_lease(lease, self.connect_timeout)
+
+    def lease_revoked(self, lease_id: str) -> None:
+        """The lease is revoked: close the forward of its own origin (through ssh)."""
+        link = self._link
+        if link is not None:
+            with self._link_lock:
+                link.forget_origin(lease_id, self.connect_timeout)
 
     def cancel_subscription_nowait(self, subscription_id: str) -> None:
         """Stop a subscription: it ends here at once; the daemon is told without waiting for

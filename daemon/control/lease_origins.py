@@ -79,6 +79,7 @@ class _Origin:
     token: str = attrs.field(repr=False)
     uid: int  # the uid that created the lease
     port: int
+    proxy_port: int | None = None  # where the client reaches the proxy (a forward), if not its port
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
 
@@ -126,10 +127,12 @@ class LeaseOrigins:
             raise
         return BoundPort(sock, slot, sock.getsockname()[1])
 
-    def open(self, lease: Lease, token: str, uid: int, bound: BoundPort) -> str:
-        """Serve the lease's origin on its bound port; returns its URL."""
+    def open(self, lease: Lease, token: str, uid: int, bound: BoundPort,
+             proxy_port: int | None = None) -> str:
+        """Serve the lease's origin on its bound port; returns its URL. ``proxy_port``: the
+        loopback port the client forwards to the proxy (SSH), named in the discovery URLs."""
         assert self._nursery is not None, "bind() returned a port, so the origins are served"
-        origin = _Origin(lease.id, token, uid, bound.port)
+        origin = _Origin(lease.id, token, uid, bound.port, proxy_port)
         self._origins[lease.id] = origin
         self._nursery.start_soon(self._serve_origin, origin, bound)
         return f"http://{self.registry.config.cdp.host}:{bound.port}"
@@ -194,6 +197,6 @@ class LeaseOrigins:
         except Exception as exc:  # the browser is going away: the client sees a 502
             log.debug("discovery fetch failed: %r", exc)
             return 502, error_body(502, None, "the browser did not answer")
-        base = (f"{self.registry.config.cdp.host}:{self.registry.proxy.port}"
+        base = (f"{self.registry.config.cdp.host}:{origin.proxy_port or self.registry.proxy.port}"
                 f"/cdp/{origin.lease_id}/{origin.token}")
         return 200, json.dumps(rewrite_discovery(doc, upstream, base), indent=2).encode()

@@ -14,6 +14,9 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
     ttl_s = p.number("ttl_s", 600, low=1, high=86400)
     exclusive = p.flag("exclusive", False)
     label = p.label("label", None)
+    # The port the client reaches the CDP proxy at, when that is a forward of its own (SSH):
+    # the lease's origin names it in its discovery documents instead of the proxy's port.
+    proxy_port = p.integer("proxy_port", None, low=1, high=65535)
     rt = api.runtime(p)
     p.finish()
     # A bare origin for clients that drop the URL's path (Puppeteer's browserURL). Its port is
@@ -29,7 +32,8 @@ async def connections_create(api: Api, caller: Caller, p: Params) -> dict[str, A
         raise
     endpoint = api.registry.lease_book.endpoint(lease, token)
     if bound is not None:
-        endpoint["browser_url"] = api.control.origins.open(lease, token, caller.uid, bound)
+        endpoint["browser_url"] = api.control.origins.open(lease, token, caller.uid, bound,
+                                                            proxy_port)
     return {**lease.to_wire(), "endpoint": endpoint}
 
 
