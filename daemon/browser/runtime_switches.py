@@ -10,8 +10,10 @@ Chromium 156 honours (measured with /usr/bin/chromium and chromium-headless-shel
 - `TZ=Asia/Tokyo` in the environment sets `Intl.DateTimeFormat().resolvedOptions().timeZone`.
 - `--user-agent` sets `navigator.userAgent` and the User-Agent header.
 - `--window-size=W,H` is the page's viewport in headless-shell; the full build's headless
-  window keeps `HEADLESS_UI_HEIGHT` px of it for its (invisible) toolbar, so the daemon asks
-  for that much more. `--force-device-scale-factor` sets `devicePixelRatio`.
+  window keeps `HEADLESS_UI_HEIGHT` px of it for its (invisible) tab strip and toolbar, so the
+  daemon asks for that much more. Run as root (with `--no-sandbox`), the full build also puts
+  a 56 px warning bar over the first tab only; `--test-type` is what keeps it away, so it is
+  added with a viewport in that case. `--force-device-scale-factor` sets `devicePixelRatio`.
 - `--load-extension` loads unpacked extensions in the full build only; headless-shell has no
   extension system, so the daemon refuses that combination before starting anything.
 - `--proxy-server` points at the run's loopback relay (proxy_relay.py), which holds the
@@ -35,7 +37,7 @@ __all__ = [
     "runtime_switches",
 ]
 
-HEADLESS_UI_HEIGHT = 143  # the full build's headless toolbar, in CSS px at any scale
+HEADLESS_UI_HEIGHT = 87  # the full build's headless tab strip and toolbar, CSS px at any scale
 
 # The switches each config key produces: a raw `args` entry setting one of them while the key
 # is set is refused at launch (two sources for one thing; the last would silently win).
@@ -100,6 +102,8 @@ def runtime_switches(config: RuntimeConfig, *, executable: str, headless: bool,
         height = config.viewport.height
         if headless and not is_headless_shell(executable):
             height += HEADLESS_UI_HEIGHT
+            if os.geteuid() == 0:
+                args.append("--test-type")
         args.append(f"--window-size={config.viewport.width},{height}")
         if config.viewport.device_scale_factor is not None:
             args.append(f"--force-device-scale-factor={config.viewport.device_scale_factor:g}")
