@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from browserd.client import Client
-from browserd.client.errors import BrowserLaunchFailed, InvalidParams, RuntimeNotStopped
+from browserd.client.errors import (
+    BrowserLaunchFailed,
+    InvalidParams,
+    RuntimeNotFound,
+    RuntimeNotStopped,
+)
 
 from .conftest import DaemonProcess, assert_no_processes
-
-pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 USER, PASSWORD = "scraper", "s3cret-Pr0xy-pass"
@@ -447,7 +450,7 @@ def test_bad_config_is_refused_naming_the_field(daemon: DaemonProcess, config: d
         with pytest.raises(InvalidParams) as refused:
             bd.runtimes.browser.launch(name="bad", config=config)
         assert refused.value.data["field"] == field, refused.value
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeNotFound):  # refused before anything was made
             bd.runtimes.get("bad")
 
 
