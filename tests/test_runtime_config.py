@@ -176,7 +176,9 @@ _PNG = base64.b64decode(
     "RU5ErkJggg==")
 
 
-def cdp_url(bd: Client, name: str) -> str:
+def cdp_url(bd: Any, name: str) -> str:
+    """A lease's CDP URL for runtime `name` of `bd` (a Client: the default space, or a
+    Space)."""
     runtime = bd.runtimes.get(name)
     return runtime.connections.create(ttl_s=120).endpoint.url
 
@@ -474,3 +476,76 @@ def test_update_only_while_stopped_and_args_do_not_fight_config(
         inspected = daemon.ctl("inspect", "u").stdout
         assert "Europe/Paris" in inspected
         bd.runtimes.get("u").stop()
+
+
+# ------------------------------------------------------------------ browserctl and config.toml
+
+
+def test_browserctl_launch_flags_and_inspect(daemon: DaemonProcess) -> None:
+    _AuthProxy.seen = []
+    with http_server(_AuthProxy) as port:
+        refused = daemon.ctl("launch", "web", "--proxy", f"http://{USER}:{PASSWORD}@h:1",
+                             check=False)
+        assert refused.returncode == 2 and "BROWSERD_PROXY_PASSWORD" in refused.stderr
+        daemon.env["BROWSERD_PROXY_PASSWORD"] = PASSWORD
+        daemon.ctl("launch", "web", "--proxy", f"http://{USER}@127.0.0.1:{port}",
+                   "--proxy-bypass", "*.internal.test", "--viewport", "1280x720@2",
+                   "--locale", "de-DE", "--timezone", "Europe/Berlin", "--user-agent", "ctl/1",
+                   "--block", "image,font", "--block-url", "*://ads.*/*",
+                   "--browser", "headless-shell")
+        shown = json.loads(daemon.ctl("inspect", "web", "--json").stdout)["config"]
+        assert shown["proxy"] == {"server": f"http://127.0.0.1:{port}",
+                                  "bypass": ["*.internal.test"], "auth": True}
+        assert shown["viewport"] == {"width": 1280, "height": 720, "device_scale_factor": 2.0}
+        assert (shown["locale"], shown["timezone"], shown["user_agent"], shown["browser"]) == (
+            "de-DE", "Europe/Berlin", "ctl/1", "headless-shell")
+        assert shown["block"] == {"resource_types": ["image", "font"],
+                                  "url_patterns": ["*://ads.*/*"]}
+        text = daemon.ctl("inspect", "web").stdout
+        assert "timezone: Europe/Berlin" in text and PASSWORD not in text
+        with Client(daemon.socket) as bd, sync_playwright() as pw:
+            browser = pw.chromium.connect_over_cdp(cdp_url(bd, "web"), timeout=20_000)
+            page = browser.contexts[0].new_page()
+            page.goto("http://anywhere.example.test/", timeout=20_000)
+            assert page.title() == "via proxy"
+            browser.close()
+        daemon.ctl("stop", "web")
+
+
+def test_space_defaults_from_config_toml(short_dir: Path) -> None:
+    (short_dir / "config.toml").write_text(
+        f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n'
+        '[spaces.shop]\nlocale = "fr-FR"\ntimezone = "Europe/Paris"\n'
+        '[spaces.shop.viewport]\nwidth = 800\nheight = 600\n')
+    running = DaemonProcess(short_dir)
+    running.start()
+    try:
+        with Client(running.socket) as bd:
+            bd.spaces.create("shop")
+            runtime = bd.space("shop").runtimes.browser.launch(name="a")
+            assert (runtime.config["locale"], runtime.config["timezone"]) == (
+                "fr-FR", "Europe/Paris")
+            assert runtime.config["viewport"]["width"] == 800
+            # A launch's own config replaces the defaults; another space has none.
+            other = bd.space("shop").runtimes.browser.launch(name="b",
+                                                            config={"locale": "it-IT"})
+            assert (other.config["locale"], other.config["timezone"]) == ("it-IT", None)
+            plain = bd.runtimes.browser.launch(name="c")
+            assert plain.config["locale"] is None
+            with sync_playwright() as pw:
+                browser = pw.chromium.connect_over_cdp(cdp_url(bd.space("shop"), "a"),
+                                                       timeout=20_000)
+                page = browser.contexts[0].new_page()
+                assert page.evaluate(REPORT)["timezone"] == "Europe/Paris"
+                browser.close()
+            for space, name in (("shop", "a"), ("shop", "b"), ("default", "c")):
+                bd.space(space).runtimes.get(name).stop()
+    finally:
+        assert running.stop() == 0, running.log.read_text()
+    assert_no_processes(running.state_dir)
+    bad = short_dir / "bad"
+    bad.mkdir()
+    (bad / "config.toml").write_text('[spaces.shop]\ntimezone = "../etc"\n')
+    done = DaemonProcess(bad)
+    with pytest.raises(AssertionError, match=r"spaces\.shop\.timezone"):
+        done.start(timeout_s=10)
