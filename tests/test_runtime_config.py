@@ -549,3 +549,71 @@ def test_space_defaults_from_config_toml(short_dir: Path) -> None:
     done = DaemonProcess(bad)
     with pytest.raises(AssertionError, match=r"spaces\.shop\.timezone"):
         done.start(timeout_s=10)
+
+
+def _goto_title(bd: Client, name: str, url: str) -> str:
+    with sync_playwright() as pw:
+        browser = pw.chromium.connect_over_cdp(cdp_url(bd, name), timeout=20_000)
+        page = browser.contexts[0].new_page()
+        try:
+            page.goto(url, timeout=20_000)
+            return page.title()
+        finally:
+            page.close()
+            browser.close()
+
+
+def test_live_restore_binds_the_relay_again(short_dir: Path) -> None:
+    (short_dir / "config.toml").write_text(
+        f'live_restore = true\n[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
+    with http_server(_AuthProxy) as port:
+        first = DaemonProcess(short_dir)
+        first.start()
+        with Client(first.socket) as bd:
+            bd.runtimes.browser.launch(name="kept", config={
+                "proxy": {"server": f"http://127.0.0.1:{port}", "username": USER,
+                          "password": PASSWORD},
+                "block": {"resource_types": ["image"]}})
+            assert _goto_title(bd, "kept", "http://before.example.test/") == "via proxy"
+        first.kill()
+        second = DaemonProcess(short_dir)
+        second.start()
+        try:
+            with Client(second.socket) as bd:
+                runtime = bd.runtimes.get("kept")
+                assert runtime.status == "active", second.log.read_text()[-3000:]
+                events = runtime.current_run().events.list(types=["runtime.lifecycle"])
+                assert events[-1].data.get("adopted") is True
+                assert _goto_title(bd, "kept", "http://after.example.test/") == "via proxy"
+                runtime.stop()
+        finally:
+            assert second.stop() == 0, second.log.read_text()
+    assert_no_processes(short_dir / "state")
+
+
+def test_a_configured_runtime_never_gets_a_pooled_browser(short_dir: Path) -> None:
+    (short_dir / "config.toml").write_text(
+        f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n[pool]\nsize = 1\n')
+    running = DaemonProcess(short_dir)
+    running.start()
+    try:
+        with Client(running.socket) as bd:
+            def pool_ready() -> bool:
+                return bool(bd.status()["pool"]["ready"] == 1)
+
+            wait_for(pool_ready, "the pool to pre-start its browser", 30)
+            plain = bd.runtimes.browser.launch(name="plain")
+            first = plain.current_run().events.list(types=["runtime.lifecycle"])[0]
+            assert first.data["from_pool"] is True  # the pool works at all
+            wait_for(pool_ready, "the pool to refill", 30)
+            shaped = bd.runtimes.browser.launch(name="shaped",
+                                                config={"user_agent": "shaped/1"})
+            first = shaped.current_run().events.list(types=["runtime.lifecycle"])[0]
+            assert first.data["from_pool"] is False
+            assert bd.status()["pool"]["ready"] == 1, "the pooled browser was left in the pool"
+            assert any("--user-agent=shaped/1" in line for line in all_cmdlines())
+            plain.stop()
+            shaped.stop()
+    finally:
+        assert running.stop() == 0, running.log.read_text()
+    assert_no_processes(running.state_dir)

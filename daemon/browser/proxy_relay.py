@@ -18,7 +18,10 @@ What a connection from the browser may be:
 If the upstream refuses, the browser gets a 502 whose body says why (never the credentials).
 
 The relay lives in the run's nursery: it is bound before the browser starts (its port is on
-the command line), and closed with everything it relays when the run ends. The credentials
+the command line), and closed with everything it relays when the run ends. If the daemon
+dies, the relay dies with it (and, without live restore, the browser too); a daemon that
+adopts the browser (live restore) binds a new relay on the port the browser's command line
+names, before it reports the runtime adopted. The credentials
 are only in this object's memory and in the daemon's 0600 secrets file.
 """
 
@@ -35,7 +38,7 @@ import trio
 from ..base.errors import RESOURCE_ERRNOS
 from ..base.runtime_config import ProxyConfig, ProxyCredentials
 
-__all__ = ["ProxyRelay", "RequestHead", "parse_request_head"]
+__all__ = ["ProxyRelay", "RequestHead", "parse_request_head", "relay_port_of"]
 
 log = logging.getLogger("browserd.proxy_relay")
 
@@ -103,6 +106,21 @@ def parse_request_head(data: bytes) -> RequestHead:
     return RequestHead(method, target, version, headers)
 
 
+def relay_port_of(pid: int) -> int | None:
+    """The relay port a running browser was started with (from its command line), or None.
+    A new daemon that adopts the browser (live restore) listens there again."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = b"--proxy-server=http://127.0.0.1:"
+    for arg in argv:
+        if arg.startswith(prefix) and arg[len(prefix):].isdigit():
+            return int(arg[len(prefix):])
+    return None
+
+
 class UpstreamRefused(Exception):
     """The upstream proxy refused or failed; the message is safe to show (no secrets)."""
 
@@ -121,10 +139,13 @@ class ProxyRelay:
         self.connections = 0
         self.refused = 0
 
-    def bind(self) -> int:
+    def bind(self, port: int = 0) -> int:
+        """Listen on 127.0.0.1:`port` (0: any free one); returns the port."""
         plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            plain.bind(("127.0.0.1", 0))
+            # The relayed connections of a dead daemon linger in TIME_WAIT on this port.
+            plain.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            plain.bind(("127.0.0.1", port))
             plain.listen(128)
             plain.setblocking(False)
         except BaseException:
