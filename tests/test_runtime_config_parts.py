@@ -203,3 +203,45 @@ async def test_relay_adds_credentials_and_reports_a_refusal(nursery: trio.Nurser
         answer = await _fetch_through(good.port, b"BREW coffee\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
     nursery.cancel_scope.cancel()
+
+
+async def _tunnelling_upstream(seen: list[bytes], task_status: trio.TaskStatus[int]) -> None:
+    """An HTTP proxy that accepts any CONNECT, then echoes what comes through upper-cased."""
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(4096)
+        seen.append(data)
+        await stream.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        while chunk := await stream.receive_some(4096):
+            await stream.send_all(chunk.upper())
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_relay_tunnels_connect_with_credentials(nursery: trio.Nursery) -> None:
+    seen: list[bytes] = []
+    port = await nursery.start(_tunnelling_upstream, seen)
+    relay = ProxyRelay(ProxyConfig(f"http://127.0.0.1:{port}", (), True),
+                       ProxyCredentials("u", "p"))
+    await nursery.start(relay.serve)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", relay.port)
+        async with stream:
+            await stream.send_all(b"CONNECT secure.test:443 HTTP/1.1\r\nHost: secure.test:443"
+                                  b"\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            await stream.send_all(b"tls bytes")
+            echoed = b""
+            while len(echoed) < 9:
+                echoed += await stream.receive_some(4096)
+            assert echoed == b"TLS BYTES"
+    assert seen[0].startswith(b"CONNECT secure.test:443 HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(b"u:p") in seen[0]
+    nursery.cancel_scope.cancel()
