@@ -94,6 +94,9 @@ class RunSupervisor:
                         self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
+                    # Before the run is active: no client can get a lease onto it yet.
+                    for gate in self.registry.run_gates:
+                        await pumps.start(_guard_guarded, gate, rt)
                     if process.adopted:
                         rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
                                                             "cdp_port": process.endpoint.port},
@@ -104,8 +107,6 @@ class RunSupervisor:
                             # The next daemon adopts the browser from runtime.json: it must
                             # be on disk before a client is told the browser is up.
                             await self.registry.state.flush()
-                    for gate in self.registry.run_gates:
-                        await pumps.start(_guard_guarded, gate, rt)
                     for service in self.registry.run_services:
                         pumps.start_soon(_attend_guarded, service, rt)
                     task_status.started()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from typing import Any
 
 import trio
@@ -33,6 +34,7 @@ from ..core.runtime import Runtime
 log = logging.getLogger("browserd.network_rules")
 
 REPORT_INTERVAL_S = 1.0
+SETUP_TIMEOUT_S = 15.0
 
 
 def fetch_patterns(rules: BlockRules) -> list[dict[str, Any]]:
@@ -56,22 +58,30 @@ class NetworkRules:
             task_status.started()
             return
         started = False
+        failure = None
         try:
-            async with open_cdp(process.endpoint.ws_url, max_buffered_events=10_000) as cdp:
-                try:
+            # Bounded: a browser that does not answer holds up its launch only so long.
+            with trio.CancelScope(deadline=trio.current_time() + SETUP_TIMEOUT_S) as setup:
+                async with open_cdp(process.endpoint.ws_url, max_buffered_events=10_000) as cdp:
                     await cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)})
-                except CdpError as exc:
-                    rt.log_if_current(run.id, "network.rules_failed", {"message": exc.message})
-                    raise
-                task_status.started()
-                started = True
-                await _Blocker(rt, run.id, cdp).run()
+                    setup.deadline = math.inf
+                    task_status.started()
+                    started = True
+                    await _Blocker(rt, run.id, cdp).run()
+            if setup.cancelled_caught:
+                failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
+        except CdpError as exc:
+            failure = f"the browser refused the rules: {exc.message}"
         except (trio.BrokenResourceError, trio_websocket.HandshakeError,
-                trio_websocket.ConnectionClosed, OSError, CdpError, trio.TooSlowError) as exc:
-            log.debug("network rules of %s stopped: %r", rt.id, exc)
+                trio_websocket.ConnectionClosed, OSError, trio.TooSlowError) as exc:
+            log.debug("network rules of %s stopped: %r", rt.id, exc)  # the browser went away
         finally:
             if not started:
                 task_status.started()
+        if failure is not None and not started:
+            log.warning("network rules of %s/%s not applied: %s", rt.record.space,
+                        rt.record.name, failure)
+            rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
 
 
 class _Blocker:
