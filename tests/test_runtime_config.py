@@ -10,7 +10,9 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -69,11 +71,13 @@ def proxy_page(host: str) -> bytes:
 
 class _AuthProxy(http.server.BaseHTTPRequestHandler):
     """An HTTP proxy that wants Basic credentials and answers every request itself, for any
-    host: a page reached through it can have come from nowhere else."""
+    host: a page reached through it can have come from nowhere else. A CONNECT gets a TLS
+    server with the certificate of `tls` (when set), which serves the same page."""
 
     seen: list[tuple[str, str | None]] = []
+    tls: ssl.SSLContext | None = None
 
-    def do_GET(self) -> None:
+    def _authorised(self) -> bool:
         auth = self.headers.get("Proxy-Authorization")
         type(self).seen.append((self.path, auth))
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -82,6 +86,30 @@ class _AuthProxy(http.server.BaseHTTPRequestHandler):
             self.send_header("Proxy-Authenticate", 'Basic realm="test"')
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return False
+        return True
+
+    def do_CONNECT(self) -> None:
+        if not self._authorised() or self.tls is None:
+            return
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.flush()
+        host = self.path.rpartition(":")[0]
+        with self.tls.wrap_socket(self.connection, server_side=True) as tls:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            body = proxy_page(f"https {host}")
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        if not self._authorised():
             return
         body = proxy_page(self.headers.get("Host", "?"))
         self.send_response(200)
@@ -206,6 +234,17 @@ def all_cmdlines() -> list[str]:
     return found
 
 
+def tls_context(directory: Path) -> ssl.SSLContext:
+    """A server context with a self-signed certificate made by openssl."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=secure.example.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def files_holding(root: Path, needle: bytes) -> list[Path]:
     found = []
     for path in root.rglob("*"):
@@ -221,8 +260,9 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 
 @pytest.mark.parametrize("kind", ["http", "socks5"])
 def test_proxy_with_credentials_serves_every_page_and_keeps_them_secret(
-        daemon: DaemonProcess, kind: str) -> None:
+        daemon: DaemonProcess, kind: str, short_dir: Path) -> None:
     _AuthProxy.seen = []
+    _AuthProxy.tls = tls_context(short_dir)
     with contextlib.ExitStack() as stack:
         if kind == "http":
             port = stack.enter_context(http_server(_AuthProxy))
@@ -246,9 +286,14 @@ def test_proxy_with_credentials_serves_every_page_and_keeps_them_secret(
                 page2 = browser.contexts[0].new_page()
                 page2.goto("http://other.example.test/x", timeout=20_000)
                 assert page2.title() == "via proxy"
+                if kind == "http":  # HTTPS: a CONNECT tunnel through the relay
+                    secure = browser.new_context(ignore_https_errors=True).new_page()
+                    secure.goto("https://secure.example.test/", timeout=20_000)
+                    assert secure.inner_text("#host") == "https secure.example.test"
                 browser.close()
             if kind == "http":
                 assert _AuthProxy.seen and all(auth is not None for _, auth in _AuthProxy.seen)
+                assert ("secure.example.test:443", _AuthProxy.seen[0][1]) in _AuthProxy.seen
             else:
                 assert "shop.example.test" in socks_seen and "refused" not in socks_seen
             run = bd.runtimes.get("crawler").current_run()
