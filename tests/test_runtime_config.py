@@ -26,6 +26,7 @@ from browserd.client import Client
 from browserd.client.errors import (
     BrowserLaunchFailed,
     InvalidParams,
+    LaunchWarning,
     RuntimeNotFound,
     RuntimeNotStopped,
 )
@@ -520,7 +521,17 @@ def test_update_only_while_stopped_and_args_do_not_fight_config(
         assert bd.runtimes.get("u").config["timezone"] == "Europe/Paris"
         inspected = daemon.ctl("inspect", "u").stdout
         assert "Europe/Paris" in inspected
+        # A running runtime keeps its config; the launch says what it did not apply.
+        with pytest.warns(LaunchWarning, match="timezone"):
+            bd.runtimes.browser.launch(name="u", config={"timezone": "Asia/Tokyo"})
+        assert bd.runtimes.get("u").config["timezone"] == "Europe/Paris"
         bd.runtimes.get("u").stop()
+        # Args that fight the config the runtime keeps are refused too.
+        runtime = bd.runtimes.get("u")
+        runtime.update(config={"user_agent": "kept/1"})
+        with pytest.raises(InvalidParams) as kept:
+            bd.runtimes.browser.launch(name="u", args=["-User-Agent=other"])
+        assert kept.value.data["field"] == "args"
 
 
 # ------------------------------------------------------------------ browserctl and config.toml

@@ -47,8 +47,14 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
                           "Use the launch params (profile, headless) instead.")
     if raw_config is not None:
         parsed = parse_runtime_config(raw_config)
-        _check_args_against(options.args, parsed)
+        _check_args_against(options.args, parsed.config)
         options = attrs.evolve(options, runtime=parsed)
+    elif options.args:
+        # The config this launch will run with: the runtime's own, or its space's defaults.
+        existing = api.registry.find_runtime(space, name)
+        defaults = api.registry.config.spaces.get(space)
+        _check_args_against(options.args, existing.record.config.runtime if existing else
+                            defaults.config if defaults else RuntimeConfig())
 
     given = {key for key in _CONFIG_KEYS if p.has(key)} | ({"metadata"} if options.metadata
                                                            else set())
@@ -88,9 +94,9 @@ def _fingerprint(options: LaunchOptions) -> dict[str, Any]:
     return found
 
 
-def _check_args_against(args: tuple[str, ...], parsed: ParsedConfig) -> None:
-    """Refuse a raw switch that a config key given with it also sets."""
-    config = parsed.config.to_json()
+def _check_args_against(args: tuple[str, ...], runtime: RuntimeConfig) -> None:
+    """Refuse a raw switch that a config key in force with it also sets."""
+    config = runtime.to_json()
     for key, switches in CONFIG_SWITCHES.items():
         if not config.get(key):
             continue
@@ -194,7 +200,7 @@ async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]
                 )
             current = ParsedConfig(rt.record.config.runtime, api.registry.credentials(rt))
             parsed = parse_runtime_config(raw_config, base=current)
-            _check_args_against(rt.record.config.args, parsed)
+            _check_args_against(rt.record.config.args, parsed.config)
             rt.record.config = attrs.evolve(rt.record.config, runtime=parsed.config)
             await api.registry.set_credentials(rt, parsed.credentials)
     if metadata is not None:
