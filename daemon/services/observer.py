@@ -10,13 +10,24 @@ connection of its own, whether or not a client is attached, and records:
 Events carry `source: "browser"` and `target: {kind, id, url}`.
 
 It never gets in a client's way: Chromium serves many CDP connections at once, and the observer
-only listens. It discovers targets (Target.setDiscoverTargets) and auto-attaches to them
-without pausing them (waitForDebuggerOnStart=false), and enables only Runtime (console,
-exceptions) and Page (dialogs, frames) in its own sessions: no Emulation, no lifecycle events,
-no interception. One consequence, measured: while any CDP session has the Page domain enabled,
-a JavaScript dialog waits for a CDP client to answer it (Page.handleJavaScriptDialog) instead
-of being dismissed at once; chromium behaves so anyway, chromium-headless-shell does so only
-under observation. Clients such as Playwright answer dialogs themselves.
+only listens. It discovers targets (Target.setDiscoverTargets) and attaches to each one it
+wants explicitly (Target.attachToTarget), never by auto-attach, and it never calls
+Runtime.runIfWaitingForDebugger. Measured on Chromium 156 (tests/test_transparency.py): a
+connection that auto-attaches at browser level holds every window.open popup paused, even
+with waitForDebuggerOnStart=false and even though its attach event says the target is not
+waiting, until that connection says run; and its run releases the popup for every client,
+including Playwright, which pauses new targets to apply a context's user agent, headers,
+viewport and routes first. An auto-attaching observer therefore either hung popups (no run)
+or let them start before the client's settings (run): Playwright then saw the default user
+agent or missed a route now and then. An explicit attach holds nothing, and the V8 inspector
+replays the console messages and exceptions a target logged before Runtime.enable.
+
+It enables only Runtime (console, exceptions) and Page (dialogs, frames) in its own sessions:
+no Emulation, no lifecycle events, no interception. One consequence, measured: while any CDP
+session has the Page domain enabled, a JavaScript dialog waits for a CDP client to answer it
+(Page.handleJavaScriptDialog) instead of being dismissed at once; chromium behaves so anyway,
+chromium-headless-shell does so only under observation. Clients such as Playwright answer
+dialogs themselves.
 
 When the browser goes away the connection breaks and the observer returns quietly: the
 registry ends the run.
@@ -51,6 +62,7 @@ _CONSOLE_LEVELS: dict[str, frozenset[str]] = {
 _LEVEL_ORDER = ("error", "warning", "info", "debug")
 _TEXT_LIMIT = 4096  # console text and error messages are cut here
 _STACK_FRAMES = 10
+# Attached to on discovery; dedicated workers are discovered too (Chromium 156).
 _ATTACH_TYPES = frozenset({"page", "iframe", "worker", "shared_worker", "service_worker"})
 _PAGE_TYPES = frozenset({"page", "iframe"})
 _IGNORED_TYPES = frozenset({"browser", "tab", "browser_ui"})  # Chromium's own UI, not content
@@ -130,9 +142,6 @@ class _RunObserver:
                     # Seen while a browser shuts down ("Browser context management is not
                     # supported"): observe anyway; downloads stay as the browser has them.
                     log.info("observer of %s: no download behaviour: %s", self.rt.id, exc)
-                await self.cdp.call("Target.setAutoAttach", {
-                    "autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True,
-                })
                 nursery.start_soon(self.downloads.watch_clients)
                 async for event in self.cdp.events:
                     self.dispatch(event)
@@ -176,6 +185,18 @@ class _RunObserver:
             "type": target.type, "url": target.url, "title": target.title,
             "opener_id": info.get("openerId"), "browser_context_id": info.get("browserContextId"),
         }, target=target.ref())
+        if target.type in _ATTACH_TYPES:
+            self.nursery.start_soon(self._attach, target.id)
+
+    async def _attach(self, target_id: str) -> None:
+        """Attach to a discovered target (its events then come through `on_attached`)."""
+        try:
+            await self.cdp.call("Target.attachToTarget", {"targetId": target_id, "flatten": True},
+                                timeout_s=10)
+        except (CdpError, trio.TooSlowError) as exc:
+            log.debug("observer: cannot attach to %s: %s", target_id, exc)  # gone meanwhile
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
     def on_target_info_changed(self, params: dict[str, Any], session_id: str | None) -> None:
         info = params.get("targetInfo") or {}
@@ -241,7 +262,7 @@ class _RunObserver:
         kind = str(info.get("type", ""))
         target_id = str(info.get("targetId", ""))
         self.sessions[child] = target_id
-        if target_id not in self.targets:  # workers are attached to but not discovered
+        if target_id not in self.targets:  # attached before its discovery event arrived
             self.targets[target_id] = _Target(target_id, kind, str(info.get("url", "")),
                                               str(info.get("title", "")))
         if kind == "page":
@@ -249,20 +270,11 @@ class _RunObserver:
         self.nursery.start_soon(self._instrument, child, kind)
 
     async def _instrument(self, session_id: str, kind: str) -> None:
-        """Turn on the events the observer needs in a new session, then let the target run."""
-        calls: list[tuple[str, dict[str, Any]]] = []
-        if kind in _ATTACH_TYPES:
-            calls.append(("Runtime.enable", {}))
-            if kind in _PAGE_TYPES:
-                calls.append(("Page.enable", {}))
-            calls.append(("Target.setAutoAttach", {"autoAttach": True,
-                                                   "waitForDebuggerOnStart": False,
-                                                   "flatten": True}))
-        # Measured: even with waitForDebuggerOnStart=false, a popup (window.open) that an
-        # auto-attaching connection has attached to stays paused, and so does the opener's
-        # window.open call, until that connection says run. Other clients that asked to
-        # pause it (Playwright does) still hold it until they say so themselves.
-        calls.append(("Runtime.runIfWaitingForDebugger", {}))
+        """Turn on the events the observer needs in a new session. Nothing else: a target a
+        client holds paused stays paused until that client lets it run."""
+        calls: list[tuple[str, dict[str, Any]]] = [("Runtime.enable", {})]
+        if kind in _PAGE_TYPES:
+            calls.append(("Page.enable", {}))
         for method, params in calls:
             try:
                 await self.cdp.call(method, params, session_id=session_id, timeout_s=10)
@@ -272,16 +284,34 @@ class _RunObserver:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         target = self._target_of(session_id)
+        if target is not None and kind in _PAGE_TYPES:
+            # Frames attached before this session existed (downloads are matched by frame).
+            await self._note_frames(session_id, target)
         if target is not None and target.type == "page" and not target.titled:
             # The document may have loaded before Page.enable took effect.
             await self._fetch_title(target)
+
+    async def _note_frames(self, session_id: str, target: _Target) -> None:
+        try:
+            reply = await self.cdp.call("Page.getFrameTree", {}, session_id=session_id,
+                                        timeout_s=10)
+        except (CdpError, trio.TooSlowError, trio.BrokenResourceError,
+                trio.ClosedResourceError):
+            return
+        trees = [reply.get("frameTree") or {}]
+        while trees:
+            tree = trees.pop()
+            frame_id = (tree.get("frame") or {}).get("id")
+            if isinstance(frame_id, str):
+                self.frames.setdefault(frame_id, target.id)
+            trees.extend(tree.get("childFrames") or [])
 
     def on_detached(self, params: dict[str, Any], session_id: str | None) -> None:
         target_id = self.sessions.pop(str(params.get("sessionId", "")), None)
         target = self.targets.get(target_id or "")
         if target is not None and target.type not in ("page", "iframe", "service_worker",
                                                        "shared_worker"):
-            # Dedicated workers are known only through their session.
+            # A dedicated worker's session ends with the worker.
             del self.targets[target.id]
 
     def on_frame(self, params: dict[str, Any], session_id: str | None) -> None:
