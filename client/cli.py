@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,11 +74,87 @@ def cmd_launch(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
             args=args.arg,
             memory_limit_mb=args.memory_limit,
             wait_s=args.wait,
+            config=launch_config(args),
         )
     for warning in caught:  # the running runtime kept its own options
         print(f"warning: {warning.message}", file=sys.stderr)
     text = f"{runtime.space}/{runtime.name} {runtime.status} (run {runtime.active_run_id or '-'})"
     return runtime, text
+
+
+PROXY_PASSWORD_ENV = "BROWSERD_PROXY_PASSWORD"
+
+
+def launch_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The runtime config the launch flags ask for; None when no flag sets any (the runtime
+    keeps its own, a new one gets its space's defaults)."""
+    config: dict[str, Any] = {}
+    if args.proxy is not None:
+        config["proxy"] = _proxy_flag(args.proxy, args.proxy_bypass)
+    if args.viewport is not None:
+        config["viewport"] = args.viewport
+    for key in ("locale", "timezone", "user_agent", "browser"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    if args.extension:
+        config["extensions"] = [os.path.abspath(path) for path in args.extension]
+    if args.block or args.block_url:
+        config["block"] = {"resource_types": [kind for value in args.block or ()
+                                              for kind in value.split(",") if kind],
+                           "url_patterns": list(args.block_url or ())}
+    return config or None
+
+
+def _proxy_flag(value: str, bypass: list[str] | None) -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(value)
+    proxy: dict[str, Any] = {"server": value}
+    if parts.username is not None:
+        host = parts.netloc.rpartition("@")[2]
+        proxy["server"] = urllib.parse.urlunsplit(parts._replace(netloc=host))
+        proxy["username"] = urllib.parse.unquote(parts.username)
+        proxy["password"] = os.environ.get(PROXY_PASSWORD_ENV, "")
+    if bypass:
+        proxy["bypass"] = list(bypass)
+    return proxy
+
+
+def _proxy_url(text: str) -> str:
+    if urllib.parse.urlsplit(text).password is not None:
+        raise argparse.ArgumentTypeError(
+            f"a password on the command line shows in ps; give the user in the URL "
+            f"(http://USER@host:port) and the password in ${PROXY_PASSWORD_ENV}")
+    return text
+
+
+def _viewport(text: str) -> dict[str, Any]:
+    """WxH or WxH@SCALE, e.g. 1280x720 or 390x844@3."""
+    size, _, scale = text.partition("@")
+    width, sep, height = size.lower().partition("x")
+    try:
+        viewport: dict[str, Any] = {"width": int(width), "height": int(height)}
+        if scale:
+            viewport["device_scale_factor"] = float(scale)
+    except ValueError:
+        sep = ""
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[@SCALE], got {text!r}")
+    return viewport
+
+
+def cmd_inspect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    runtime = bd.space(args.space).runtimes.get(args.name)
+    lines = [f"{runtime.space}/{runtime.name} ({runtime.id})", f"status: {runtime.status}",
+             f"active run: {runtime.active_run_id or '-'}", f"profile: {runtime.profile or '-'}",
+             f"created: {runtime.created_at}"]
+    if runtime.metadata:
+        lines.append(f"metadata: {json.dumps(runtime.metadata, sort_keys=True)}")
+    lines.append("config:")
+    for key, value in runtime.config.items():
+        if value in (None, [], {}) or value == {"resource_types": [], "url_patterns": []}:
+            continue
+        shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        lines.append(f"  {key}: {shown}")
+    return runtime, "\n".join(lines)
 
 
 def cmd_ls(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
@@ -326,6 +404,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", type=_seconds, metavar="S", help="queue up to S seconds for a free slot"
     )
+    p.add_argument("--proxy", type=_proxy_url, metavar="URL",
+                   help="upstream proxy, http:// or socks5://, optionally with USER@ (the "
+                   f"password from ${PROXY_PASSWORD_ENV})")
+    p.add_argument("--proxy-bypass", action="append", metavar="HOST",
+                   help="a host pattern the proxy is not used for, repeatable")
+    p.add_argument("--viewport", type=_viewport, metavar="WxH[@S]",
+                   help="page size in CSS px (and device scale factor), e.g. 1280x720")
+    p.add_argument("--locale", metavar="TAG", help="navigator.language and Accept-Language")
+    p.add_argument("--timezone", metavar="ZONE", help="IANA time zone, e.g. Europe/Berlin")
+    p.add_argument("--user-agent", metavar="UA", help="the User-Agent")
+    p.add_argument("--extension", action="append", metavar="DIR",
+                   help="an unpacked extension to load, repeatable (full chromium only)")
+    p.add_argument("--block", action="append", metavar="TYPES",
+                   help="resource types whose requests fail, e.g. image,font,media")
+    p.add_argument("--block-url", action="append", metavar="PATTERN",
+                   help="a URL pattern whose requests fail, e.g. '*://ads.*/*', repeatable")
+    p.add_argument("--browser", metavar="BUILD",
+                   help="chromium, headless-shell, or an executable's absolute path")
+
+    named("inspect", cmd_inspect, "show a runtime's record and config")
 
     p = command("ls", cmd_ls, "list runtimes")
     p.add_argument("--space", help="only this space (default: every space)")

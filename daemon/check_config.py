@@ -29,12 +29,27 @@ def flatten(config: Config) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for field in attrs.fields(type(config)):
         value = getattr(config, field.name)
-        if attrs.has(type(value)):
+        if field.name == "spaces":
+            flat["spaces"] = {name: _shown_runtime_config(parsed.config.to_json())
+                              for name, parsed in value.items()}
+        elif attrs.has(type(value)):
             for sub in attrs.fields(type(value)):
                 flat[f"{field.name}.{sub.name}"] = _plain(getattr(value, sub.name))
         else:
             flat[field.name] = _plain(value)
     return flat
+
+
+def _shown_runtime_config(obj: dict[str, Any]) -> dict[str, Any]:
+    """A space's runtime defaults as config.toml writes them: unset keys left out, and the
+    proxy's credentials never (only `auth`, which is no key of the file, says they are set)."""
+    shown = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "auth" and v not in (None, [])}
+        if value not in (None, [], {}):
+            shown[key] = value
+    return shown
 
 
 def _plain(value: Any) -> Any:
@@ -57,6 +72,9 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(key)} = {toml_value(item)}"
+                               for key, item in value.items()) + "}"
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 

@@ -19,6 +19,7 @@ from .rpc import methods  # noqa: F401 - importing registers every RPC method
 from .rpc.api import Api
 from .rpc.server import RpcServer
 from .services.monitor import ResourceMonitor
+from .services.network_rules import NetworkRules
 from .services.observer import Observer
 from .services.retention import Retention
 from .services.timeouts import Timeouts
@@ -81,6 +82,7 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     monitor = ResourceMonitor(registry, config)
     registry.run_services += [Timeouts(registry, config), monitor]
     registry.run_services.append(Observer(registry, config))
+    registry.run_gates.append(NetworkRules())
     api = Api(registry, socket_path=str(config.socket))
     api.monitor = monitor
     # The control link (targets, invocations) is a run service too; keys survive restarts.

@@ -116,7 +116,7 @@ def test_completion_scripts_cover_every_command(shell: str, tmp_path: Path) -> N
                          "_browserctl_complete; echo \"${COMPREPLY[@]}\"\n"
                          "COMP_WORDS=(browserctl profiles c); COMP_CWORD=2\n"
                          "_browserctl_complete; echo \"${COMPREPLY[@]}\"\n"
-                         "COMP_WORDS=(browserctl launch crm --pro); COMP_CWORD=3\n"
+                         "COMP_WORDS=(browserctl launch crm --prof); COMP_CWORD=3\n"
                          "_browserctl_complete; echo \"${COMPREPLY[@]}\"\n")
         out = subprocess.run(["bash", str(probe)], capture_output=True, text=True,
                              timeout=30, env={**os.environ}).stdout.splitlines()

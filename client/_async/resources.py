@@ -179,13 +179,19 @@ class AsyncRuntime(RuntimeRecord):
             self._update(result["runtime"])
 
     async def update(
-        self, *, metadata: dict[str, Any] | None = None, idle_timeout_s: float | None = None
+        self, *, metadata: dict[str, Any] | None = None, idle_timeout_s: float | None = None,
+        config: dict[str, Any] | None = None,
     ) -> AsyncRuntime:
-        """Replace metadata and/or change the idle timeout; returns self."""
+        """Replace metadata, change the idle timeout and/or the runtime config; returns self.
+
+        ``config`` changes the keys it names (``None`` as a value clears one) and only while
+        the runtime is stopped (RuntimeNotStopped otherwise).
+        """
         self._update(
             await self._transport.call(
                 "runtimes.update",
-                _params(id=self.id, metadata=metadata, idle_timeout_s=idle_timeout_s),
+                _params(id=self.id, metadata=metadata, idle_timeout_s=idle_timeout_s,
+                        config=config),
             )
         )
         return self
@@ -239,6 +245,7 @@ class AsyncBrowserRuntimes:
         idempotency_key: str | None = None,
         memory_limit_mb: int | None = None,
         wait_s: float | None = None,
+        config: dict[str, Any] | None = None,
     ) -> AsyncRuntime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
@@ -252,6 +259,11 @@ class AsyncBrowserRuntimes:
         ``wait_s`` queues up to that many seconds for a free slot when
         ``limits.max_runtimes`` are running, instead of failing at once with
         ConcurrentQuotaExceeded.
+        ``config`` is how the browser looks to the web: ``proxy`` (``{server, username?,
+        password?, bypass?}``), ``viewport`` (``{width, height, device_scale_factor?}``),
+        ``user_agent``, ``locale``, ``timezone``, ``extensions``, ``block``
+        (``{resource_types?, url_patterns?}``) and ``browser`` (docs/api.md, Runtime config).
+        Without it, a new runtime gets its space's defaults and an existing one keeps its own.
         """
         result = await self._transport.call(
             "runtimes.launch",
@@ -268,6 +280,7 @@ class AsyncBrowserRuntimes:
                 idempotency_key=idempotency_key,
                 memory_limit_mb=memory_limit_mb,
                 wait_s=wait_s,
+                config=config,
             ),
         )
         for text in result.get("warnings") or ():

@@ -18,7 +18,9 @@ import attrs
 
 from browserd.client.paths import default_socket_path
 
+from .errors import ApiError
 from .flags import reserved_switch
+from .runtime_config import ParsedConfig, parse_runtime_config
 
 
 class ConfigError(Exception):
@@ -179,6 +181,9 @@ class Config:
     pool: PoolConfig = PoolConfig()
     retention: RetentionConfig = RetentionConfig()
     log_levels: LogLevelsConfig = LogLevelsConfig()
+    # [spaces.<name>]: the runtime config (docs/api.md, Runtime config) a new runtime of that
+    # space gets when its launch gives none.
+    spaces: Mapping[str, ParsedConfig] = attrs.field(factory=dict)
 
 
 def _rules(cls: type) -> dict[str, Rule]:
@@ -259,6 +264,8 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
             raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
     elif explicit:
         raise ConfigError(str(path), "config file does not exist")
+    table = dict(table)
+    spaces = _space_defaults(table.pop("spaces", {}))
     sections = parse(table)
     for arg in sections["browser"].get("args", ()):
         if (switch := reserved_switch(arg)) is not None:
@@ -302,7 +309,32 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
         pool=PoolConfig(**sections["pool"]),
         retention=RetentionConfig(**sections["retention"]),
         log_levels=LogLevelsConfig(**sections["log_levels"]),
+        spaces=spaces,
     )
+
+
+def _space_defaults(table: Any) -> dict[str, ParsedConfig]:
+    if not isinstance(table, Mapping):
+        raise ConfigError("spaces", "must be a table of [spaces.<name>] tables")
+    found = {}
+    for name, value in table.items():
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"spaces.{name}", "must be a table")
+        try:
+            found[name] = parse_runtime_config(_plain(value), f"spaces.{name}")
+        except ApiError as exc:
+            raise ConfigError(exc.data.get("field", f"spaces.{name}"),
+                              exc.message.partition(": ")[2] or exc.message) from None
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """TOML tables as plain dicts (the runtime config's checks take dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _quote_line(text: str, exc: tomllib.TOMLDecodeError) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .lifecycle import LeaseStatus
+from .runtime_config import NO_CONFIG, RuntimeConfig
 
 DEFAULT_SPACE = "default"
 
@@ -69,19 +70,26 @@ class RunConfig:
     max_lifetime_s: float | None = None
     memory_limit_mb: int | None = None
     args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    # How the browser looks to the web (proxy, viewport, ...): its keys sit beside the others
+    # in the wire and state maps.
+    runtime: RuntimeConfig = NO_CONFIG
 
     def to_json(self) -> dict[str, Any]:
         return {"headless": self.headless, "restart": self.restart,
                 "idle_timeout_s": self.idle_timeout_s, "max_lifetime_s": self.max_lifetime_s,
-                "memory_limit_mb": self.memory_limit_mb, "args": list(self.args)}
+                "memory_limit_mb": self.memory_limit_mb, "args": list(self.args),
+                **self.runtime.to_json()}
 
     @classmethod
     def from_json(cls, obj: Any) -> RunConfig:
         """From a state file's map (keys it does not know are left out)."""
         if isinstance(obj, RunConfig):
             return obj
-        known = {field.name for field in attrs.fields(cls)}
-        return cls(**{k: v for k, v in (obj or {}).items() if k in known and v is not None})
+        obj = obj or {}
+        known = {field.name for field in attrs.fields(cls)} - {"runtime"}
+        runtime = RuntimeConfig.from_json({k: obj[k] for k in RuntimeConfig.KEYS if k in obj})
+        return cls(**{k: v for k, v in obj.items() if k in known and v is not None},
+                   runtime=runtime)
 
 
 def _run_config(obj: Any) -> RunConfig:

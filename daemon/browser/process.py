@@ -70,6 +70,8 @@ class LaunchSpec:
     user_data_dir: Path
     headless: bool = True
     extra_args: tuple[str, ...] = ()
+    # Added to the browser's environment (TZ for config.timezone).
+    env: tuple[tuple[str, str], ...] = ()
     startup_timeout_s: float = 30.0
     # False with live_restore: no parent-death signal, so a new daemon can adopt the browser.
     die_with_daemon: bool = True
@@ -218,7 +220,7 @@ class BrowserProcess:
                 raise shortage from None
             raise
         try:
-            env = {**scrubbed_env(), spawn_tags.ENV_VAR: spec.tag}
+            env = {**scrubbed_env(), **dict(spec.env), spawn_tags.ENV_VAR: spec.tag}
             popen = procutil.spawn(argv, env=env, output_fd=write_fd,
                                          die_with_parent=spec.die_with_daemon)
         except OSError as exc:

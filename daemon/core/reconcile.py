@@ -27,8 +27,10 @@ from ..base.config import Config
 from ..base.errors import ApiError
 from ..base.lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from ..base.model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
+from ..base.runtime_config import ProxyCredentials
 from ..browser.process import BrowserProcess, DevToolsEndpoint, LaunchSpec
 from ..browser.profiles import ProfileStore
+from ..browser.proxy_relay import ProxyRelay, relay_port_of
 from ..browser.spawn_tags import sweep_leftovers
 from ..store import lost_downloads, storage
 from ..store.eventlog import EventLog
@@ -59,6 +61,7 @@ class ReconcileHost(Protocol):
     def save_run(self, run: RunRecord) -> None: ...
     def save_runtime(self, rt: Runtime) -> None: ...
     def open_log(self, run: RunRecord, *, sync_dir: bool = True) -> EventLog: ...
+    def credentials(self, rt: Runtime) -> ProxyCredentials | None: ...
 
 
 class Reconciler:
@@ -150,6 +153,7 @@ class Reconciler:
         # Check before taking anything: a browser that is gone is reconciled as lost.
         adopt_recorded = partial(BrowserProcess.adopt, spec, pid=info["pid"],
                                  create_time=info["create_time"], endpoint=endpoint)
+        relay = self._relay_for(rt, info["pid"])
         if rt.record.profile is not None:
             rt.held_profile = self.registry.profiles.acquire(rt.record.profile, {
                 "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
@@ -161,6 +165,8 @@ class Reconciler:
 
         async def start(pumps: trio.Nursery) -> BrowserProcess:
             try:
+                if relay is not None:
+                    await pumps.start(relay.serve)
                 return await adopt_recorded(nursery=pumps)
             except LookupError as exc:
                 raise ApiError("browser.adopt_failed", str(exc)) from None
@@ -170,6 +176,8 @@ class Reconciler:
             await self.registry.nursery.start(supervise)
         except ApiError:
             # Nothing was ended: give back what was taken; the caller reconciles it as lost.
+            if relay is not None:
+                relay.close()
             if rt.log is not None:
                 rt.log.close()
             if rt.held_profile is not None:
@@ -178,6 +186,19 @@ class Reconciler:
             rt.user_data_dir, rt.ephemeral, rt.log = None, False, None
             raise
         log.info("adopted %s/%s (browser pid %s)", rt.record.space, rt.record.name, info["pid"])
+
+    def _relay_for(self, rt: Runtime, pid: int) -> ProxyRelay | None:
+        """The proxy relay an adopted browser needs, bound again on its port; raises
+        LookupError when that cannot be (the browser would have no way out)."""
+        proxy = rt.record.config.runtime.proxy
+        if proxy is None:
+            return None
+        port = relay_port_of(pid)
+        if port is None:
+            raise LookupError("the browser's command line names no proxy relay port")
+        relay = ProxyRelay(proxy, self.registry.credentials(rt))
+        relay.bind(port)  # OSError (the port was taken meanwhile): not adopted
+        return relay
 
     async def reconcile_lost(self, rt: Runtime, killed: list[int]) -> None:
         """A runtime the state says is live, but whose daemon is gone: end it as `daemon_lost`,

@@ -9,6 +9,7 @@ never interleave.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..base.config import Config
@@ -34,10 +36,13 @@ from ..base.model import (
     RuntimeRecord,
     Space,
 )
+from ..base.runtime_config import ProxyCredentials, RuntimeConfig
 from ..browser.discovery import find_browser
 from ..browser.pool import WarmPool
 from ..browser.process import BrowserProcess, LaunchSpec
 from ..browser.profiles import ProfileStore
+from ..browser.proxy_relay import ProxyRelay
+from ..browser.runtime_switches import browser_for, runtime_switches
 from ..browser.spawn_tags import make_tag
 from ..cdp.proxy import CdpProxy
 from ..store import storage
@@ -50,7 +55,7 @@ from .artifacts import ArtifactStore
 from .leases import LeaseBook
 from .reconcile import Reconciler
 from .run_supervisor import RunSupervisor
-from .runtime import Actor, LaunchOptions, RunService, Runtime
+from .runtime import Actor, LaunchOptions, RunGate, RunService, Runtime
 
 log = logging.getLogger("browserd.registry")
 
@@ -72,6 +77,9 @@ class Registry:
         self.runs: dict[str, RunRecord] = {}
         self.shutting_down = False
         self.run_services: list[RunService] = []
+        # Started before a run is reported active, each waited for (RunGate): what must be in
+        # force before any client can attach (the network rules).
+        self.run_gates: list[RunGate] = []
         self.artifacts = ArtifactStore(config.state_dir)
         # runtime id -> the params of the last Browser.setDownloadBehavior a CDP client sent
         # for the default context (no browserContextId), reported by the proxy; downloads.py
@@ -260,6 +268,8 @@ class Registry:
     ) -> tuple[Runtime, RunRecord, bool]:
         self._refuse_if_shutting_down()
         self.get_space(space)
+        if options.runtime is None and self.find_runtime(space, name) is None:
+            options = attrs.evolve(options, runtime=self.config.spaces.get(space))
         while True:
             rt = self._runtime_for_launch(space, name, options)
             async with rt.lock:
@@ -302,7 +312,9 @@ class Registry:
         self.supervisor.cancel_restart(rt)
         rt.restart_policy.reset()
         rt.record.profile = options.profile
-        rt.record.config = options.config()
+        rt.record.config = options.config(rt.record.config.runtime)
+        if options.runtime is not None:
+            await self.set_credentials(rt, options.runtime.credentials)
         if options.metadata:
             rt.record.metadata = dict(options.metadata)
         # The launch runs to its own deadline even if the asking client goes away, so the
@@ -349,9 +361,43 @@ class Registry:
             raise ApiError("daemon.shutting_down", "The daemon is shutting down.",
                            hint="Retry once it has restarted.")
 
+    def _credentials_path(self, runtime_id: str) -> Path:
+        # Beside runtime.json, outside the file area; mode 0600 (mkstemp's), removed with
+        # the runtime's directory.
+        return self._runtime_dir(runtime_id) / "proxy-credentials.json"
+
+    async def set_credentials(self, rt: Runtime, credentials: ProxyCredentials | None) -> None:
+        """Keep (or forget) the proxy credentials of a runtime, where only the daemon reads
+        them."""
+        path = self._credentials_path(rt.id)
+        if credentials is None:
+            path.unlink(missing_ok=True)
+            return
+        payload = {"username": credentials.username, "password": credentials.password}
+        await trio.to_thread.run_sync(storage.write_json_atomic, path, payload)
+
+    def credentials(self, rt: Runtime) -> ProxyCredentials | None:
+        try:
+            with open(self._credentials_path(rt.id)) as f:
+                obj = json.load(f)
+        except FileNotFoundError:
+            return None
+        return ProxyCredentials(obj["username"], obj["password"])
+
+    def _executable(self, config: RuntimeConfig) -> str:
+        """The executable a runtime of this config runs (its own build, else the default)."""
+        if config.browser is not None and os.path.isabs(config.browser):
+            return browser_for(config.browser, config.browser)
+        return browser_for(config.browser, find_browser(self.config.browser.executable))
+
     async def start_run(self, rt: Runtime, actor: Actor | None) -> RunRecord:
         """Open a run and start the browser; returns when it is active or raises."""
-        executable = find_browser(self.config.browser.executable)
+        wanted = rt.record.config.runtime
+        executable = self._executable(wanted)
+        # What the build cannot do (extensions in a headless shell, a manifest gone) is
+        # refused before anything is held.
+        runtime_switches(wanted, executable=executable, headless=rt.record.config.headless,
+                         relay_port=None)
         run = RunRecord(id=storage.make_id("run"), runtime_id=rt.id, space=rt.record.space,
                         status=RunStatus.STARTING, started_at=_now())
         pooled = self.pool.take() if self.pool is not None and self._poolable(rt) else None
@@ -403,11 +449,23 @@ class Registry:
         if pooled is not None:
             await self.nursery.start(supervise, rt, partial(_already_started, pooled))
             return run
-        spec = self._launch_spec(
-            executable, rt.user_data_dir or Path(), spawn_id=run.id,
-            headless=rt.record.config.headless, args=rt.record.config.args,
-        )
-        await self.nursery.start(supervise, rt, partial(BrowserProcess.launch, spec))
+        relay = None
+        if wanted.proxy is not None:
+            relay = ProxyRelay(wanted.proxy, self.credentials(rt))
+            relay.bind()
+        try:
+            switches, env = runtime_switches(wanted, executable=executable,
+                                             headless=rt.record.config.headless,
+                                             relay_port=relay.port if relay else None)
+            spec = attrs.evolve(self._launch_spec(
+                executable, rt.user_data_dir or Path(), spawn_id=run.id,
+                headless=rt.record.config.headless, args=(*switches, *rt.record.config.args),
+            ), env=tuple(env.items()))
+        except BaseException:
+            if relay is not None:
+                relay.close()
+            raise
+        await self.nursery.start(supervise, rt, partial(_launch_browser, spec, relay))
         return run
 
     def _launch_spec(self, executable: str, user_data_dir: Path, *, spawn_id: str,
@@ -430,7 +488,8 @@ class Registry:
     def _poolable(self, rt: Runtime) -> bool:
         """Can a pooled browser serve this launch? Only one started exactly as it would be."""
         options = rt.record.config
-        return rt.record.profile is None and options.headless and not options.args
+        return (rt.record.profile is None and options.headless and not options.args
+                and not options.runtime)
 
     def _pool_spec(self, user_data_dir: Path) -> LaunchSpec:
         return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir,
@@ -579,3 +638,12 @@ def _runtime_unsaved(runtime_id: str, exc: OSError) -> None:
 
 async def _already_started(process: BrowserProcess, _pumps: trio.Nursery) -> BrowserProcess:
     return process
+
+
+async def _launch_browser(spec: LaunchSpec, relay: ProxyRelay | None,
+                          nursery: trio.Nursery) -> BrowserProcess:
+    """Start the browser, its proxy relay first: both in the run's nursery, so the relay
+    serves exactly as long as the run (and closes with a failed start)."""
+    if relay is not None:
+        await nursery.start(relay.serve)
+    return await BrowserProcess.launch(spec, nursery)

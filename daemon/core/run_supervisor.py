@@ -32,7 +32,7 @@ from ..store.durability import note_log_state
 from ..store.state_writer import StateWriter
 from ..store.storage import now_rfc3339
 from .leases import LeaseBook
-from .runtime import Actor, RunService, Runtime
+from .runtime import Actor, RunGate, RunService, Runtime
 
 __all__ = ["RunHost", "RunSupervisor"]
 
@@ -47,6 +47,7 @@ class RunHost(Protocol):
     proxy: CdpProxy
     lease_book: LeaseBook
     run_services: list[RunService]
+    run_gates: list[RunGate]
     runtimes: dict[str, Runtime]
     shutting_down: bool
 
@@ -93,6 +94,9 @@ class RunSupervisor:
                         self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
+                    # Before the run is active: no client can get a lease onto it yet.
+                    for gate in self.registry.run_gates:
+                        await pumps.start(_guard_guarded, gate, rt)
                     if process.adopted:
                         rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
                                                             "cdp_port": process.endpoint.port},
@@ -282,6 +286,16 @@ async def _attend_guarded(service: RunService, rt: Runtime) -> None:
         # except*: a failure that races with the run's end arrives grouped with trio's
         # Cancelled, which `except Exception` would let through to the daemon's nursery.
         log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
+
+
+async def _guard_guarded(gate: RunGate, rt: Runtime, *,
+                         task_status: trio.TaskStatus[None]) -> None:
+    """A gate that fails once started is logged and dropped, like a run service. (It reports
+    a failure to set up by itself, and starts all the same: see RunGate.)"""
+    try:
+        await gate.guard(rt, task_status=task_status)
+    except* Exception:
+        log.exception("%s failed for runtime %s", type(gate).__name__, rt.id)
 
 
 def _describe_exit(exit_code: int | None, signal: int | None) -> str:

@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from ..base.model import RunConfig, RunRecord, RuntimeRecord
+from ..base.runtime_config import NO_CONFIG, ParsedConfig, RuntimeConfig
 from ..browser.process import BrowserProcess
 from ..browser.profiles import HeldProfile
 from ..store import storage
@@ -30,6 +31,14 @@ class RunService(Protocol):
         """
 
 
+class RunGate(Protocol):
+    """Something that must be in force before a run is reported active (network rules)."""
+
+    async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+        """Set up for the run's browser, call `task_status.started()` once in force (or once
+        it failed, having logged why), then run until cancelled with the run's end."""
+
+
 @attrs.frozen
 class LaunchOptions:
     profile: str | None = None
@@ -41,12 +50,16 @@ class LaunchOptions:
     args: tuple[str, ...] = ()
     memory_limit_mb: int | None = None
     wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
+    # The browser's config (proxy, viewport, ...) with the proxy's credentials; None keeps the
+    # runtime's own (a new runtime: its space's default from the daemon's config).
+    runtime: ParsedConfig | None = attrs.field(default=None, repr=False)
 
-    def config(self) -> RunConfig:
+    def config(self, current: RuntimeConfig = NO_CONFIG) -> RunConfig:
         """The options that stay with the runtime (restarts reuse them)."""
         return RunConfig(headless=self.headless, restart=self.restart,
                          idle_timeout_s=self.idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
-                         memory_limit_mb=self.memory_limit_mb, args=self.args)
+                         memory_limit_mb=self.memory_limit_mb, args=self.args,
+                         runtime=self.runtime.config if self.runtime is not None else current)
 
 
 @attrs.define

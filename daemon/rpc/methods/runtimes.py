@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import attrs
@@ -9,9 +10,11 @@ import attrs
 from ...base.config import IDLE_TIMEOUT_S, MAX_LIFETIME_S, MEMORY_LIMIT_MB
 from ...base.errors import ApiError
 from ...base.flags import reserved_switch
-from ...base.lifecycle import RuntimeStatus
+from ...base.lifecycle import LIVE_RUNTIME, RuntimeStatus
 from ...base.model import RunConfig
 from ...base.params import Params, invalid
+from ...base.runtime_config import ParsedConfig, RuntimeConfig, parse_runtime_config
+from ...browser.runtime_switches import CONFIG_SWITCHES
 from ...core.runtime import LaunchOptions
 from ..api import Api, Caller, method, page
 
@@ -34,6 +37,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
                                   high=MEMORY_LIMIT_MB[1]),
         wait_s=p.number("wait_s", 0.0, low=0, high=3600),
     )
+    raw_config = p.mapping("config", None)
     key = p.text("idempotency_key", None, max_len=256)
     p.finish()
     for arg in options.args:
@@ -41,9 +45,21 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
             raise invalid("args", f"{arg!r} sets {switch}, which the daemon sets and a launch "
                           "cannot override",
                           "Use the launch params (profile, headless) instead.")
+    if raw_config is not None:
+        parsed = parse_runtime_config(raw_config)
+        _check_args_against(options.args, parsed.config)
+        options = attrs.evolve(options, runtime=parsed)
+    elif options.args:
+        # The config this launch will run with: the runtime's own, or its space's defaults.
+        existing = api.registry.find_runtime(space, name)
+        defaults = api.registry.config.spaces.get(space)
+        _check_args_against(options.args, existing.record.config.runtime if existing else
+                            defaults.config if defaults else RuntimeConfig())
 
     given = {key for key in _CONFIG_KEYS if p.has(key)} | ({"metadata"} if options.metadata
                                                            else set())
+    if raw_config is not None:
+        given |= set(raw_config)
 
     async def launch() -> dict[str, Any]:
         rt, run, started = await api.registry.launch(space, name, options, caller.actor())
@@ -55,7 +71,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     if key is None:
         return await launch()
     # The same key with the same params replays the first result for 24 h (idempotency.py).
-    fingerprint = {"space": space, "name": name, **attrs.asdict(options)}
+    fingerprint = {"space": space, "name": name, **_fingerprint(options)}
     result, _ = await api.control.idempotency.run("runtimes.launch", key, fingerprint, launch)
     return dict(result)
 
@@ -64,15 +80,44 @@ _CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memo
                 "args")
 
 
+def _fingerprint(options: LaunchOptions) -> dict[str, Any]:
+    """The launch as the idempotency store keeps it: the proxy's credentials only hashed (the
+    store is a file that must never hold them)."""
+    found = attrs.asdict(options, filter=lambda field, _: field.name != "runtime")
+    if options.runtime is not None:
+        found["config"] = options.runtime.config.to_json()
+        credentials = options.runtime.credentials
+        if credentials is not None:
+            digest = hashlib.sha256(
+                f"{credentials.username}\0{credentials.password}".encode()).hexdigest()
+            found["config"]["proxy_credentials_sha256"] = digest
+    return found
+
+
+def _check_args_against(args: tuple[str, ...], runtime: RuntimeConfig) -> None:
+    """Refuse a raw switch that a config key in force with it also sets."""
+    config = runtime.to_json()
+    for key, switches in CONFIG_SWITCHES.items():
+        if not config.get(key):
+            continue
+        for arg in args:
+            name = arg.lstrip("-").partition("=")[0].strip().lower()
+            if arg.startswith("-") and name in switches:
+                raise invalid("args", f"{arg!r} sets --{name}, which config.{key} sets too",
+                              f"Set it once: through config.{key}, or drop config.{key} and "
+                              "keep the switch in args.")
+
+
 def _not_applied(running: RunConfig, metadata: dict[str, Any], options: LaunchOptions,
                  given: set[str]) -> list[str]:
     """What a launch of a runtime that is already running asked for and did not get: the
     options it gave that differ from the running ones (they take effect at the next start)."""
-    wanted, now = options.config().to_json(), running.to_json()
+    wanted, now = options.config(running.runtime).to_json(), running.to_json()
+    keys = (*_CONFIG_KEYS, *RuntimeConfig.KEYS)
     warnings = [
         f"{key}={wanted[key]!r} was not applied: the runtime is running with "
         f"{now[key]!r}; stop it and launch again to change it"
-        for key in _CONFIG_KEYS if key in given and wanted[key] != now[key]
+        for key in keys if key in given and wanted[key] != now[key]
     ]
     if "metadata" in given and dict(options.metadata) != metadata:
         warnings.append("metadata was not applied: the runtime is running; change it with "
@@ -140,7 +185,24 @@ async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     metadata = p.mapping("metadata", None)
     idle_timeout_s = p.number("idle_timeout_s", None, low=IDLE_TIMEOUT_S[0],
                               high=IDLE_TIMEOUT_S[1])
+    raw_config = p.mapping("config", None)
     p.finish()
+    if raw_config is not None:
+        # Under the runtime's lock: no launch starts a browser with half of it.
+        async with rt.lock:
+            if rt.record.status in LIVE_RUNTIME:
+                raise ApiError(
+                    "runtime.not_stopped",
+                    f"Runtime {rt.record.space}/{rt.record.name} is {rt.record.status}: its "
+                    "config applies when its browser starts, so it changes only while stopped.",
+                    hint="Stop it (`browserctl stop NAME`), update, then launch it again.",
+                    data={"status": rt.record.status, "field": "config"},
+                )
+            current = ParsedConfig(rt.record.config.runtime, api.registry.credentials(rt))
+            parsed = parse_runtime_config(raw_config, base=current)
+            _check_args_against(rt.record.config.args, parsed.config)
+            rt.record.config = attrs.evolve(rt.record.config, runtime=parsed.config)
+            await api.registry.set_credentials(rt, parsed.credentials)
     if metadata is not None:
         rt.record.metadata = metadata
     if idle_timeout_s is not None:
@@ -148,5 +210,3 @@ async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]
     api.registry.touch(rt)
     await api.registry.write_runtime(rt)
     return rt.record.to_wire()
-
-

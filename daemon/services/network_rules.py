@@ -1,0 +1,126 @@
+"""A runtime's `block` rules: matching requests fail, in every page, and the run counts them.
+
+One CDP command does it, on a connection of the daemon's own to the browser target (not the
+observer's): `Fetch.enable` there, with no session, intercepts the requests of every target
+of every browser context, present and future, without attaching to any target. Its
+`patterns` hold only what is blocked (one per resource type, one per URL pattern), so no
+other request is ever paused: Chromium lets them through untouched. Each paused request is
+failed at once with `BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page).
+
+Per target, the daemon does nothing at all: it never attaches, never resumes, never sends a
+command to a page. Measured with Chromium 156, both builds: Playwright's `page.route()` and
+the context options of a `new_context()` work as usual on top (its interception is its own,
+per page; a blocked request never reaches it, every other one does).
+
+The rules are in force before the run is reported active (a RunGate: the launch's reply, and
+so any client, comes after `Fetch.enable` has answered). Every second that blocked something,
+the run's log gets a `network.blocked` event with the counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from typing import Any
+
+import trio
+import trio_websocket
+
+from ..base.runtime_config import RESOURCE_TYPES, BlockRules
+from ..cdp.client import CdpConnection, CdpError, open_cdp
+from ..core.runtime import Runtime
+
+log = logging.getLogger("browserd.network_rules")
+
+REPORT_INTERVAL_S = 1.0
+SETUP_TIMEOUT_S = 15.0
+
+
+def fetch_patterns(rules: BlockRules) -> list[dict[str, Any]]:
+    """The `Fetch.enable` patterns of the rules: each one pauses only what it blocks."""
+    patterns: list[dict[str, Any]] = [
+        {"urlPattern": "*", "resourceType": RESOURCE_TYPES[name], "requestStage": "Request"}
+        for name in rules.resource_types
+    ]
+    patterns += [{"urlPattern": pattern, "requestStage": "Request"}
+                 for pattern in rules.url_patterns]
+    return patterns
+
+
+class NetworkRules:
+    """The run gate that applies `config.block` to each run's browser."""
+
+    async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+        rules = rt.record.config.runtime.block
+        process, run = rt.process, rt.run
+        if not rules or process is None or run is None:
+            task_status.started()
+            return
+        started = False
+        failure = None
+        try:
+            # Bounded: a browser that does not answer holds up its launch only so long.
+            with trio.CancelScope(deadline=trio.current_time() + SETUP_TIMEOUT_S) as setup:
+                async with open_cdp(process.endpoint.ws_url, max_buffered_events=10_000) as cdp:
+                    await cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)})
+                    setup.deadline = math.inf
+                    task_status.started()
+                    started = True
+                    await _Blocker(rt, run.id, cdp).run()
+            if setup.cancelled_caught:
+                failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
+        except CdpError as exc:
+            failure = f"the browser refused the rules: {exc.message}"
+        except (trio.BrokenResourceError, trio_websocket.HandshakeError,
+                trio_websocket.ConnectionClosed, OSError, trio.TooSlowError) as exc:
+            log.debug("network rules of %s stopped: %r", rt.id, exc)  # the browser went away
+        finally:
+            if not started:
+                task_status.started()
+        if failure is not None and not started:
+            log.warning("network rules of %s/%s not applied: %s", rt.record.space,
+                        rt.record.name, failure)
+            rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
+
+
+class _Blocker:
+    def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection) -> None:
+        self.rt = rt
+        self.run_id = run_id
+        self.cdp = cdp
+        self.total = 0
+        self.pending: collections.Counter[str] = collections.Counter()
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._report_every_second)
+                async for event in self.cdp.events:
+                    if event.method == "Fetch.requestPaused":
+                        await self._fail(event.params)
+        finally:
+            self._report()  # what the last second blocked, if the run is still open
+
+    async def _fail(self, params: dict[str, Any]) -> None:
+        kind = str(params.get("resourceType", "Other")).lower()
+        self.pending[kind] += 1
+        self.total += 1
+        try:
+            await self.cdp.call("Fetch.failRequest", {"requestId": params["requestId"],
+                                                      "errorReason": "BlockedByClient"})
+        except CdpError:
+            pass  # the request went away meanwhile (its page closed)
+
+    async def _report_every_second(self) -> None:
+        while True:
+            await trio.sleep(REPORT_INTERVAL_S)
+            self._report()
+
+    def _report(self) -> None:
+        if not self.pending:
+            return
+        counts, self.pending = dict(self.pending), collections.Counter()
+        self.rt.log_if_current(self.run_id, "network.blocked", {
+            "blocked": sum(counts.values()), "total": self.total, "resource_types": counts,
+        })
