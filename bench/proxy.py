@@ -8,6 +8,13 @@ Playwright attaches over CDP to one, then the other, alternating rounds, and mea
 - full-page screenshots of a big page (4000x4000 viewport, 2000x2000 with --quick; every cell
   a different colour so the PNG is megabytes), as megabytes of PNG per second.
 
+Playwright's WebSocket client offers permessage-deflate and Chromium accepts it on a direct
+connection; the proxy does not pass `Sec-WebSocket-Extensions` upstream (it reads the frames),
+so through it both legs are plain. The screenshot row therefore compares a compressed direct
+connection with a plain proxied one, which is what users get but not the cost of the hop. The
+hop alone is the last row: one big CDP response (about 13 MB of text) read by the daemon's own
+client (trio-websocket, which never compresses) directly and through the lease, alternated.
+
 With command recording (config `events.record_commands = "commands"`, the default) the proxy
 parses client frames and logs every command; "off" is measured with the key set to "off".
 When the daemon has no such key, only "off" is measured.
@@ -19,10 +26,12 @@ import random
 import time
 from typing import Any
 
+import trio
 from playwright.sync_api import Page, Playwright, sync_playwright
 
 from browserd.client import Client
 from browserd.daemon.browser.process import read_devtools_active_port
+from browserd.daemon.cdp.client import open_cdp
 
 from .harness import CHROMIUM, DaemonUnderTest, config_key_known, median
 from .report import Row, Target, skipped
@@ -77,6 +86,31 @@ def measure(pw: Playwright, url: str, *, evaluates: int, shots: int, html: str,
         browser.close()  # over CDP this only drops the connection
 
 
+# About 13 MB of text, built once in the page, returned by value on each call.
+BIG_TEXT = ("window.big = window.big || Array.from({length: 2000000}, "
+            "(_, i) => (i * 2654435761 % 4294967296).toString(36)).join(''); window.big.length")
+
+
+async def plain_transfer(url: str, calls: int) -> list[float]:
+    """Bytes per second of a big CDP response over plain frames (no compression)."""
+    async with open_cdp(url) as cdp:
+        targets = (await cdp.call("Target.getTargets"))["targetInfos"]
+        page = next(t for t in targets if t["type"] == "page")
+        session = (await cdp.call("Target.attachToTarget", {"targetId": page["targetId"],
+                                                            "flatten": True}))["sessionId"]
+        size = (await cdp.call("Runtime.evaluate", {"expression": BIG_TEXT,
+                                                    "returnByValue": True},
+                               session_id=session))["result"]["value"]
+        rates = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await cdp.call("Runtime.evaluate", {"expression": "window.big",
+                                                "returnByValue": True}, session_id=session)
+            rates.append(size / (time.perf_counter() - start))
+        await cdp.call("Target.detachFromTarget", {"sessionId": session})
+        return rates
+
+
 def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, Any]:
     settings: dict[str, Any] = {"browser.executable": CHROMIUM}
     if record is not None:
@@ -85,7 +119,7 @@ def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, 
     size = 2000 if quick else 4000
     html = big_page(size)
     results: dict[str, dict[str, list[float]]] = {
-        way: {"rtt": [], "rate": []} for way in ("direct", "proxy")
+        way: {"rtt": [], "rate": [], "plain": []} for way in ("direct", "proxy")
     }
     with DaemonUnderTest(settings, label="proxy") as daemon, Client(daemon.socket) as client:
         runtime = client.runtimes.browser.launch(name="proxy-bench")
@@ -107,9 +141,11 @@ def one_daemon(pw: Playwright, *, record: str | None, quick: bool) -> dict[str, 
                                     html=html, size=size)
                 results[way]["rtt"] += rtt
                 results[way]["rate"] += rate
+                results[way]["plain"] += trio.run(plain_transfer, urls[way], 3)
         runtime.stop()
     got: dict[str, Any] = {way: {"rtt_us": median(r["rtt"]) * 1e6,
-                                 "mb_s": median(r["rate"]) / 1e6}
+                                 "mb_s": median(r["rate"]) / 1e6,
+                                 "plain_mb_s": median(r["plain"]) / 1e6}
                            for way, r in results.items()}
     got["size"] = size
     return got
@@ -129,7 +165,15 @@ def run(*, quick: bool) -> list[Row]:
                     "us", baseline=got["direct"]["rtt_us"], target=ROUND_TRIP_TARGET),
                 Row(SCENARIO, f"{shot}, {label}",
                     got["proxy"]["mb_s"], "MB/s", baseline=got["direct"]["mb_s"],
-                    target=SCREENSHOT_TARGET),
+                    target=SCREENSHOT_TARGET,
+                    note="direct: Playwright and Chromium negotiate permessage-deflate; "
+                    "through the proxy frames are plain (bench/FINDINGS.md)"
+                    if record != "commands" else ""),
+                Row(SCENARIO, f"13 MB CDP response, plain frames both ways, {label}",
+                    got["proxy"]["plain_mb_s"], "MB/s",
+                    baseline=got["direct"]["plain_mb_s"], target=SCREENSHOT_TARGET,
+                    note="the hop alone: the daemon's CDP client (no compression) directly "
+                    "and through the lease, alternated" if record != "commands" else ""),
             ]
     if not recording_known:
         note = f"config key {RECORD_KEY} is unknown to this daemon: measured 'off' only"
