@@ -84,6 +84,13 @@ def cmd_connect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     return conn, endpoint.http_url if args.http else endpoint.url
 
 
+def cmd_view(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    runtime = bd.space(args.space).runtimes.get(args.name)
+    conn = runtime.connections.create(protocol="view", ttl_s=args.ttl, control=args.control,
+                                      label=args.label)
+    return conn, conn.endpoint.url if conn.endpoint is not None else "-"
+
+
 def _run_of(bd: Client, args: argparse.Namespace) -> Run:
     if args.run:
         return bd.runs.get(args.run)
@@ -313,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", action="store_true", help="print the http:// discovery URL")
     p.add_argument("--browser-url", action="store_true",
                    help="print the lease's own origin (for Puppeteer's browserURL)")
+
+    p = named("view", cmd_view, "open a live view of the runtime's page and print its URL")
+    p.add_argument("--control", action="store_true",
+                   help="let the page drive the browser (mouse, keys, tabs)")
+    p.add_argument("--ttl", type=_positive, default=600.0, metavar="S", help="lease lifetime")
+    p.add_argument("--label", help="a note shown in connection listings")
 
     p = named("events", cmd_events, "show a run's event timeline")
     p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")

@@ -14,6 +14,7 @@ import trio
 from . import health
 from .base.config import Config
 from .browser.procutil import run_orphan_reaper, set_child_subreaper
+from .cdp.peers import PeerLookup
 from .core.registry import Registry
 from .rpc import methods  # noqa: F401 - importing registers every RPC method
 from .rpc.api import Api
@@ -26,6 +27,7 @@ from .store.state_lock import StateLock
 from .system.fd_budget import FdBudget, raise_nofile_limit
 from .system.memory import release_free_memory
 from .system.notify import Notifier
+from .web.front import WebFront
 
 log = logging.getLogger("browserd")
 
@@ -91,6 +93,10 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
                        allowed_group=config.allowed_group, listener=listener,
                        connections=budget.rpc_connections,
                        hello_timeout_s=config.limits.hello_timeout_s)
+    # The web pages (live views) share the CDP port: requests outside /cdp/ go to them.
+    web = WebFront(registry.lease_book, api.control.views, sockets=budget.cdp_sockets,
+                   peer_of=PeerLookup().quick)
+    registry.proxy.serve_web(web.handle)
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
         if handle_signals:

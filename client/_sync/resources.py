@@ -397,7 +397,8 @@ class RunEvents:
 
 @attrs.define
 class Connection(ConnectionRecord):
-    """A CDP connection lease; ``endpoint.url`` is what connect_over_cdp takes."""
+    """A connection lease: CDP (``endpoint.url`` is what connect_over_cdp takes) or a live
+    view (``endpoint.url`` is its web page)."""
 
     _transport: Transport = attrs.field(kw_only=True, repr=False, eq=False)
 
@@ -422,8 +423,15 @@ class Connections:
         ttl_s: float = 600,
         exclusive: bool = False,
         label: str | None = None,
+        control: bool = False,
     ) -> Connection:
-        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
+        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds.
+
+        ``protocol="cdp"``: ``endpoint.url`` is what connect_over_cdp takes. ``"view"``:
+        ``endpoint.url`` is a web page showing the runtime's active page live, which with
+        ``control=True`` also drives it (mouse, keys, tabs) and is then a controller like a
+        CDP lease (refused while an exclusive lease is live, and blocking one).
+        """
         wire = self._transport.call(
             "connections.create",
             _params(
@@ -432,6 +440,7 @@ class Connections:
                 ttl_s=ttl_s,
                 exclusive=exclusive,
                 label=label,
+                control=control or None,
             ),
         )
         return from_wire(Connection, wire, transport=self._transport)

@@ -152,7 +152,8 @@ def hash_token(token: str) -> bytes:
 
 @attrs.define
 class Lease:
-    """A CDP connection lease: an attach window onto one run of one runtime."""
+    """A connection lease: an attach window onto one run of one runtime, for a CDP client
+    (`protocol` "cdp") or a live view page ("view"; `control` lets it drive the page)."""
 
     id: str
     runtime_id: str
@@ -168,6 +169,12 @@ class Lease:
     revoked_at: str | None = None
     closed_at: str | None = None
     open_sockets: int = 0
+    control: bool = False
+
+    @property
+    def controller(self) -> bool:
+        """Does it drive the browser (a CDP client, a view in control mode), or only watch?"""
+        return self.protocol == "cdp" or self.control
 
     def to_wire(self) -> dict[str, Any]:
         return _record_dict(self, skip="token_hash")

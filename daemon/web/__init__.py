@@ -1,0 +1,2 @@
+"""The daemon's web pages on the CDP port: live views (and their WebSocket), static assets.
+May import core, control, services and below; a sibling of rpc (neither imports the other)."""
