@@ -139,6 +139,11 @@ def cmd_rm(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     return {"deleted": True, "runtime": runtime}, f"deleted {runtime.space}/{runtime.name}"
 
 
+def cmd_ui(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    url = bd.ui_url()
+    return {"url": url}, url
+
+
 def cmd_status(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     status = bd.status()
     counts = status.get("counts", {})
@@ -345,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_artifacts.add_commands(named, _run_of)
 
     command("status", cmd_status, "show the daemon's status")
+    command("ui", cmd_ui, "print the URL of the local dashboard (web page)")
     # doctor works without a daemon (finding out why there is none is its job): main() runs
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"

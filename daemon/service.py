@@ -27,6 +27,7 @@ from .store.state_lock import StateLock
 from .system.fd_budget import FdBudget, raise_nofile_limit
 from .system.memory import release_free_memory
 from .system.notify import Notifier
+from .web.dashboard import Dashboard, UiAccess
 from .web.front import WebFront
 
 log = logging.getLogger("browserd")
@@ -94,9 +95,12 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
                        connections=budget.rpc_connections,
                        hello_timeout_s=config.limits.hello_timeout_s)
     # The web pages (live views) share the CDP port: requests outside /cdp/ go to them.
+    ui = UiAccess(registry.proxy.base_url)
     web = WebFront(registry.lease_book, api.control.views, sockets=budget.cdp_sockets,
-                   peer_of=PeerLookup().quick)
+                   peer_of=PeerLookup().quick, ui=ui, registry=registry,
+                   dashboard=Dashboard(registry, api.control.views, monitor))
     registry.proxy.serve_web(web.handle)
+    api.ui_url = ui.url
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
         if handle_signals:

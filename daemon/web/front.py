@@ -3,6 +3,7 @@
     GET /view/<cid>/<token>        the live view page of a view lease
     GET /view/<cid>/<token>/ws     its WebSocket (frames, tabs, and input in control mode)
     GET /assets/<name>             the pages' scripts and styles (no secret in them)
+    GET /ui/<token>[/ws|/artifact/<run>/<id>]   the dashboard (dashboard.py)
 
 Every page and asset comes from the daemon (package data under web/static/: no CDN, it works
 offline), with a strict Content-Security-Policy: scripts and styles only from this origin,
@@ -18,21 +19,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import h11
 import trio
 
+from ..base.errors import ApiError
 from ..base.model import Lease
 from ..cdp.http_front import Refused, error_body, json_response
 from ..cdp.peers import PeerLookup
 from ..control.view import Views
 from ..core.leases import LeaseBook
+from ..core.registry import Registry
 from ..core.runtime import Runtime
 from ..store import storage
 from ..system.fd_budget import Pool, Slot
+from .dashboard import Dashboard, UiAccess
 from .wsock import PageSocket, accept
 
 __all__ = ["CSP", "WebFront"]
@@ -51,6 +56,8 @@ _SECURITY_HEADERS = [
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 _VIEW = re.compile(r"/view/([A-Za-z0-9._~-]+)/([A-Za-z0-9._~-]+)(/ws)?/?")
+_UI = re.compile(r"/ui/([A-Za-z0-9._~-]+)(/ws|/artifact/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+))?/?")
+_FILE_CHUNK = 256 * 1024
 _ASSET = re.compile(r"/assets/([a-z0-9_-]+\.(?:js|css|svg))")
 _WS_KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 # Closing a view's WebSocket because its lease ended: 4000 + the HTTP status a new request
@@ -69,9 +76,13 @@ class WebFront:
     """Serves the web pages' requests that http_front hands over (anything outside /cdp/)."""
 
     def __init__(self, book: LeaseBook, views: Views, *, sockets: Pool,
-                 peer_of: Callable[[trio.SocketStream], dict[str, Any]]) -> None:
+                 peer_of: Callable[[trio.SocketStream], dict[str, Any]],
+                 ui: UiAccess, dashboard: Dashboard, registry: Registry) -> None:
         self._book = book
         self._views = views
+        self._ui = ui
+        self._dashboard = dashboard
+        self._registry = registry
         self._sockets = sockets  # page WebSockets count among the endpoint's sockets
         self._quick_peer = peer_of
         self._peer = PeerLookup()
@@ -106,11 +117,21 @@ class WebFront:
                 return await self._send(stream, conn, 200, _TYPES[".html"],
                                         self._assets["view.html"])
             return await self._view_socket(stream, conn, headers, lease, rt, pending)
+        if (ui := _UI.fullmatch(path)) is not None:
+            token, rest, run_id, artifact_id = ui.groups()
+            if not self._ui.check(token):
+                return await self._refuse(stream, conn, 401, "bad dashboard token")
+            if rest is None:
+                return await self._send(stream, conn, 200, _TYPES[".html"],
+                                        self._assets["ui.html"])
+            if rest == "/ws":
+                return await self._socket(stream, conn, headers, pending, self._dashboard.serve)
+            return await self._artifact(stream, conn, run_id, artifact_id)
         return await self._refuse(stream, conn, 404, "no such page")
 
-    async def _view_socket(self, stream: trio.SocketStream, conn: h11.Connection,
-                           headers: dict[bytes, bytes], lease: Lease, rt: Runtime,
-                           pending: Slot | None) -> bool:
+    async def _socket(self, stream: trio.SocketStream, conn: h11.Connection,
+                      headers: dict[bytes, bytes], pending: Slot | None,
+                      serve: Callable[[PageSocket], Awaitable[None]]) -> bool:
         if not _is_upgrade(headers):
             return await self._refuse(stream, conn, 426, "this endpoint is a WebSocket")
         slot = self._sockets.take_nowait()
@@ -118,18 +139,63 @@ class WebFront:
             return await self._refuse(stream, conn, 503, self._sockets.exhausted().message)
         if pending is not None:
             pending.release()  # from here on it counts among the sockets
-        socket_id = storage.make_id("sock")
         try:
             ws = await accept(stream, conn, headers)
+            try:
+                await serve(ws)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the page went (perhaps grouped with a task of the page's nursery)
+            await ws.close()
+        finally:
+            slot.release()
+        return False
+
+    async def _artifact(self, stream: trio.SocketStream, conn: h11.Connection, run_id: str,
+                        artifact_id: str) -> bool:
+        """An artifact's file as a download, streamed from disk."""
+        try:
+            run = self._registry.get_run(run_id)
+            await self._registry.artifacts.load(run)
+            record = self._registry.artifacts.get(run, artifact_id)
+            path = self._registry.artifacts.path_of(run, record)
+            size = (await trio.Path(path).stat()).st_size
+            file = await trio.open_file(path, "rb")
+        except (ApiError, OSError) as exc:
+            return await self._refuse(stream, conn, 404, getattr(exc, "message", str(exc)))
+        async with file:
+            name = str(record.get("name") or artifact_id)
+            headers = [("Content-Type", "application/octet-stream"),
+                       ("Content-Length", str(size)),
+                       ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}"),
+                       *_SECURITY_HEADERS]
+            try:
+                await stream.send_all(conn.send(h11.Response(status_code=200,
+                                                             headers=headers)))
+                sent = 0
+                while sent < size:
+                    chunk = await file.read(min(_FILE_CHUNK, size - sent))
+                    if not chunk:
+                        return False  # it shrank under us: the length sent is a lie, close
+                    sent += len(chunk)
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return True
+
+    async def _view_socket(self, stream: trio.SocketStream, conn: h11.Connection,
+                           headers: dict[bytes, bytes], lease: Lease, rt: Runtime,
+                           pending: Slot | None) -> bool:
+        async def serve(ws: PageSocket) -> None:
+            socket_id = storage.make_id("sock")
             self._book.view_attached(lease, socket_id, await self._peer(stream))
             stats: dict[str, Any] = {"ended_by": "viewer"}
             try:
                 stats = await self._serve_view(ws, lease, rt)
             finally:
                 self._book.view_detached(lease, socket_id, stats)
-        finally:
-            slot.release()
-        return False
+
+        return await self._socket(stream, conn, headers, pending, serve)
 
     async def _serve_view(self, ws: PageSocket, lease: Lease, rt: Runtime) -> dict[str, Any]:
         ended_by = "viewer"
