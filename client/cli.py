@@ -60,6 +60,7 @@ def cmd_launch(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
             args=args.arg,
             memory_limit_mb=args.memory_limit,
             wait_s=args.wait,
+            record=args.record,
         )
     for warning in caught:  # the running runtime kept its own options
         print(f"warning: {warning.message}", file=sys.stderr)
@@ -89,6 +90,12 @@ def cmd_view(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     conn = runtime.connections.create(protocol="view", ttl_s=args.ttl, control=args.control,
                                       label=args.label)
     return conn, conn.endpoint.url if conn.endpoint is not None else "-"
+
+
+def cmd_replay(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    run = _run_of(bd, args)
+    url = run.replay_url()
+    return {"run_id": run.id, "url": url}, url
 
 
 def _run_of(bd: Client, args: argparse.Namespace) -> Run:
@@ -313,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", type=_seconds, metavar="S", help="queue up to S seconds for a free slot"
     )
+    p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep a recording of each run (default: config record.default)")
 
     p = command("ls", cmd_ls, "list runtimes")
     p.add_argument("--space", help="only this space (default: every space)")
@@ -331,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the page drive the browser (mouse, keys, tabs)")
     p.add_argument("--ttl", type=_positive, default=600.0, metavar="S", help="lease lifetime")
     p.add_argument("--label", help="a note shown in connection listings")
+
+    p = named("replay", cmd_replay, "print the URL of a run's replay page (frames and events)")
+    p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")
 
     p = named("events", cmd_events, "show a run's event timeline")
     p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")

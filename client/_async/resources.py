@@ -239,6 +239,7 @@ class AsyncBrowserRuntimes:
         idempotency_key: str | None = None,
         memory_limit_mb: int | None = None,
         wait_s: float | None = None,
+        record: bool | None = None,
     ) -> AsyncRuntime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
@@ -252,6 +253,8 @@ class AsyncBrowserRuntimes:
         ``wait_s`` queues up to that many seconds for a free slot when
         ``limits.max_runtimes`` are running, instead of failing at once with
         ConcurrentQuotaExceeded.
+        ``record`` keeps a recording of each run (an artifact of kind ``recording``, played
+        by ``run.replay_url()``); None follows the daemon's ``record.default``.
         """
         result = await self._transport.call(
             "runtimes.launch",
@@ -268,6 +271,7 @@ class AsyncBrowserRuntimes:
                 idempotency_key=idempotency_key,
                 memory_limit_mb=memory_limit_mb,
                 wait_s=wait_s,
+                record=record,
             ),
         )
         for text in result.get("warnings") or ():
@@ -298,6 +302,12 @@ class AsyncRun(RunRecord):
         """Reload this run's fields; returns self."""
         self._update(await self._transport.call("runs.get", {"run_id": self.id}))
         return self
+
+    async def replay_url(self) -> str:
+        """``runs.replay``: the URL of this run's replay page (its recorded frames beside
+        its events); valid until the daemon restarts."""
+        result: dict[str, Any] = await self._transport.call("runs.replay", {"run_id": self.id})
+        return str(result["url"])
 
 
 @attrs.frozen

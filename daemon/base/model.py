@@ -69,11 +69,13 @@ class RunConfig:
     max_lifetime_s: float | None = None
     memory_limit_mb: int | None = None
     args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    record: bool | None = None  # keep a recording of each run (None: config record.default)
 
     def to_json(self) -> dict[str, Any]:
         return {"headless": self.headless, "restart": self.restart,
                 "idle_timeout_s": self.idle_timeout_s, "max_lifetime_s": self.max_lifetime_s,
-                "memory_limit_mb": self.memory_limit_mb, "args": list(self.args)}
+                "memory_limit_mb": self.memory_limit_mb, "args": list(self.args),
+                "record": self.record}
 
     @classmethod
     def from_json(cls, obj: Any) -> RunConfig:

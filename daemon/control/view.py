@@ -95,8 +95,9 @@ class Viewer:
 class Screencast:
     """The screencast of one runtime's active page, while it has viewers."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, settings: dict[str, Any]) -> None:
         self.link = link
+        self.settings = settings  # Page.startScreencast's params
         self.viewers: set[Viewer] = set()
         self.target_id: str | None = None
         self.session_id: str | None = None
@@ -155,7 +156,8 @@ class Screencast:
         self.session_id = session_id
         self._listener = await nursery.start(self._receive_frames, session_id)
         try:
-            await self.link.cdp.call("Page.startScreencast", SCREENCAST, session_id=session_id)
+            await self.link.cdp.call("Page.startScreencast", self.settings,
+                                     session_id=session_id)
         except CdpError as exc:
             log.info("screencast of %s refused: %s", target_id, exc)
         self._publish_tabs(force=True)
@@ -229,6 +231,9 @@ class Views:
     def __init__(self, targets: Targets) -> None:
         self.targets = targets
         self._casts: dict[str, Screencast] = {}  # runtime id -> its screencast
+        # A recorded runtime's screencast has the recording's caps (recording.py), whoever
+        # starts it: runtime id -> its params.
+        self.settings: dict[str, dict[str, Any]] = {}
 
     def watching(self, rt: Runtime) -> int:
         cast = self._casts.get(rt.id)
@@ -243,7 +248,7 @@ class Views:
             await cast.done.wait()  # the last viewer just left it (or its run): start anew
         viewer = Viewer(control)
         if cast is None:
-            cast = self._casts[rt.id] = Screencast(link)
+            cast = self._casts[rt.id] = Screencast(link, self.settings.get(rt.id, SCREENCAST))
             cast.viewers.add(viewer)
             link.nursery.start_soon(self._run, rt.id, cast)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ class Registry:
         self.runs: dict[str, RunRecord] = {}
         self.shutting_down = False
         self.run_services: list[RunService] = []
+        # Called (synchronously) as each run ends, before its final event: see _end_run.
+        self.run_end_hooks: list[Callable[[Runtime], None]] = []
         self.artifacts = ArtifactStore(config.state_dir)
         # runtime id -> the params of the last Browser.setDownloadBehavior a CDP client sent
         # for the default context (no browserContextId), reported by the proxy; downloads.py

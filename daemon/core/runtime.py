@@ -41,12 +41,14 @@ class LaunchOptions:
     args: tuple[str, ...] = ()
     memory_limit_mb: int | None = None
     wait_s: float = 0.0  # how long to queue for a free slot when max_runtimes are running
+    record: bool | None = None  # keep a recording of each run (None: config record.default)
 
     def config(self) -> RunConfig:
         """The options that stay with the runtime (restarts reuse them)."""
         return RunConfig(headless=self.headless, restart=self.restart,
                          idle_timeout_s=self.idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
-                         memory_limit_mb=self.memory_limit_mb, args=self.args)
+                         memory_limit_mb=self.memory_limit_mb, args=self.args,
+                         record=self.record)
 
 
 @attrs.define

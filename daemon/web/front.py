@@ -4,6 +4,7 @@
     GET /view/<cid>/<token>/ws     its WebSocket (frames, tabs, and input in control mode)
     GET /assets/<name>             the pages' scripts and styles (no secret in them)
     GET /ui/<token>[/ws|/artifact/<run>/<id>]   the dashboard (dashboard.py)
+    GET /replay/<run>/<token>[/data|/frame/<n>]  a run's replay (replay.py)
 
 Every page and asset comes from the daemon (package data under web/static/: no CDN, it works
 offline), with a strict Content-Security-Policy: scripts and styles only from this origin,
@@ -38,6 +39,7 @@ from ..core.runtime import Runtime
 from ..store import storage
 from ..system.fd_budget import Pool, Slot
 from .dashboard import Dashboard, UiAccess
+from .replay import ReplayAccess, Replays
 from .wsock import PageSocket, accept
 
 __all__ = ["CSP", "WebFront"]
@@ -54,9 +56,11 @@ _SECURITY_HEADERS = [
     ("Cache-Control", "no-store"),
 ]
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+          ".json": "application/json; charset=utf-8"}
 _VIEW = re.compile(r"/view/([A-Za-z0-9._~-]+)/([A-Za-z0-9._~-]+)(/ws)?/?")
 _UI = re.compile(r"/ui/([A-Za-z0-9._~-]+)(/ws|/artifact/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+))?/?")
+_REPLAY = re.compile(r"/replay/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)(/data|/frame/([0-9]{1,9}))?/?")
 _FILE_CHUNK = 256 * 1024
 _ASSET = re.compile(r"/assets/([a-z0-9_-]+\.(?:js|css|svg))")
 _WS_KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
@@ -77,7 +81,10 @@ class WebFront:
 
     def __init__(self, book: LeaseBook, views: Views, *, sockets: Pool,
                  peer_of: Callable[[trio.SocketStream], dict[str, Any]],
-                 ui: UiAccess, dashboard: Dashboard, registry: Registry) -> None:
+                 ui: UiAccess, dashboard: Dashboard, registry: Registry,
+                 replay_access: ReplayAccess, replays: Replays) -> None:
+        self._replay_access = replay_access
+        self._replays = replays
         self._book = book
         self._views = views
         self._ui = ui
@@ -117,6 +124,22 @@ class WebFront:
                 return await self._send(stream, conn, 200, _TYPES[".html"],
                                         self._assets["view.html"])
             return await self._view_socket(stream, conn, headers, lease, rt, pending)
+        if (replay := _REPLAY.fullmatch(path)) is not None:
+            run_id, token, rest, frame = replay.groups()
+            if not self._replay_access.check(run_id, token):
+                return await self._refuse(stream, conn, 401, "bad replay token")
+            try:
+                if rest is None:
+                    return await self._send(stream, conn, 200, _TYPES[".html"],
+                                            self._assets["replay.html"])
+                if rest == "/data":
+                    body = json.dumps(await self._replays.data(run_id), default=str).encode()
+                    return await self._send(stream, conn, 200, _TYPES[".json"], body)
+                run = self._registry.get_run(run_id)
+                jpeg = await self._replays.frame(run, int(frame))
+                return await self._send(stream, conn, 200, "image/jpeg", jpeg)
+            except ApiError as exc:
+                return await self._refuse(stream, conn, 404, exc.message, exc.code)
         if (ui := _UI.fullmatch(path)) is not None:
             token, rest, run_id, artifact_id = ui.groups()
             if not self._ui.check(token):

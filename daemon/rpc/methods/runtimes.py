@@ -33,6 +33,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
         memory_limit_mb=p.integer("memory_limit_mb", None, low=MEMORY_LIMIT_MB[0],
                                   high=MEMORY_LIMIT_MB[1]),
         wait_s=p.number("wait_s", 0.0, low=0, high=3600),
+        record=p.flag("record", None),
     )
     key = p.text("idempotency_key", None, max_len=256)
     p.finish()
@@ -61,7 +62,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 _CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memory_limit_mb",
-                "args")
+                "args", "record")
 
 
 def _not_applied(running: RunConfig, metadata: dict[str, Any], options: LaunchOptions,
