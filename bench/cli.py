@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from . import client, events, launch, machine, pool, proxy, rpc, scale
+from . import client, events, launch, machine, pool, proxy, rpc, scale, view
 from .harness import DaemonUnderTest
 from .profile import summary
 from .report import Row, document, notes, table, write
@@ -36,6 +36,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "eventlog": events,
     "scale": scale,  # also the idle row
     "pool": pool,
+    "view": view,
 }
 QUICK_OUTPUT = Path("/tmp/browserd-bench-quick.md")
 
