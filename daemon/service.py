@@ -105,7 +105,7 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     replay_access = ReplayAccess(registry.proxy.base_url)
     web = WebFront(registry.lease_book, api.control.views, sockets=budget.cdp_sockets,
                    peer_of=PeerLookup().quick, ui=ui, registry=registry,
-                   dashboard=Dashboard(registry, api.control.views, monitor),
+                   dashboard=Dashboard(registry, api.control.views),
                    replay_access=replay_access, replays=Replays(registry, recorder))
     registry.proxy.serve_web(web.handle)
     api.ui_url, api.replay_url = ui.url, replay_access.url

@@ -8,8 +8,8 @@
 The token is made at the daemon's start and held in its memory (`UiAccess`); the RPC method
 `daemon.ui` gives the URL only to a caller of the daemon's own uid (or root). The page asks
 over its WebSocket (`select` a runtime, `follow` a run, `stop`, `view`) and the daemon pushes:
-the runtime table when it changes (looked at every REFRESH_S, stats sampled every STATS_S
-while a dashboard is open), the runs of the selected runtime, a run's last REPLAY_EVENTS
+the runtime table when it changes (looked at every REFRESH_S; the stats are each runtime's
+latest `resource.sample`), the runs of the selected runtime, a run's last REPLAY_EVENTS
 events and then each new one as it is appended, its artifacts.
 """
 
@@ -30,7 +30,7 @@ from ..base.model import RunRecord, hash_token
 from ..control.view import Views
 from ..core.registry import Registry
 from ..core.runtime import Runtime
-from ..services.monitor import ResourceMonitor
+from ..store.eventlog import EventLog
 from .wsock import PageSocket
 
 __all__ = ["Dashboard", "UiAccess"]
@@ -38,7 +38,6 @@ __all__ = ["Dashboard", "UiAccess"]
 log = logging.getLogger("browserd.web")
 
 REFRESH_S = 0.5  # how often the runtime table (and the selected runtime's runs) is looked at
-STATS_S = 2.0  # how often the active runtimes are measured while a dashboard is open
 REPLAY_EVENTS = 500  # a followed run's events shown from before it was followed
 LIVE_QUEUE = 5000  # events queued for a page that has not caught up (then it is told to reload)
 VIEW_TTL_S = 600.0
@@ -66,40 +65,50 @@ def _json(message: dict[str, Any]) -> str:
 class Dashboard:
     """Serves one dashboard page's WebSocket at a time per call of `serve`."""
 
-    def __init__(self, registry: Registry, views: Views,
-                 monitor: ResourceMonitor | None) -> None:
+    def __init__(self, registry: Registry, views: Views) -> None:
         self._registry = registry
         self._views = views
-        self._monitor = monitor
         self._stats: dict[str, dict[str, Any]] = {}  # runtime id -> its latest sample
         self.open_pages = 0
 
     async def serve(self, ws: PageSocket) -> None:
         self.open_pages += 1
+        listening: dict[str, tuple[EventLog, Callable[[dict[str, Any]], None]]] = {}
         try:
             async with trio.open_nursery() as nursery:
                 session = _Session(self, ws, nursery)
                 nursery.start_soon(session.read)
-                nursery.start_soon(self._sample_stats)
+                nursery.start_soon(self._follow_samples, listening)
                 await session.push_runtimes()
         finally:
             self.open_pages -= 1
+            for log_, listener in listening.values():
+                log_.remove_listener(listener)
 
-    async def _sample_stats(self) -> None:
-        if self._monitor is None:
-            return
+    async def _follow_samples(
+            self, listening: dict[str, tuple[EventLog, Callable[[dict[str, Any]], None]]]
+    ) -> None:
+        """Keep each active runtime's latest `resource.sample` (the monitor's own, every
+        `resources.sample_interval_s`: a dashboard measures nothing itself), by listening to
+        the live logs."""
         while True:
             for rt in list(self._registry.runtimes.values()):
-                if rt.process is None:
+                held = listening.get(rt.id)
+                if held is not None and held[0] is not rt.log:
+                    held[0].remove_listener(held[1])
+                    del listening[rt.id]
                     self._stats.pop(rt.id, None)
-                    continue
-                try:
-                    sample = await self._monitor.sample(rt)
-                except OSError:
-                    sample = None
-                if sample is not None:
-                    self._stats[rt.id] = sample
-            await trio.sleep(STATS_S)
+                if rt.log is not None and rt.id not in listening:
+                    listener = self._sample_listener(rt.id)
+                    rt.log.add_listener(listener)
+                    listening[rt.id] = (rt.log, listener)
+            await trio.sleep(REFRESH_S)
+
+    def _sample_listener(self, runtime_id: str) -> Callable[[dict[str, Any]], None]:
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] == "resource.sample":
+                self._stats[runtime_id] = event["data"]
+        return on_event
 
     def runtimes(self) -> list[dict[str, Any]]:
         out = []
