@@ -12,6 +12,7 @@ difference while a viewer watches.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -103,6 +104,17 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
         return exc.code, dict(exc.headers), exc.read()
 
 
+def upgrade(url: str, origin: str) -> bytes:
+    """The first bytes of the answer to a WebSocket upgrade of `url` from `origin`."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      f"Origin: {origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        return sock.recv(256)
+
+
 def click_screen_at(page: Page, runtime_x: float, runtime_y: float) -> None:
     """Click the screen element where it shows the runtime page's CSS pixel (x, y)."""
     box = page.locator('[data-browserd-view="screen"]').bounding_box()
@@ -150,6 +162,12 @@ def test_view_lease_rules(bd: Client) -> None:
     assert get(view.endpoint.url, {"Host": "evil.example"})[0] == 403
     assert get(view.endpoint.url[:-4] + "AAAA")[0] == 401
     assert get(f"{base}/cdp/{view.id}/{token}/json/version")[0] == 401
+    assert get(f"{base}/assets/nothing.js")[0] == 404
+    assert get(f"{base}/assets/../view.html")[0] == 404
+    # The page's WebSocket: refused to another origin before anything of the view is sent.
+    assert upgrade(view.endpoint.url + "/ws", "http://evil.example").startswith(
+        b"HTTP/1.1 403")
+    assert upgrade(view.endpoint.url + "/ws", base).startswith(b"HTTP/1.1 101")
 
     # Controllers: a control view is refused beside an exclusive CDP lease, and blocks one;
     # a watching view is neither.
@@ -301,6 +319,15 @@ def test_revoked_and_expired_views_close(bd: Client, viewer: Browser) -> None:
     assert types.count("connection.attached") == 2 and types.count("connection.detached") == 2
     detached = runtime.current_run().events.list(types=["connection.detached"])
     assert {e.data["ended_by"] for e in detached} == {"lease_revoked", "lease_expired"}
+
+    # The run's end closes the open page too.
+    last = runtime.connections.create(protocol="view", ttl_s=120)
+    assert last.endpoint is not None
+    third = open_view(viewer, last.endpoint.url)
+    runtime.stop()
+    wait_for("the view closed at the run's end", lambda: third.get_attribute(
+        "body", "data-state") == "ended", within_s=5)
+    assert get(last.endpoint.url)[0] == 410
 
 
 def test_viewer_does_not_disturb_a_cdp_client(bd: Client, pw: Playwright,
