@@ -37,6 +37,7 @@ body { margin: 0; background: #fff; }
 </style></head><body>
 <button id="b" onclick="this.dataset.n = (+this.dataset.n || 0) + 1">press</button>
 <input id="i">
+<div style="height: 3000px"></div>
 </body></html>"""
 APP_URL = "data:text/html," + quote(APP)
 RED_URL = "data:text/html," + quote("<body style='margin:0;background:#f00'></body>")
@@ -223,9 +224,11 @@ def test_watch_shows_changes_and_forwards_nothing(bd: Client, viewer: Browser) -
     click_screen_at(page, 200, 120)
     click_screen_at(page, 200, 260)
     page.keyboard.type("hello")
+    page.mouse.wheel(0, 400)
     time.sleep(0.5)
     assert evaluate(runtime, "document.getElementById('b').dataset.n || '0'") == "0"
     assert evaluate(runtime, "document.getElementById('i').value") == ""
+    assert evaluate(runtime, "scrollY") == 0
     assert page.locator('[data-browserd-view="open-tab"]').count() == 0
 
 
@@ -270,6 +273,13 @@ def test_control_clicks_and_types(bd: Client, viewer: Browser, size: tuple[int, 
     page.keyboard.type("ok!")
     wait_for("the shortcut and the edit", lambda: evaluate(
         runtime, "document.getElementById('i').value") == "ok!")
+
+    # The wheel scrolls the page.
+    box = page.locator('[data-browserd-view="screen"]').bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 400)
+    wait_for("the page scrolled", lambda: evaluate(runtime, "scrollY") > 100)
 
 
 def test_control_tabs(bd: Client, viewer: Browser) -> None:
