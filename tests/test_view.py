@@ -229,6 +229,24 @@ def test_watch_shows_changes_and_forwards_nothing(bd: Client, viewer: Browser) -
     assert evaluate(runtime, "document.getElementById('b').dataset.n || '0'") == "0"
     assert evaluate(runtime, "document.getElementById('i').value") == ""
     assert evaluate(runtime, "scrollY") == 0
+
+    # The daemon refuses input on a watching lease whatever a page sends: a WebSocket of its
+    # own (same origin, same token) sending a click on the button and text.
+    page.evaluate("""(url) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => {
+            for (const type of ["down", "up"])
+                ws.send(JSON.stringify({t: "mouse", type, x: 0.25, y: 0.2, button: "left",
+                                        buttons: 1, clicks: 1, modifiers: 0}));
+            ws.send(JSON.stringify({t: "text", text: "sneaky"}));
+            setTimeout(() => { ws.close(); resolve(); }, 300);
+        };
+    })""", view.endpoint.url.replace("http://", "ws://") + "/ws")
+    detached = wait_for("the second socket's detach", lambda: runtime.current_run().events.list(
+        types=["connection.detached"]))
+    assert detached[0].data["inputs_refused"] == 3 and detached[0].data["inputs"] == 0
+    assert evaluate(runtime, "document.getElementById('b').dataset.n || '0'") == "0"
+    assert evaluate(runtime, "document.getElementById('i').value") == ""
     assert page.locator('[data-browserd-view="open-tab"]').count() == 0
 
 
