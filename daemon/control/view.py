@@ -122,11 +122,6 @@ class Screencast:
                         await self._switch(nursery, wanted)
                     await trio.sleep(FOLLOW_INTERVAL_S)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("screencast of runtime %s ended: %s", self.link.runtime_id, exc)
-            for viewer in self.viewers:
-                viewer.ended = "closed"
-                viewer.notify()
         finally:
             self.ending = True  # from here on a new viewer waits for `done` and starts anew
             with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT_S):
@@ -259,11 +254,20 @@ class Views:
             cast.viewers.discard(viewer)
 
     async def _run(self, runtime_id: str, cast: Screencast) -> None:
+        # A task of the link's nursery (where the run's invocations run): whatever happens to
+        # the screencast stays here, and its viewers are told it ended.
         try:
             await cast.run()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.info("screencast of runtime %s ended: %s", runtime_id, group.exceptions[0])
+        except* Exception:
+            log.exception("screencast of runtime %s failed", runtime_id)
         finally:
             if self._casts.get(runtime_id) is cast:
                 del self._casts[runtime_id]
+            for viewer in cast.viewers:  # none, unless it ended under them
+                viewer.ended = viewer.ended or "closed"
+                viewer.notify()
 
     async def input(self, rt: Runtime, viewer: Viewer, message: dict[str, Any]) -> None:
         """Send one input message of a viewer to the page (refused in watch mode)."""

@@ -221,6 +221,14 @@ class WebFront:
         return await self._socket(stream, conn, headers, pending, serve)
 
     async def _serve_view(self, ws: PageSocket, lease: Lease, rt: Runtime) -> dict[str, Any]:
+        try:
+            return await self._watch(ws, lease, rt)
+        except ApiError as exc:  # the daemon has no link to the browser: it is going away
+            await ws.send(json.dumps({"t": "end", "reason": "closed"}))
+            await ws.close(CLOSE_ENDED, "closed")
+            return {"ended_by": "run_end", "error": exc.code}
+
+    async def _watch(self, ws: PageSocket, lease: Lease, rt: Runtime) -> dict[str, Any]:
         ended_by = "viewer"
         async with self._views.watch(rt, lease.control) as viewer, \
                 trio.open_nursery() as nursery:
