@@ -217,6 +217,11 @@ def test_watch_shows_changes_and_forwards_nothing(bd: Client, viewer: Browser) -
     wait_for("a frame of the red page", lambda: frame_seq(page) > before, within_s=1.0)
     assert time.monotonic() - changed_at < 1.0
     wait_for("the red page's pixels", lambda: page.evaluate(PIXEL) == [255, 0, 0], within_s=1.0)
+    # An idle page sends nothing: no frame while it does not change.
+    time.sleep(0.5)
+    idle_from = frame_seq(page)
+    time.sleep(1.5)
+    assert frame_seq(page) == idle_from, "frames came from a page that did not change"
 
     # Watch mode: a click and keys on the screen element reach nothing.
     runtime.invocations.create("navigate", {"url": APP_URL})
