@@ -22,5 +22,6 @@ setup(
     packages=[*packages, *units],
     package_dir={**FOLDERS, "browserd.systemd": "systemd"},
     package_data={"browserd.daemon": ["py.typed"], "browserd.client": ["py.typed"],
+                  "browserd.daemon.web": ["static/*"],
                   **{folder: ["*"] for folder in units}},
 )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from . import client, events, first_page, launch, machine, pool, proxy, rpc, scale, ssh
+from . import client, events, first_page, launch, machine, pool, proxy, rpc, scale, ssh, view
 from .harness import DaemonUnderTest
 from .profile import summary
 from .report import Row, document, notes, table, write
@@ -38,6 +38,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "pool": pool,
     "first_page": first_page,
     "ssh": ssh,  # a daemon through OpenSSH against its local socket and CDP port
+    "view": view,
 }
 QUICK_OUTPUT = Path("/tmp/browserd-bench-quick.md")
 

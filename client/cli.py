@@ -75,6 +75,7 @@ def cmd_launch(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
             memory_limit_mb=args.memory_limit,
             wait_s=args.wait,
             config=launch_config(args),
+            record=args.record,
         )
     for warning in caught:  # the running runtime kept its own options
         print(f"warning: {warning.message}", file=sys.stderr)
@@ -185,6 +186,19 @@ def cmd_connect(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     return conn, url
 
 
+def cmd_view(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    runtime = bd.space(args.space).runtimes.get(args.name)
+    conn = runtime.connections.create(protocol="view", ttl_s=args.ttl, control=args.control,
+                                      label=args.label)
+    return conn, conn.endpoint.url if conn.endpoint is not None else "-"
+
+
+def cmd_replay(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    run = _run_of(bd, args)
+    url = run.replay_url()
+    return {"run_id": run.id, "url": url}, url
+
+
 def _run_of(bd: Client, args: argparse.Namespace) -> Run:
     if args.run:
         return bd.runs.get(args.run)
@@ -231,6 +245,11 @@ def cmd_rm(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
     runtime = bd.space(args.space).runtimes.get(args.name)
     runtime.delete(force=args.force)
     return {"deleted": True, "runtime": runtime}, f"deleted {runtime.space}/{runtime.name}"
+
+
+def cmd_ui(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    url = bd.ui_url()
+    return {"url": url}, url
 
 
 def cmd_status(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
@@ -422,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a URL pattern whose requests fail, e.g. '*://ads.*/*', repeatable")
     p.add_argument("--browser", metavar="BUILD",
                    help="chromium, headless-shell, or an executable's absolute path")
+    p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep a recording of each run (default: config record.default)")
 
     named("inspect", cmd_inspect, "show a runtime's record and config")
 
@@ -436,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", action="store_true", help="print the http:// discovery URL")
     p.add_argument("--browser-url", action="store_true",
                    help="print the lease's own origin (for Puppeteer's browserURL)")
+
+    p = named("view", cmd_view, "open a live view of the runtime's page and print its URL")
+    p.add_argument("--control", action="store_true",
+                   help="let the page drive the browser (mouse, keys, tabs)")
+    p.add_argument("--ttl", type=_positive, default=600.0, metavar="S", help="lease lifetime")
+    p.add_argument("--label", help="a note shown in connection listings")
+
+    p = named("replay", cmd_replay, "print the URL of a run's replay page (frames and events)")
+    p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")
 
     p = named("events", cmd_events, "show a run's event timeline")
     p.add_argument("--run", metavar="RUN_ID", help="this run (default: active or latest)")
@@ -455,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_artifacts.add_commands(named, _run_of)
 
     command("status", cmd_status, "show the daemon's status")
+    command("ui", cmd_ui, "print the URL of the local dashboard (web page)")
     # doctor works without a daemon (finding out why there is none is its job): main() runs
     # it before connecting, so it has no Command.
     help = "check the browser, socket, daemon, state dir and profiles; say how to fix problems"

@@ -39,11 +39,16 @@ def cmd_connections(bd: Client, args: argparse.Namespace) -> tuple[Any, str]:
         closed = " and closed its sockets" if args.force else ""
         return conn, f"revoked {conn.id}{closed}"
     conns = runtime.connections.list()
-    rows = [(c.id, c.status, "yes" if c.exclusive else "", str(c.open_sockets),
-             short_time(c.expires_at), c.label or "") for c in conns]
-    text = (table(("ID", "STATUS", "EXCLUSIVE", "SOCKETS", "EXPIRES", "LABEL"), rows)
+    rows = [(c.id, _kind(c.protocol, c.control), c.status, "yes" if c.exclusive else "",
+             str(c.open_sockets), short_time(c.expires_at), c.label or "") for c in conns]
+    text = (table(("ID", "KIND", "STATUS", "EXCLUSIVE", "SOCKETS", "EXPIRES", "LABEL"), rows)
             if rows else "no connections")
     return conns, text
+
+
+def _kind(protocol: str, control: bool) -> str:
+    """cdp, view (watching) or control (a view that drives the page)."""
+    return "control" if protocol == "view" and control else protocol
 
 
 def add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser],

@@ -159,6 +159,7 @@ class ConnectionRecord(Record):
     protocol: str = "cdp"
     label: str | None = None
     exclusive: bool = False
+    control: bool = False
     status: str = ""
     created_at: str = ""
     expires_at: str | None = None

@@ -3,7 +3,8 @@
 The layers, top to bottom; a module imports only from its own layer and those below it:
 
     main, service, health    the `browserd` command; the composition root; watchdog rounds
-    rpc/                     the socket, the method table, one module of methods per resource
+    rpc/  web/               the socket, the method table, one module of methods per resource |
+                             the web pages (live views) on the CDP port (siblings)
     control/  services/      the control surface | the workers beside each run (siblings)
     core/                    the model's state and every change to it
     browser/                 one browser's processes, profiles and the warm pool

@@ -14,6 +14,8 @@ import trio
 from . import health
 from .base.config import Config
 from .browser.procutil import run_orphan_reaper, set_child_subreaper
+from .cdp.peers import PeerLookup
+from .control.recording import Recorder
 from .core.registry import Registry
 from .rpc import methods  # noqa: F401 - importing registers every RPC method
 from .rpc.api import Api
@@ -27,6 +29,9 @@ from .store.state_lock import StateLock
 from .system.fd_budget import FdBudget, raise_nofile_limit
 from .system.memory import release_free_memory
 from .system.notify import Notifier
+from .web.dashboard import Dashboard, UiAccess
+from .web.front import WebFront
+from .web.replay import ReplayAccess, Replays
 
 log = logging.getLogger("browserd")
 
@@ -87,12 +92,25 @@ async def _serve_locked(config: Config, state_lock: StateLock, *, handle_signals
     api.monitor = monitor
     # The control link (targets, invocations) is a run service too; keys survive restarts.
     registry.run_services.append(api.control.targets)
+    # Recorded runs keep their screencast as an artifact, made as the run ends.
+    recorder = Recorder(api.control.views, registry.artifacts, config.record)
+    registry.run_services.append(recorder)
+    registry.run_end_hooks.append(recorder.run_ending)
     api.control.idempotency.load()
     server = RpcServer(api, socket_path=config.socket,
                        requests_in_flight=config.limits.requests_in_flight,
                        allowed_group=config.allowed_group, listener=listener,
                        connections=budget.rpc_connections,
                        hello_timeout_s=config.limits.hello_timeout_s)
+    # The web pages (live views) share the CDP port: requests outside /cdp/ go to them.
+    ui = UiAccess(registry.proxy.base_url)
+    replay_access = ReplayAccess(registry.proxy.base_url)
+    web = WebFront(registry.lease_book, api.control.views, sockets=budget.cdp_sockets,
+                   peer_of=PeerLookup().quick, ui=ui, registry=registry,
+                   dashboard=Dashboard(registry, api.control.views),
+                   replay_access=replay_access, replays=Replays(registry, recorder))
+    registry.proxy.serve_web(web.handle)
+    api.ui_url, api.replay_url = ui.url, replay_access.url
     daemon = Daemon(config, registry, api, server)
     async with trio.open_nursery() as nursery:
         if handle_signals:

@@ -23,7 +23,7 @@ from bench.report import COLUMNS, VERDICTS, parse_table
 from .conftest import REPO, processes_using
 
 SCENARIOS = ("launch", "proxy", "rpc", "client", "eventlog", "scale", "idle", "pool",
-             "first_page", "ssh")
+             "first_page", "ssh", "view")
 NUMBER = re.compile(r"^-?\d+(\.\d+)? \S+$")
 RATIO = re.compile(r"^\d+\.\d\dx$")
 QUICK_BUDGET_S = 240  # the quick mode takes about a minute; a hang must not stall CI
@@ -77,7 +77,10 @@ def test_quick_bench_writes_a_complete_table(tmp_path: Path, bench_tmp: Path) ->
                      "spaces.list via Client", "spaces.list via AsyncClient on asyncio",
                      "EventLog.append, fsync=never", "EventLog.append, fsync=batch",
                      "daemon RSS", "leftover processes", "daemon CPU, 1 idle runtime",
-                     "RPC round trip over ssh", "CDP evaluate('1') round trip through the ssh"):
+                     "RPC round trip over ssh", "CDP evaluate('1') round trip through the ssh",
+                     "frame latency, page change to frame shown (p50)",
+                     "frame latency, page change to frame shown (p99)",
+                     "daemon CPU, 1 idle view open", "daemon CPU, 4 views on 4 busy runtimes"):
         assert expected in metrics, expected
     leftovers = [row for row in rows if "leftover processes" in row["metric"]]
     assert all(row["browserd"] == "0 procs" for row in leftovers), leftovers

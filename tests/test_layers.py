@@ -12,11 +12,12 @@ from .conftest import REPO
 DAEMON = REPO / "daemon"
 # Top to bottom. A layer may import its own modules and those of any layer after it; the
 # pairs in SIBLINGS may not import each other.
-ORDER = ["app", "rpc", "control", "services", "core", "browser", "cdp", "store", "system",
-         "base"]
-RANK = {"app": 0, "rpc": 1, "control": 2, "services": 2, "core": 3, "browser": 4, "cdp": 5,
-        "store": 5, "system": 6, "base": 7}
-SIBLINGS = {frozenset({"control", "services"}), frozenset({"cdp", "store"})}
+ORDER = ["app", "rpc", "web", "control", "services", "core", "browser", "cdp", "store",
+         "system", "base"]
+RANK = {"app": 0, "rpc": 1, "web": 1, "control": 2, "services": 2, "core": 3, "browser": 4,
+        "cdp": 5, "store": 5, "system": 6, "base": 7}
+SIBLINGS = {frozenset({"control", "services"}), frozenset({"cdp", "store"}),
+            frozenset({"rpc", "web"})}
 
 
 def module_name(path: Path) -> str:

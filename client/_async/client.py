@@ -99,6 +99,12 @@ class AsyncClient:
         result: dict[str, Any] = await self._transport.call("daemon.status")
         return result
 
+    async def ui_url(self) -> str:
+        """``daemon.ui``: the local dashboard's URL (with its token; only for the daemon's
+        own user)."""
+        result: dict[str, Any] = await self._transport.call("daemon.ui")
+        return str(result["url"])
+
     # -- calls ---------------------------------------------------------------------------
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:

@@ -246,6 +246,7 @@ class AsyncBrowserRuntimes:
         memory_limit_mb: int | None = None,
         wait_s: float | None = None,
         config: dict[str, Any] | None = None,
+        record: bool | None = None,
     ) -> AsyncRuntime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
@@ -264,6 +265,8 @@ class AsyncBrowserRuntimes:
         ``user_agent``, ``locale``, ``timezone``, ``extensions``, ``block``
         (``{resource_types?, url_patterns?}``) and ``browser`` (docs/api.md, Runtime config).
         Without it, a new runtime gets its space's defaults and an existing one keeps its own.
+        ``record`` keeps a recording of each run (an artifact of kind ``recording``, played
+        by ``run.replay_url()``); None follows the daemon's ``record.default``.
         """
         result = await self._transport.call(
             "runtimes.launch",
@@ -281,6 +284,7 @@ class AsyncBrowserRuntimes:
                 memory_limit_mb=memory_limit_mb,
                 wait_s=wait_s,
                 config=config,
+                record=record,
             ),
         )
         for text in result.get("warnings") or ():
@@ -311,6 +315,12 @@ class AsyncRun(RunRecord):
         """Reload this run's fields; returns self."""
         self._update(await self._transport.call("runs.get", {"run_id": self.id}))
         return self
+
+    async def replay_url(self) -> str:
+        """``runs.replay``: the URL of this run's replay page (its recorded frames beside
+        its events); valid until the daemon restarts."""
+        result: dict[str, Any] = await self._transport.call("runs.replay", {"run_id": self.id})
+        return str(result["url"])
 
 
 @attrs.frozen
@@ -408,7 +418,8 @@ class AsyncRunEvents:
 
 @attrs.define
 class AsyncConnection(ConnectionRecord):
-    """A CDP connection lease; ``endpoint.url`` is what connect_over_cdp takes."""
+    """A connection lease: CDP (``endpoint.url`` is what connect_over_cdp takes) or a live
+    view (``endpoint.url`` is its web page)."""
 
     _transport: AsyncTransport = attrs.field(kw_only=True, repr=False, eq=False)
 
@@ -434,8 +445,15 @@ class AsyncConnections:
         ttl_s: float = 600,
         exclusive: bool = False,
         label: str | None = None,
+        control: bool = False,
     ) -> AsyncConnection:
-        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
+        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds.
+
+        ``protocol="cdp"``: ``endpoint.url`` is what connect_over_cdp takes. ``"view"``:
+        ``endpoint.url`` is a web page showing the runtime's active page live, which with
+        ``control=True`` also drives it (mouse, keys, tabs) and is then a controller like a
+        CDP lease (refused while an exclusive lease is live, and blocking one).
+        """
         wire = await self._transport.create_lease(
             _params(
                 runtime_id=self.runtime_id,
@@ -443,6 +461,7 @@ class AsyncConnections:
                 ttl_s=ttl_s,
                 exclusive=exclusive,
                 label=label,
+                control=control or None,
             ),
         )
         return from_wire(AsyncConnection, wire, transport=self._transport)

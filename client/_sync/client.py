@@ -101,6 +101,12 @@ class Client:
         result: dict[str, Any] = self._transport.call("daemon.status")
         return result
 
+    def ui_url(self) -> str:
+        """``daemon.ui``: the local dashboard's URL (with its token; only for the daemon's
+        own user)."""
+        result: dict[str, Any] = self._transport.call("daemon.ui")
+        return str(result["url"])
+
     # -- calls ---------------------------------------------------------------------------
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:

@@ -248,6 +248,7 @@ class BrowserRuntimes:
         memory_limit_mb: int | None = None,
         wait_s: float | None = None,
         config: dict[str, Any] | None = None,
+        record: bool | None = None,
     ) -> Runtime:
         """Start runtime ``name`` (created if new); returns it once the browser is up.
 
@@ -266,6 +267,8 @@ class BrowserRuntimes:
         ``user_agent``, ``locale``, ``timezone``, ``extensions``, ``block``
         (``{resource_types?, url_patterns?}``) and ``browser`` (docs/api.md, Runtime config).
         Without it, a new runtime gets its space's defaults and an existing one keeps its own.
+        ``record`` keeps a recording of each run (an artifact of kind ``recording``, played
+        by ``run.replay_url()``); None follows the daemon's ``record.default``.
         """
         result = self._transport.call(
             "runtimes.launch",
@@ -283,6 +286,7 @@ class BrowserRuntimes:
                 memory_limit_mb=memory_limit_mb,
                 wait_s=wait_s,
                 config=config,
+                record=record,
             ),
         )
         for text in result.get("warnings") or ():
@@ -313,6 +317,12 @@ class Run(RunRecord):
         """Reload this run's fields; returns self."""
         self._update(self._transport.call("runs.get", {"run_id": self.id}))
         return self
+
+    def replay_url(self) -> str:
+        """``runs.replay``: the URL of this run's replay page (its recorded frames beside
+        its events); valid until the daemon restarts."""
+        result: dict[str, Any] = self._transport.call("runs.replay", {"run_id": self.id})
+        return str(result["url"])
 
 
 @attrs.frozen
@@ -410,7 +420,8 @@ class RunEvents:
 
 @attrs.define
 class Connection(ConnectionRecord):
-    """A CDP connection lease; ``endpoint.url`` is what connect_over_cdp takes."""
+    """A connection lease: CDP (``endpoint.url`` is what connect_over_cdp takes) or a live
+    view (``endpoint.url`` is its web page)."""
 
     _transport: Transport = attrs.field(kw_only=True, repr=False, eq=False)
 
@@ -436,8 +447,15 @@ class Connections:
         ttl_s: float = 600,
         exclusive: bool = False,
         label: str | None = None,
+        control: bool = False,
     ) -> Connection:
-        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds."""
+        """Open a lease; its ``endpoint`` (shown only now) is valid for ``ttl_s`` seconds.
+
+        ``protocol="cdp"``: ``endpoint.url`` is what connect_over_cdp takes. ``"view"``:
+        ``endpoint.url`` is a web page showing the runtime's active page live, which with
+        ``control=True`` also drives it (mouse, keys, tabs) and is then a controller like a
+        CDP lease (refused while an exclusive lease is live, and blocking one).
+        """
         wire = self._transport.create_lease(
             _params(
                 runtime_id=self.runtime_id,
@@ -445,6 +463,7 @@ class Connections:
                 ttl_s=ttl_s,
                 exclusive=exclusive,
                 label=label,
+                control=control or None,
             ),
         )
         return from_wire(Connection, wire, transport=self._transport)

@@ -144,6 +144,17 @@ class EventsConfig:
 
 
 @attrs.frozen
+class RecordConfig:
+    """Run recordings (screencast frames kept as an artifact of kind `recording`)."""
+
+    default: bool = _key(False, bool)  # record runs launched without `record`
+    max_fps: float = _key(5.0, _NUMBER, (0.1, 30))  # frames kept per second, at most
+    quality: int = _key(60, int, (10, 100))  # JPEG quality of the frames
+    max_side: int = _key(1280, int, (160, 3840))  # the frames' longer side, in pixels, at most
+    budget_mb: int = _key(100, int, (1, 100_000))  # a run's recording stops at this size
+
+
+@attrs.frozen
 class RetentionConfig:
     max_runs: int = _key(100, int, (0, 1_000_000))  # ended runs kept per runtime (0: no limit)
     # ended runs older than this are removed (0: no limit)
@@ -180,6 +191,7 @@ class Config:
     resources: ResourcesConfig = ResourcesConfig()
     pool: PoolConfig = PoolConfig()
     retention: RetentionConfig = RetentionConfig()
+    record: RecordConfig = RecordConfig()
     log_levels: LogLevelsConfig = LogLevelsConfig()
     # [spaces.<name>]: the runtime config (docs/api.md, Runtime config) a new runtime of that
     # space gets when its launch gives none.
@@ -310,6 +322,7 @@ def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -
         retention=RetentionConfig(**sections["retention"]),
         log_levels=LogLevelsConfig(**sections["log_levels"]),
         spaces=spaces,
+        record=RecordConfig(**sections["record"]),
     )
 
 

@@ -73,12 +73,13 @@ class RunConfig:
     # How the browser looks to the web (proxy, viewport, ...): its keys sit beside the others
     # in the wire and state maps.
     runtime: RuntimeConfig = NO_CONFIG
+    record: bool | None = None  # keep a recording of each run (None: config record.default)
 
     def to_json(self) -> dict[str, Any]:
         return {"headless": self.headless, "restart": self.restart,
                 "idle_timeout_s": self.idle_timeout_s, "max_lifetime_s": self.max_lifetime_s,
                 "memory_limit_mb": self.memory_limit_mb, "args": list(self.args),
-                **self.runtime.to_json()}
+                "record": self.record, **self.runtime.to_json()}
 
     @classmethod
     def from_json(cls, obj: Any) -> RunConfig:
@@ -160,7 +161,8 @@ def hash_token(token: str) -> bytes:
 
 @attrs.define
 class Lease:
-    """A CDP connection lease: an attach window onto one run of one runtime."""
+    """A connection lease: an attach window onto one run of one runtime, for a CDP client
+    (`protocol` "cdp") or a live view page ("view"; `control` lets it drive the page)."""
 
     id: str
     runtime_id: str
@@ -176,6 +178,12 @@ class Lease:
     revoked_at: str | None = None
     closed_at: str | None = None
     open_sockets: int = 0
+    control: bool = False
+
+    @property
+    def controller(self) -> bool:
+        """Does it drive the browser (a CDP client, a view in control mode), or only watch?"""
+        return self.protocol == "cdp" or self.control
 
     def to_wire(self) -> dict[str, Any]:
         return _record_dict(self, skip="token_hash")

@@ -131,6 +131,10 @@ Upgrade = Callable[
     [trio.SocketStream, h11.Connection, Route, Upstream, dict[bytes, bytes], bytes],
     Awaitable[None],
 ]
+# Serves a request outside /cdp/ (the daemon's web pages, daemon/web/); True if the
+# connection may carry another request. Host is checked before; Origin is its own to check.
+WebHandler = Callable[[trio.SocketStream, h11.Connection, h11.Request, Slot | None],
+                      Awaitable[bool]]
 
 
 class HttpFront:
@@ -158,6 +162,7 @@ class HttpFront:
         self._peer_of = peer_of
         self._upgrade = upgrade
         self._head_timeout_s = head_timeout_s
+        self.web: WebHandler | None = None  # set by the composition root, if pages are served
 
     def _refused_hook(
         self, connection_id: str | None, status: int, reason: str, peer: dict[str, Any]
@@ -205,6 +210,8 @@ class HttpFront:
         if len(hosts) != 1 or not is_loopback_host(hosts[0]):
             await self.refuse(stream, conn, cid, 403, None, "Host header is not a loopback name")
             return False
+        if self.web is not None and not path.startswith("/cdp/"):
+            return await self.web(stream, conn, request, pending)
         if any(o.decode("latin-1") not in self._allowed_origins for o in origins):
             await self.refuse(stream, conn, cid, 403, None, "requests with an Origin are refused")
             return False

@@ -52,6 +52,7 @@ from .http_front import (
     Route,
     Upstream,
     UpstreamError,
+    WebHandler,
     open_upstream,
     over_capacity_response,
 )
@@ -194,6 +195,10 @@ class CdpProxy:
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
+
+    def serve_web(self, handler: WebHandler) -> None:
+        """Requests outside /cdp/ go to `handler` (the daemon's web pages) from now on."""
+        self._http.web = handler
 
     def close_connection(self, connection_id: str) -> None:
         """Close every socket opened through this lease (including handshakes in progress)."""

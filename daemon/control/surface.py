@@ -1,5 +1,5 @@
 """The control surface's parts, built once per daemon: targets, invocations, files, keys,
-and the per-lease discovery origins.
+the per-lease discovery origins, and the live views' screencasts.
 
 `Api.control` holds one `Control`; the service adds `control.targets` (the per-run control
 link) to the registry's run services, loads the idempotency keys, and starts
@@ -19,6 +19,7 @@ from .idempotency import IdempotencyStore
 from .invocations import Invocations
 from .lease_origins import LeaseOrigins
 from .targets import Targets
+from .view import Views
 
 __all__ = ["Control"]
 
@@ -30,13 +31,14 @@ class Control:
     invocations: Invocations
     idempotency: IdempotencyStore
     origins: LeaseOrigins
+    views: Views
 
     @classmethod
     def build(cls, registry: Registry) -> Control:
         idempotency = IdempotencyStore(Path(registry.state_dir) / "idempotency.json")
         targets = Targets(registry)
         return cls(registry, targets, Invocations(registry, targets, idempotency), idempotency,
-                   LeaseOrigins(registry))
+                   LeaseOrigins(registry), Views(targets))
 
     def file_area(self, rt: Runtime) -> FileArea:
         """The runtime's file area, `<state>/runtimes/<runtime_id>/files/`."""

@@ -141,6 +141,32 @@ class ArtifactStore:
             self._index[run.id].append(record)
         return record
 
+    def new_dir(self, run: RunRecord) -> tuple[str, Path]:
+        """An id for an artifact the daemon writes in place, and its (new) directory's path;
+        `register_nowait` makes it an artifact once it is whole."""
+        artifact_id = storage.make_id("art")
+        return artifact_id, self.artifacts_dir(run) / artifact_id
+
+    def register_nowait(self, rt: Runtime, *, artifact_id: str, kind: str, dest: Path,
+                        size: int, sha256: str, content_type: str,
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record a file the daemon wrote in place (at `dest`, in the directory `new_dir`
+        gave) as an artifact of `rt`'s live run; appends `artifact.created`. No I/O."""
+        run = rt.run
+        self._check_live(rt, run)
+        assert run is not None and rt.log is not None
+        record = {
+            "id": artifact_id, "run_id": run.id, "kind": kind, "name": dest.name,
+            "path": str(dest.relative_to(self.run_dir(run))), "content_type": content_type,
+            "size_bytes": size, "sha256": sha256, "created_at": storage.now_rfc3339(),
+            **(extra or {}),
+        }
+        rt.log.append("artifact.created", record)
+        run.counts["artifacts"] = run.counts.get("artifacts", 0) + 1
+        if run.id in self._index:
+            self._index[run.id].append(record)
+        return record
+
     def _check_live(self, rt: Runtime, run: RunRecord | None) -> None:
         if run is None or rt.run is not run or rt.log is None:
             what = f"run {run.id} has ended" if run is not None else "it has no active run"

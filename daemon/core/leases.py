@@ -1,4 +1,5 @@
-"""Connection leases: CDP attach windows with a secret token, and the CDP proxy's hooks.
+"""Connection leases: CDP attach windows and live views with a secret token, and the CDP
+proxy's hooks.
 
 A lease admits new sockets while it is active (not expired, revoked or closed); sockets
 already open stay until the client leaves, a forced delete, or the run's end. The book is also
@@ -61,7 +62,12 @@ class LeaseBook:
                 lease.status, lease.closed_at = LeaseStatus.CLOSED, now
 
     def create(self, rt: Runtime, *, protocol: str, ttl_s: float, exclusive: bool,
-                     label: str | None, actor: Actor | None) -> tuple[Lease, str]:
+                     label: str | None, actor: Actor | None,
+                     control: bool = False) -> tuple[Lease, str]:
+        """A new lease and its token (the only time the token exists outside the caller).
+
+        Controllers are CDP leases and views in control mode; a watch-only view drives
+        nothing, so it is granted even beside an exclusive lease and never blocks one."""
         if rt.record.status != RuntimeStatus.ACTIVE or rt.run is None or rt.log is None:
             raise ApiError(
                 "runtime.not_active",
@@ -69,9 +75,10 @@ class LeaseBook:
                 hint="Launch it first: `browserctl launch NAME`.",
                 data={"status": rt.record.status},
             )
-        live = [lease for lease in self.live(rt)]
+        controller = protocol == "cdp" or control
+        live = [lease for lease in self.live(rt) if lease.controller]
         holder = next((lease for lease in live if lease.exclusive), None)
-        if holder is not None or (exclusive and live):
+        if controller and (holder is not None or (exclusive and live)):
             blocking = holder or live[0]
             raise ApiError(
                 "runtime.controller_busy",
@@ -86,13 +93,14 @@ class LeaseBook:
             id=storage.make_id("conn"), runtime_id=rt.id, run_id=rt.run.id,
             space=rt.record.space, protocol=protocol, label=label, exclusive=exclusive,
             token_hash=hash_token(token), created_at=format_time(created),
-            expires_at=format_time(created + timedelta(seconds=ttl_s)),
+            expires_at=format_time(created + timedelta(seconds=ttl_s)), control=control,
         )
         self.leases[lease.id] = lease
         rt.run.counts["connections"] += 1
         rt.touch()
         rt.log.append("connection.created", {"connection_id": lease.id, "ttl_s": ttl_s,
-                                             "exclusive": exclusive, "label": label},
+                                             "exclusive": exclusive, "label": label,
+                                             "protocol": protocol, "control": control},
                       actor=actor)
         return lease, token
 
@@ -102,6 +110,8 @@ class LeaseBook:
 
     def endpoint(self, lease: Lease, token: str) -> dict[str, str]:
         base = self._proxy().base_url()
+        if lease.protocol == "view":  # a web page the daemon serves on the same port
+            return {"url": f"{base}/view/{lease.id}/{token}"}
         path = f"/cdp/{lease.id}/{token}"
         return {"url": base.replace("http://", "ws://", 1) + path, "http_url": base + path}
 
@@ -111,6 +121,13 @@ class LeaseBook:
             live = lease.status == LeaseStatus.ACTIVE and parse_time(lease.expires_at) > now
             if lease.runtime_id == rt.id and live:
                 yield lease
+
+    def view_status(self, lease: Lease) -> str:
+        """What an open view of `lease` should do: "active" (carry on), else the reason it
+        ends now ("expired", "revoked", "closed"). A view closes with its lease."""
+        if lease.status == LeaseStatus.ACTIVE and parse_time(lease.expires_at) <= datetime.now(UTC):
+            self._expire(lease)
+        return lease.status
 
     def exclusive(self, rt: Runtime) -> Lease | None:
         """The live exclusive lease holding the runtime's controller lock, if any."""
@@ -167,10 +184,21 @@ class LeaseBook:
     # ------------------------------------------------------------------ CDP proxy hooks
 
     def authorize(self, connection_id: str, token: str) -> Upstream:
+        lease, rt = self.admit(connection_id, token, "cdp")
+        assert rt.process is not None
+        endpoint = rt.process.endpoint
+        return Upstream(runtime_id=rt.id, connection_id=lease.id, host=endpoint.host,
+                        port=endpoint.port, browser_path=endpoint.browser_path)
+
+    def admit(self, connection_id: str, token: str, protocol: str) -> tuple[Lease, Runtime]:
+        """The lease `token` opens, for a client of `protocol`, and its live runtime; else
+        Refused: 401 (unknown, bad token, or a lease of the other protocol), 410 (ended)."""
         lease = self.leases.get(connection_id)
         # Compare even for an unknown id, so timing does not tell ids apart.
         expected = lease.token_hash if lease else hash_token(secrets.token_urlsafe(32))
-        if not hmac.compare_digest(expected, hash_token(token)) or lease is None:
+        matches = hmac.compare_digest(expected, hash_token(token))
+        # A view's token never opens the CDP endpoint (a watcher must not get to drive).
+        if not matches or lease is None or lease.protocol != protocol:
             raise Refused(401, "unknown connection or bad token")
         if lease.status == LeaseStatus.ACTIVE and parse_time(lease.expires_at) <= datetime.now(UTC):
             self._expire(lease)  # before the loop comes round: the refusal follows the event
@@ -179,9 +207,25 @@ class LeaseBook:
         rt = self.runtimes.get(lease.runtime_id)
         if rt is None or rt.process is None or rt.run is None or rt.run.id != lease.run_id:
             raise Refused(410, "the runtime's run has ended")
-        endpoint = rt.process.endpoint
-        return Upstream(runtime_id=rt.id, connection_id=lease.id, host=endpoint.host,
-                        port=endpoint.port, browser_path=endpoint.browser_path)
+        return lease, rt
+
+    def view_attached(self, lease: Lease, socket_id: str, peer: dict[str, Any]) -> None:
+        """A view page opened its WebSocket (counted like a CDP socket: it keeps the runtime
+        from idling out, and its run's log shows it)."""
+        lease.open_sockets += 1
+        if (rt := self.runtimes.get(lease.runtime_id)) is not None:
+            rt.touch()
+        self._log_for(lease.runtime_id, lease.run_id, "connection.attached",
+                      {"connection_id": lease.id, "socket_id": socket_id, "protocol": "view"},
+                      actor={"type": "viewer", **peer})
+
+    def view_detached(self, lease: Lease, socket_id: str, stats: dict[str, Any]) -> None:
+        lease.open_sockets -= 1
+        if (rt := self.runtimes.get(lease.runtime_id)) is not None:
+            rt.touch()
+        self._log_for(lease.runtime_id, lease.run_id, "connection.detached",
+                      {"connection_id": lease.id, "socket_id": socket_id, "protocol": "view",
+                       **stats})
 
     def attached(self, upstream: Upstream, socket_id: str, peer: dict[str, Any]) -> None:
         rt = self.runtimes.get(upstream.runtime_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,8 @@ class Registry:
         # Started before a run is reported active, each waited for (RunGate): what must be in
         # force before any client can attach (the network rules).
         self.run_gates: list[RunGate] = []
+        # Called (synchronously) as each run ends, before its final event: see _end_run.
+        self.run_end_hooks: list[Callable[[Runtime], None]] = []
         self.artifacts = ArtifactStore(config.state_dir)
         # runtime id -> the params of the last Browser.setDownloadBehavior a CDP client sent
         # for the default context (no browserContextId), reported by the proxy; downloads.py

@@ -48,6 +48,7 @@ class RunHost(Protocol):
     lease_book: LeaseBook
     run_services: list[RunService]
     run_gates: list[RunGate]
+    run_end_hooks: list[Callable[[Runtime], None]]
     runtimes: dict[str, Runtime]
     shutting_down: bool
 
@@ -217,6 +218,13 @@ class RunSupervisor:
         rt.record.status = runtime_transition(rt.record.status, trigger)
         run.ended_at, run.end_reason, run.failure = now_rfc3339(), reason, failure
         self.registry.lease_book.close_run(run.id)
+        for hook in self.registry.run_end_hooks:
+            # Last words of the run's services (a recording becomes an artifact), in its log
+            # before its final event; a hook that fails must not keep the run open.
+            try:
+                hook(rt)
+            except Exception:
+                log.exception("run end hook %r failed for run %s", hook, run.id)
         event_log.append("runtime.lifecycle", {"end_reason": reason, "failure": failure},
                          status=run.status)
         run.counts["events"] = event_log.last_seq

@@ -53,12 +53,14 @@ class LaunchOptions:
     # The browser's config (proxy, viewport, ...) with the proxy's credentials; None keeps the
     # runtime's own (a new runtime: its space's default from the daemon's config).
     runtime: ParsedConfig | None = attrs.field(default=None, repr=False)
+    record: bool | None = None  # keep a recording of each run (None: config record.default)
 
     def config(self, current: RuntimeConfig = NO_CONFIG) -> RunConfig:
         """The options that stay with the runtime (restarts reuse them)."""
         return RunConfig(headless=self.headless, restart=self.restart,
                          idle_timeout_s=self.idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
                          memory_limit_mb=self.memory_limit_mb, args=self.args,
+                         record=self.record,
                          runtime=self.runtime.config if self.runtime is not None else current)
 
 

@@ -90,6 +90,8 @@ class Api:
         self.started_at_text = now_rfc3339()
         self.clients = 0
         self.monitor: ResourceMonitor | None = None  # set by the service
+        self.ui_url: Callable[[], str] | None = None  # the dashboard's URL (set by the service)
+        self.replay_url: Callable[[str], str] | None = None  # a run's replay URL (likewise)
         # targets, invocations, files and idempotency keys (the control surface)
         self.control = Control.build(registry)
         self.own_process = psutil.Process()

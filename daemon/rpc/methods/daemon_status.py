@@ -1,4 +1,4 @@
-"""daemon.status: what the daemon is doing and what it costs."""
+"""daemon.status: what the daemon is doing and what it costs; daemon.ui: the dashboard URL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ... import __version__
+from ...base.errors import ApiError
 from ...base.lifecycle import LeaseStatus
 from ...base.params import Params
 from ..api import Api, Caller, method
@@ -46,3 +47,15 @@ def daemon_status(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
     }
 
 
+
+@method("daemon.ui")
+def daemon_ui(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    """The local dashboard's URL, with its token: only for the daemon's own uid (or root)."""
+    p.finish()
+    if caller.uid not in (os.getuid(), 0):
+        raise ApiError("auth.forbidden",
+                       "Only the daemon's own user gets the dashboard's URL.",
+                       hint="Run `browserctl ui` as the user the daemon runs as.",
+                       data={"uid": caller.uid})
+    assert api.ui_url is not None  # the service sets it before serving
+    return {"url": api.ui_url()}

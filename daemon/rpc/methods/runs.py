@@ -56,3 +56,14 @@ async def runs_events_list(api: Api, caller: Caller, p: Params) -> dict[str, Any
     return {"data": events, "next_cursor": str(events[-1]["seq"]) if more else None}
 
 
+
+
+@method("runs.replay")
+def runs_replay(api: Api, caller: Caller, p: Params) -> dict[str, Any]:
+    """The URL of the run's replay page: its recorded frames (if it was recorded) beside its
+    events. Valid until the daemon restarts."""
+    run_id = p.text("run_id", max_len=64)
+    p.finish()
+    run = api.registry.get_run(run_id)
+    assert api.replay_url is not None  # the service sets it before serving
+    return {"url": api.replay_url(run.id), "run_id": run.id}

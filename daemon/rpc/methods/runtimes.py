@@ -36,6 +36,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
         memory_limit_mb=p.integer("memory_limit_mb", None, low=MEMORY_LIMIT_MB[0],
                                   high=MEMORY_LIMIT_MB[1]),
         wait_s=p.number("wait_s", 0.0, low=0, high=3600),
+        record=p.flag("record", None),
     )
     raw_config = p.mapping("config", None)
     key = p.text("idempotency_key", None, max_len=256)
@@ -77,7 +78,7 @@ async def runtimes_launch(api: Api, caller: Caller, p: Params) -> dict[str, Any]
 
 
 _CONFIG_KEYS = ("headless", "restart", "idle_timeout_s", "max_lifetime_s", "memory_limit_mb",
-                "args")
+                "args", "record")
 
 
 def _fingerprint(options: LaunchOptions) -> dict[str, Any]:
