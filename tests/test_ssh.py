@@ -380,7 +380,9 @@ def test_silent_server_is_bounded_by_the_connect_timeout(ssh_env: Sshd) -> None:
         port = silent.getsockname()[1]
         error = _expect_unavailable(f"ssh://{ssh_env.user}@127.0.0.1:{port}",
                                     connect_timeout=2.0)
-    assert "within 2 s" in error.message
+    # Whichever gives up first: the client's own timer, or ssh's ConnectTimeout (the same
+    # 2 s) during the banner exchange.
+    assert "within 2 s" in error.message or "timed out" in error.message, error.message
 
 
 # -- host resolution, without ssh --------------------------------------------------------
