@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -27,6 +27,9 @@ import trio
 
 from browserd.daemon.base.config import BrowserConfig, Config
 from browserd.daemon.service import Daemon, serve
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -188,3 +191,39 @@ def daemon_process(short_dir: Path) -> Iterator[DaemonProcess]:
         code = running.stop()
         assert code == 0, running.log.read_text()
     assert_no_processes(running.state_dir)
+
+
+HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
+
+
+def start_shell_daemon(base: Path, extra_config: str = "") -> DaemonProcess:
+    """`browserd` on chromium-headless-shell (faster to start), plus `extra_config` TOML."""
+    (base / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n{extra_config}')
+    running = DaemonProcess(base)
+    running.start()
+    return running
+
+
+def finish_daemon(running: DaemonProcess) -> None:
+    """Stop it as the `daemon_process` fixture does: exit 0, no browser process left."""
+    if running.proc is not None and running.proc.poll() is None:
+        code = running.stop()
+        assert code == 0, running.log.read_text()
+    assert_no_processes(running.state_dir)
+
+
+@pytest.fixture
+def pw() -> Iterator[Playwright]:
+    """Playwright's sync API for the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture
+def viewer(pw: Playwright) -> Iterator[Browser]:
+    """A Chromium of the test's own (not a runtime's), to open the daemon's web pages in."""
+    browser = pw.chromium.launch(executable_path=HEADLESS_SHELL)
+    yield browser
+    browser.close()

@@ -13,12 +13,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from browserd.client import Client
 
-from .conftest import DaemonProcess
-from .test_profiles_client import HEADLESS_SHELL, finish_daemon, start_shell_daemon
+from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
 from .test_view import RED_URL, get, wait_for
 
 
@@ -29,17 +28,6 @@ def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
     finish_daemon(running)
 
 
-@pytest.fixture
-def pw() -> Iterator[Playwright]:
-    with sync_playwright() as playwright:
-        yield playwright
-
-
-@pytest.fixture
-def viewer(pw: Playwright) -> Iterator[Browser]:
-    browser = pw.chromium.launch(executable_path=HEADLESS_SHELL)
-    yield browser
-    browser.close()
 
 
 def row(page: Page, name: str) -> str:

@@ -17,26 +17,8 @@ from playwright.sync_api import sync_playwright
 
 from browserd.client import Client, Profile, Runtime, errors
 
-from .conftest import DaemonProcess, assert_no_processes
+from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
 from .test_tour import web_page  # noqa: F401  (a fixture)
-
-HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
-
-
-def start_shell_daemon(base: Path, extra_config: str = "") -> DaemonProcess:
-    """`browserd` on chromium-headless-shell (faster to start), plus `extra_config` TOML."""
-    (base / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n{extra_config}')
-    running = DaemonProcess(base)
-    running.start()
-    return running
-
-
-def finish_daemon(running: DaemonProcess) -> None:
-    """Stop it as the `daemon_process` fixture does: exit 0, no browser process left."""
-    if running.proc is not None and running.proc.poll() is None:
-        code = running.stop()
-        assert code == 0, running.log.read_text()
-    assert_no_processes(running.state_dir)
 
 
 @pytest.fixture

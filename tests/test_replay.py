@@ -12,12 +12,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from browserd.client import Client
 
-from .conftest import DaemonProcess
-from .test_profiles_client import HEADLESS_SHELL, finish_daemon, start_shell_daemon
+from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
 from .test_view import APP_URL, PIXEL, RED_URL, get, wait_for
 
 # Noise on a full-window canvas, redrawn every animation frame: every frame is new and
@@ -38,13 +37,6 @@ def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
     yield running
     finish_daemon(running)
 
-
-@pytest.fixture
-def viewer() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=HEADLESS_SHELL)
-        yield browser
-        browser.close()
 
 
 def shown_frame(page: Page) -> int:

@@ -22,8 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from browserd.client import Client, Runtime, RuntimeStats, errors
 
-from .conftest import BIN, DaemonProcess
-from .test_profiles_client import finish_daemon, start_shell_daemon
+from .conftest import BIN, DaemonProcess, finish_daemon, start_shell_daemon
 
 
 @pytest.fixture

@@ -22,12 +22,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright
 
 from browserd.client import Client, Runtime, errors
 
-from .conftest import DaemonProcess
-from .test_profiles_client import HEADLESS_SHELL, finish_daemon, start_shell_daemon
+from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
 
 # The runtime's page: a button that counts clicks and an input, at known places.
 APP = """<!doctype html><html><head><style>
@@ -56,18 +55,6 @@ def bd(shell_daemon: DaemonProcess) -> Iterator[Client]:
         yield client
 
 
-@pytest.fixture
-def pw() -> Iterator[Playwright]:
-    with sync_playwright() as playwright:
-        yield playwright
-
-
-@pytest.fixture
-def viewer(pw: Playwright) -> Iterator[Browser]:
-    """The viewer's own browser (not the runtime's)."""
-    browser = pw.chromium.launch(executable_path=HEADLESS_SHELL)
-    yield browser
-    browser.close()
 
 
 def wait_for(what: str, check: Callable[[], Any], within_s: float = 10.0) -> Any:
