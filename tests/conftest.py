@@ -137,7 +137,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen([str(BIN / "browserd")], env=self.env,
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
-        while not _accepts(self.socket):
+        while not socket_accepts(self.socket):
             if self.proc.poll() is not None:
                 raise AssertionError(f"browserd exited early:\n{self.log.read_text()}")
             if time.monotonic() > deadline:
@@ -171,7 +171,7 @@ class DaemonProcess:
         return result
 
 
-def _accepts(path: Path) -> bool:
+def socket_accepts(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from .conftest import REPO, _accepts, serve_pages
+from .conftest import REPO, serve_pages, socket_accepts
 
 PAGE = b"<!doctype html><title>installed</title><h1 id=greeting>from the wheel</h1>"
 
@@ -78,7 +78,7 @@ def test_tour_against_the_installed_daemon(installed: Path, short_dir: Path) -> 
                               stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 30
-        while not _accepts(short_dir / "run" / "b.sock"):
+        while not socket_accepts(short_dir / "run" / "b.sock"):
             assert daemon.poll() is None, (short_dir / "daemon.log").read_text()
             assert time.monotonic() < deadline, "the installed daemon did not bind"
             time.sleep(0.05)

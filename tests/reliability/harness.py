@@ -39,7 +39,7 @@ from wsproto.events import (
 
 from browserd.client import wire
 
-from ..conftest import BIN, REPO, DaemonProcess, processes_using
+from ..conftest import BIN, REPO, DaemonProcess, processes_using, socket_accepts
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 HELLO = {"client": {"name": "reliability", "version": "0"}, "api": {"min": 1, "max": 1}}
@@ -347,7 +347,8 @@ class Daemon(DaemonProcess):
             self.proc = subprocess.Popen([str(BIN / "browserd")], env=self.env, stdout=log,
                                          stderr=log, preexec_fn=limits)
         deadline = time.monotonic() + timeout_s
-        while not self.socket.exists():
+        # The socket file appears at bind, a moment before listen: wait until it accepts.
+        while not socket_accepts(self.socket):
             assert self.proc.poll() is None, f"browserd exited early:\n{self.log.read_text()}"
             assert time.monotonic() < deadline, f"browserd did not bind:\n{self.log.read_text()}"
             time.sleep(0.05)
