@@ -177,4 +177,7 @@ async def test_puppeteer_behaves_the_same_directly_and_through_a_lease(
         leased = await trio.to_thread.run_sync(puppeteer, await lease_url(launched), pages)
     assert leased == direct
     assert direct["popups"] == {"opened": 6, "dialogs": 6}
+    assert direct["dialogs"] == [[["alert", "a"], ["confirm", "c"], ["prompt", "p"]],
+                                 [None, True, "typed"]]
+    assert direct["download"] == [["report.txt", client_scenarios.DOWNLOAD.decode()]]
     assert direct["interception"] == {"status": 201, "aborted": ["/pixel.png"]}

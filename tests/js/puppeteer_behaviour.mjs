@@ -1,10 +1,14 @@
 // What Puppeteer does in a browser, as data to compare directly and through a browserd lease
 // (tests/control/test_transparency.py): popups and the dialogs they open, navigation, frames,
-// request interception, a CDP session of its own, and input.
+// dialogs, a download into its own folder, request interception, a CDP session of its own,
+// and input.
 //
 //   node tests/js/puppeteer_behaviour.mjs BROWSER_WS_ENDPOINT SITE_BASE
 //
 // Prints one JSON line. Exits non-zero (with the error on stderr) when anything fails.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import puppeteer from "puppeteer-core";
 
 const [endpoint, base] = process.argv.slice(2);
@@ -51,6 +55,36 @@ try {
   seen.frames = (await Promise.all(page.frames().map(async (frame) =>
     [frame.name(), frame.url().replace(base, ""), await frame.evaluate(() => document.body.innerText)],
   ))).sort();
+
+  // dialogs: alert, confirm, prompt, answered by the client
+  const answers = [];
+  const answer = async (dialog) => {
+    answers.push([dialog.type(), dialog.message()]);
+    await (dialog.type() === "prompt" ? dialog.accept("typed") : dialog.accept());
+  };
+  page.on("dialog", answer);
+  const results = await page.evaluate(() => [alert("a"), confirm("c"), prompt("p", "default")]);
+  page.off("dialog", answer);
+  seen.dialogs = [answers, results];
+
+  // a download into the client's own folder (its context's download behaviour)
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), "pptr-downloads-"));
+  try {
+    const browserSession = await browser.target().createCDPSession();
+    await browserSession.send("Browser.setDownloadBehavior", {
+      behavior: "allow", browserContextId: context.id, downloadPath: folder, eventsEnabled: true,
+    });
+    const finished = new Promise((resolve) => browserSession.on("Browser.downloadProgress",
+      (event) => { if (event.state === "completed") resolve(); }));
+    await page.setContent(`<a href="${base}/download" download>get</a>`);
+    await page.click("a");
+    await within(finished, "the download did not finish");
+    seen.download = fs.readdirSync(folder).map((name) =>
+      [name, fs.readFileSync(path.join(folder, name), "utf8")]);
+    await browserSession.detach();
+  } finally {
+    fs.rmSync(folder, { recursive: true, force: true });
+  }
 
   // request interception: abort the image, fulfil a page
   await page.setRequestInterception(true);
