@@ -28,7 +28,7 @@ from .system.fd_budget import FdBudget, raise_nofile_limit
 from .system.memory import release_free_memory
 from .system.notify import Notifier
 
-log = logging.getLogger("browserd")
+log = logging.getLogger(__name__)
 
 
 @attrs.define

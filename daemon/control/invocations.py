@@ -42,7 +42,7 @@ from .targets import Link, Targets, target_not_found
 
 __all__ = ["FINISHED", "Invocation", "Invocations", "Status"]
 
-log = logging.getLogger("browserd.invocations")
+log = logging.getLogger(__name__)
 
 MAX_KEPT = 10_000  # finished invocations kept for get/list (oldest dropped first)
 MAX_KEPT_BYTES = 32 * 1024 * 1024  # ... and within this many bytes of encoded records

@@ -35,7 +35,7 @@ from ..core.runtime import Runtime
 
 __all__ = ["Link", "Targets", "require_url", "target_not_found"]
 
-log = logging.getLogger("browserd.targets")
+log = logging.getLogger(__name__)
 
 LINK_WAIT_S = 10.0
 CLOSE_WAIT_S = 5.0  # how long a request waits for a just-launched runtime's link to come up

@@ -36,7 +36,7 @@ from .runtime import Actor, RunGate, RunService, Runtime
 
 __all__ = ["RunHost", "RunSupervisor"]
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 
 class RunHost(Protocol):

@@ -46,7 +46,7 @@ from ..core.registry import Registry
 from ..core.runtime import Runtime
 from ..store.lost_downloads import STAGING_DIR
 
-log = logging.getLogger("browserd.observer")
+log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one `download` progress event per download per second
 _SOCKET_POLL_S = 0.2

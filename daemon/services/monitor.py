@@ -33,7 +33,7 @@ from ..store.storage import now_rfc3339
 from ..system.logs import Throttled
 from .pss import Estimator
 
-log = logging.getLogger("browserd.monitor")
+log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 # A read of /proc serves every sample taken within this long (or half the sample interval,
 # if shorter): the samples of one tick start within milliseconds of each other.

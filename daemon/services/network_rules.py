@@ -31,7 +31,7 @@ from ..base.runtime_config import RESOURCE_TYPES, BlockRules
 from ..cdp.client import CdpConnection, CdpError, open_cdp
 from ..core.runtime import Runtime
 
-log = logging.getLogger("browserd.network_rules")
+log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
 SETUP_TIMEOUT_S = 15.0

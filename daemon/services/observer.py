@@ -49,7 +49,7 @@ from ..core.registry import Registry
 from ..core.runtime import Runtime
 from .downloads import DownloadTracker
 
-log = logging.getLogger("browserd.observer")
+log = logging.getLogger(__name__)
 
 # console.message types recorded at each `events.console_level` (each level includes those above).
 _CONSOLE_LEVELS: dict[str, frozenset[str]] = {
