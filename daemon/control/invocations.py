@@ -290,13 +290,13 @@ class Invocations:
             # that there is no page, and open one only then.
             infos = (await link.cdp.call("Target.getTargets"))["targetInfos"]
             for info in infos:
-                link.targets.setdefault(info["targetId"], info)
+                link.browser.learn(info)
             target_id = link.active_page()
         if target_id is None:
             reply = await link.cdp.call("Target.createTarget", {"url": "about:blank"})
             target_id = str(reply["targetId"])
-            link.targets.setdefault(target_id, {"targetId": target_id, "type": "page",
-                                                "url": "about:blank", "title": ""})
+            link.browser.learn({"targetId": target_id, "type": "page", "url": "about:blank",
+                                "title": ""})
             link.active_id = target_id
         return target_id
 

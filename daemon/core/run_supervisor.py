@@ -27,6 +27,7 @@ from ..base.lifecycle import (
 )
 from ..base.model import RunRecord
 from ..browser.process import BrowserProcess
+from ..cdp.browser_link import serve_link
 from ..cdp.proxy import CdpProxy
 from ..store.durability import note_log_state
 from ..store.state_writer import StateWriter
@@ -94,6 +95,8 @@ class RunSupervisor:
                         self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
+                    # The daemon's one connection to the browser, for the gates and services.
+                    rt.link = await pumps.start(serve_link, process.endpoint.ws_url)
                     # Before the run is active: no client can get a lease onto it yet.
                     for gate in self.registry.run_gates:
                         await pumps.start(_guard_guarded, gate, rt)
@@ -120,6 +123,7 @@ class RunSupervisor:
                     if process is not None:
                         await process.stop(self.registry.config.browser.stop_grace_s)
                     self._end_run(rt, Trigger.ABORTED, "daemon_shutdown", None)
+            rt.link = None
             rt.done.set()
         if launch_error is not None:
             raise launch_error

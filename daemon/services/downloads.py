@@ -1,6 +1,7 @@
 """Downloads of a run: `download` events and one artifact per finished download.
 
-Part of the observer (observer.py), on the daemon's own browser-level CDP connection.
+Part of the observer (observer.py), on the daemon's connection to the browser (the run's
+`BrowserLink`): `Browser.setDownloadBehavior` there, and its browser-level download events.
 
 What Chromium 156 does with two CDP connections (measured with probes against chromium and
 chromium-headless-shell; tests/test_artifacts.py checks what this design relies on):

@@ -1,11 +1,13 @@
 """A runtime's `block` rules: matching requests fail, in every page, and the run counts them.
 
-One CDP command does it, on a connection of the daemon's own to the browser target (not the
-observer's): `Fetch.enable` there, with no session, intercepts the requests of every target
-of every browser context, present and future, without attaching to any target. Its
-`patterns` hold only what is blocked (one per resource type, one per URL pattern), so no
-other request is ever paused: Chromium lets them through untouched. Each paused request is
-failed at once with `BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page).
+One CDP command does it, on the daemon's connection to the browser target (the run's
+`BrowserLink`, cdp/browser_link.py): `Fetch.enable` there, with no session, intercepts the
+requests of every target of every browser context, present and future, without attaching to
+any target. Its `patterns` hold only what is blocked (one per resource type, one per URL
+pattern), so no other request is ever paused: Chromium lets them through untouched. Each
+paused request (a browser-level `Fetch.requestPaused`) is failed at once with
+`BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page), in a task of its own: the
+link's reader hands events over without waiting.
 
 Per target, the daemon does nothing at all: it never attaches, never resumes, never sends a
 command to a page. Measured with Chromium 156, both builds: Playwright's `page.route()` and
@@ -21,14 +23,12 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 from typing import Any
 
 import trio
-import trio_websocket
 
 from ..base.runtime_config import RESOURCE_TYPES, BlockRules
-from ..cdp.client import CdpConnection, CdpError, open_cdp
+from ..cdp.client import CdpConnection, CdpError, CdpEvent
 from ..core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,71 +53,78 @@ class NetworkRules:
 
     async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
         rules = rt.record.config.runtime.block
-        process, run = rt.process, rt.run
+        process, run, link = rt.process, rt.run, rt.link
         if not rules or process is None or run is None:
             task_status.started()
             return
         started = False
         failure = None
         try:
-            # Bounded: a browser that does not answer holds up its launch only so long.
-            with trio.CancelScope(deadline=trio.current_time() + SETUP_TIMEOUT_S) as setup:
-                async with open_cdp(process.endpoint.ws_url, max_buffered_events=10_000) as cdp:
-                    await cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)})
-                    setup.deadline = math.inf
+            if link is None:
+                failure = "the daemon could not connect to the browser"
+                return
+            async with trio.open_nursery() as nursery:
+                blocker = _Blocker(rt, run.id, link.cdp, nursery)
+                stop = link.watch(blocker.on_event)
+                try:
+                    # Bounded: a browser that does not answer holds up its launch only so long.
+                    await link.cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)},
+                                        timeout_s=SETUP_TIMEOUT_S)
                     task_status.started()
                     started = True
-                    await _Blocker(rt, run.id, cdp).run()
-            if setup.cancelled_caught:
-                failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
+                    nursery.start_soon(blocker.report_every_second)
+                    await link.wait_closed()
+                finally:
+                    stop()
+                    blocker.report()  # what the last second blocked, if the run is still open
+                    nursery.cancel_scope.cancel()
+        except trio.TooSlowError:
+            failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
         except CdpError as exc:
             failure = f"the browser refused the rules: {exc.message}"
-        except (trio.BrokenResourceError, trio_websocket.HandshakeError,
-                trio_websocket.ConnectionClosed, OSError, trio.TooSlowError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("network rules of %s stopped: %r", rt.id, exc)  # the browser went away
         finally:
             if not started:
                 task_status.started()
-        if failure is not None and not started:
-            log.warning("network rules of %s/%s not applied: %s", rt.record.space,
-                        rt.record.name, failure)
-            rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
+            if failure is not None and not started:
+                log.warning("network rules of %s/%s not applied: %s", rt.record.space,
+                            rt.record.name, failure)
+                rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
 
 
 class _Blocker:
-    def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection) -> None:
+    def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection,
+                 nursery: trio.Nursery) -> None:
         self.rt = rt
         self.run_id = run_id
         self.cdp = cdp
+        self.nursery = nursery
         self.total = 0
         self.pending: collections.Counter[str] = collections.Counter()
 
-    async def run(self) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._report_every_second)
-                async for event in self.cdp.events:
-                    if event.method == "Fetch.requestPaused":
-                        await self._fail(event.params)
-        finally:
-            self._report()  # what the last second blocked, if the run is still open
+    def on_event(self, event: CdpEvent) -> None:
+        if event.method == "Fetch.requestPaused":
+            kind = str(event.params.get("resourceType", "Other")).lower()
+            self.pending[kind] += 1
+            self.total += 1
+            self.nursery.start_soon(self._fail, event.params.get("requestId"))
 
-    async def _fail(self, params: dict[str, Any]) -> None:
-        kind = str(params.get("resourceType", "Other")).lower()
-        self.pending[kind] += 1
-        self.total += 1
+    async def _fail(self, request_id: Any) -> None:
         try:
-            await self.cdp.call("Fetch.failRequest", {"requestId": params["requestId"],
+            await self.cdp.call("Fetch.failRequest", {"requestId": request_id,
                                                       "errorReason": "BlockedByClient"})
         except CdpError:
             pass  # the request went away meanwhile (its page closed)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the browser is going away
 
-    async def _report_every_second(self) -> None:
+    async def report_every_second(self) -> None:
         while True:
             await trio.sleep(REPORT_INTERVAL_S)
-            self._report()
+            self.report()
 
-    def _report(self) -> None:
+    def report(self) -> None:
         if not self.pending:
             return
         counts, self.pending = dict(self.pending), collections.Counter()
