@@ -31,7 +31,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "supervisor": ("browserd.daemon.browser",),
     "cdp_proxy": ("browserd.daemon.cdp.proxy", "browserd.daemon.cdp.http_front",
                   "browserd.daemon.cdp.peers"),
-    "cdp_client": ("browserd.daemon.cdp.client",),
+    "cdp_client": ("browserd.daemon.cdp.client", "browserd.daemon.cdp.browser_link"),
     "eventlog": ("browserd.daemon.store.eventlog",),
     "systemd": ("browserd.daemon.system.notify", "browserd.daemon.system.listen_fds",
                 "browserd.daemon.health"),
