@@ -55,6 +55,7 @@ Handler = Callable[[CdpEvent], None]
 MAX_BUFFERED_EVENTS = 50_000
 ATTACH_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
+DISCOVER_TIMEOUT_S = 10.0  # the link is opened before a run is reported active: bounded
 
 
 @attrs.define
@@ -222,7 +223,8 @@ async def open_link(ws_url: str) -> AsyncIterator[BrowserLink]:
         link = BrowserLink(cdp)
         nursery.start_soon(link.route)
         # The targets that exist come as targetCreated events, before the reply.
-        await cdp.call("Target.setDiscoverTargets", {"discover": True})
+        await cdp.call("Target.setDiscoverTargets", {"discover": True},
+                       timeout_s=DISCOVER_TIMEOUT_S)
         try:
             yield link
         finally:

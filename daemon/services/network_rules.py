@@ -60,8 +60,8 @@ class NetworkRules:
         started = False
         failure = None
         try:
-            if link is None:
-                failure = "the daemon could not connect to the browser"
+            if link is None:  # no connection to the browser: it went away, the run ends
+                log.debug("network rules of %s: no connection to the browser", rt.id)
                 return
             async with trio.open_nursery() as nursery:
                 blocker = _Blocker(rt, run.id, link.cdp, nursery)
