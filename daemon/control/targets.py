@@ -34,7 +34,6 @@ from ..base.errors import ApiError
 from ..base.lifecycle import RuntimeStatus
 from ..cdp.browser_link import BrowserLink, Target
 from ..cdp.client import CdpConnection, CdpError, CdpEvent
-from ..core.registry import Registry
 from ..core.runtime import Runtime
 
 __all__ = ["Link", "Targets", "require_url", "target_not_found"]
@@ -192,8 +191,7 @@ class Link:
 class Targets:
     """The run service that keeps a control link per live runtime, and the targets.* verbs."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self) -> None:
         self._links: dict[str, Link] = {}  # runtime id -> its live run's link
         self._changed = trio.Event()  # set (and replaced) whenever a link comes or goes
 

@@ -48,9 +48,8 @@ import trio
 from ..base.config import Config
 from ..cdp.browser_link import BrowserLink
 from ..cdp.client import CdpError, CdpEvent
-from ..core.registry import Registry
 from ..core.runtime import Runtime
-from .downloads import DownloadTracker
+from .downloads import DownloadHost, DownloadTracker
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class _Target:
 class Observer:
     """The run service: one `_RunObserver` per run."""
 
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: DownloadHost, config: Config) -> None:
         self.registry = registry
         self.config = config
 
@@ -105,7 +104,7 @@ class Observer:
 
 
 class _RunObserver:
-    def __init__(self, registry: Registry, config: Config, rt: Runtime,
+    def __init__(self, registry: DownloadHost, config: Config, rt: Runtime,
                  link: BrowserLink) -> None:
         assert rt.run is not None
         self.registry = registry
