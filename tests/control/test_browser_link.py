@@ -4,9 +4,14 @@ rules and the control link share it, each with sessions of its own."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
+
+from browserd.daemon.cdp.browser_link import open_link
+from browserd.daemon.cdp.client import CdpEvent
 
 from .conftest import Launched, eventually
 
@@ -30,6 +35,12 @@ def established_to(port: int) -> int:
         if link.startswith("socket:[") and link[8:-1] in inodes:
             ours += 1
     return ours
+
+
+async def wait_until(ok: Callable[[], bool]) -> None:
+    """Until the link's reader has made `ok()` true (callers bound it with trio.fail_after)."""
+    while not ok():  # noqa: ASYNC110 - made true by the reader task's handlers
+        await trio.sleep(0.02)
 
 
 async def test_one_connection_per_run_with_block_rules_and_invocations(
@@ -67,3 +78,45 @@ async def test_an_invocations_console_message_is_recorded_once(launched: Launche
         assert len(found) == 1, found
         target = found[0]["target"]
         assert isinstance(target, dict) and target["id"] == done.target_id
+
+
+async def test_sessions_are_private_and_a_failing_watcher_costs_the_others_nothing(
+        launched: Launched, caplog: pytest.LogCaptureFixture) -> None:
+    process = launched.daemon.registry.runtimes[launched.runtime.id].process
+    assert process is not None
+    with trio.fail_after(30):
+        async with open_link(process.endpoint.ws_url) as link:
+            def broken(event: CdpEvent) -> None:
+                raise RuntimeError("a service's bug")
+
+            watched: list[CdpEvent] = []
+            link.watch(broken)
+            link.watch(watched.append)
+            created = await link.cdp.call("Target.createTarget", {"url": "about:blank"})
+            page = str(created["targetId"])
+            await wait_until(lambda: any(e.method == "Target.targetCreated"
+                                         and e.params["targetInfo"]["targetId"] == page
+                                         for e in watched))
+            assert link.targets[page].type == "page"
+
+            first: list[CdpEvent] = []
+            second: list[CdpEvent] = []
+            one = await link.attach(page, first.append)
+            two = await link.attach(page, second.append)
+            assert link.targets[page].sessions == {one, two}
+            await link.cdp.call("Runtime.enable", session_id=one)
+            await link.cdp.call("Runtime.evaluate", {"expression": "console.log('mine')"},
+                                session_id=one)
+            await wait_until(lambda: any(e.method == "Runtime.consoleAPICalled" for e in first))
+            assert {e.session_id for e in first} == {one}
+            assert second == []  # nothing enabled in that session: nothing of the other's
+
+            late: list[CdpEvent] = []
+            link.watch(late.append)  # told of the targets that exist, as targetCreated
+            assert page in {e.params["targetInfo"]["targetId"] for e in late
+                            if e.method == "Target.targetCreated"}
+
+            await link.cdp.call("Target.closeTarget", {"targetId": page})
+            await wait_until(lambda: page not in link.targets)
+            assert any(e.method == "Target.targetDestroyed" for e in late)
+    assert "a service's bug" in caplog.text
