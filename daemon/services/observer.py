@@ -14,7 +14,7 @@ It never gets in a client's way: Chromium serves many CDP connections at once, a
 only listens. It learns of targets from the link's discovery (Target.setDiscoverTargets) and
 attaches to each one it wants explicitly (`BrowserLink.attach`, in sessions of its own whose
 events only it gets), never by auto-attach, and it never calls
-Runtime.runIfWaitingForDebugger. Measured on Chromium 156 (tests/test_transparency.py): a
+Runtime.runIfWaitingForDebugger. Measured on Chromium 156 (tests/control/test_transparency.py): a
 connection that auto-attaches at browser level holds every window.open popup paused, even
 with waitForDebuggerOnStart=false and even though its attach event says the target is not
 waiting, until that connection says run; and its run releases the popup for every client,
