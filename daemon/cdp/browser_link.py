@@ -1,9 +1,10 @@
 """The daemon's one CDP connection to a run's browser, shared by every part that needs one.
 
-The run supervisor opens it (`serve_link`) once the browser is up, before the run gates, and
-keeps it in `Runtime.link` until the run ends; the network rules, the observer (with its
-downloads) and the control link all use it:
+The run supervisor opens it once the browser is up, in a task of its own (`LinkSlot.serve`:
+a launch does not wait for it), and keeps it in `Runtime.link` until the run ends; the
+network rules, the observer (with its downloads) and the control link all use it:
 
+    link = await rt.link.wait()            # None if the browser could not be reached
     link.watch(on_event)                   # browser-level events, from now on
     session_id = await link.attach(target_id, on_event)   # that session's events, to on_event
     await link.cdp.call(...)               # commands, as on any CdpConnection
@@ -44,7 +45,7 @@ import trio_websocket
 
 from .client import CdpConnection, CdpError, CdpEvent, open_cdp
 
-__all__ = ["BrowserLink", "Handler", "Target", "open_link", "serve_link"]
+__all__ = ["BrowserLink", "Handler", "LinkSlot", "Target", "open_link"]
 
 log = logging.getLogger(__name__)
 
@@ -231,21 +232,28 @@ async def open_link(ws_url: str) -> AsyncIterator[BrowserLink]:
             nursery.cancel_scope.cancel()
 
 
-async def serve_link(ws_url: str, *,
-                     task_status: trio.TaskStatus[BrowserLink | None]) -> None:
-    """Hold a run's link until the browser goes away (or the caller cancels): starts with the
-    link, or with None when the browser cannot be reached (the run ends on its own then)."""
-    started = False
-    try:
-        async with open_link(ws_url) as link:
-            task_status.started(link)
-            started = True
-            await link.wait_closed()
-    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
-            trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-        log.info("the daemon's connection to the browser at %s ended: %r", ws_url, exc)
-    except CdpError as exc:  # discovery refused: a browser shutting down
-        log.info("the daemon's connection to the browser at %s failed: %r", ws_url, exc)
-    finally:
-        if not started:
-            task_status.started(None)
+class LinkSlot:
+    """A run's link as it comes up: `wait` returns it once made (None if it could not be)."""
+
+    def __init__(self) -> None:
+        self.link: BrowserLink | None = None
+        self._ready = trio.Event()
+
+    async def wait(self) -> BrowserLink | None:
+        await self._ready.wait()
+        return self.link
+
+    async def serve(self, ws_url: str) -> None:
+        """Hold the link until the browser goes away (or the caller cancels)."""
+        try:
+            async with open_link(ws_url) as link:
+                self.link = link
+                self._ready.set()
+                await link.wait_closed()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
+                trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+            log.info("the daemon's connection to the browser at %s ended: %r", ws_url, exc)
+        except CdpError as exc:  # discovery refused: a browser shutting down
+            log.info("the daemon's connection to the browser at %s failed: %r", ws_url, exc)
+        finally:
+            self._ready.set()

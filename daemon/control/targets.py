@@ -199,7 +199,7 @@ class Targets:
         """Hold the run's control link until the run ends (or the browser goes away)."""
         assert rt.process is not None and rt.run is not None
         run_id = rt.run.id
-        browser = rt.link
+        browser = await rt.wait_link()
         if browser is None:
             log.warning("runtime %s has no connection to its browser: no control link", rt.id)
             return

@@ -27,7 +27,7 @@ from ..base.lifecycle import (
 )
 from ..base.model import RunRecord
 from ..browser.process import BrowserProcess
-from ..cdp.browser_link import serve_link
+from ..cdp.browser_link import LinkSlot
 from ..cdp.proxy import CdpProxy
 from ..store.durability import note_log_state
 from ..store.state_writer import StateWriter
@@ -95,8 +95,10 @@ class RunSupervisor:
                         self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
-                    # The daemon's one connection to the browser, for the gates and services.
-                    rt.link = await pumps.start(serve_link, process.endpoint.ws_url)
+                    # The daemon's one connection to the browser, for the gates and services;
+                    # the launch waits for it only where a gate needs it.
+                    rt.link = LinkSlot()
+                    pumps.start_soon(rt.link.serve, process.endpoint.ws_url)
                     # Before the run is active: no client can get a lease onto it yet.
                     for gate in self.registry.run_gates:
                         await pumps.start(_guard_guarded, gate, rt)

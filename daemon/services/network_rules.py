@@ -53,13 +53,16 @@ class NetworkRules:
 
     async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
         rules = rt.record.config.runtime.block
-        process, run, link = rt.process, rt.run, rt.link
+        process, run = rt.process, rt.run
         if not rules or process is None or run is None:
             task_status.started()
             return
         started = False
         failure = None
         try:
+            # Bounded: a browser that does not answer holds up its launch only so long.
+            with trio.fail_after(SETUP_TIMEOUT_S):
+                link = await rt.wait_link()
             if link is None:  # no connection to the browser: it went away, the run ends
                 log.debug("network rules of %s: no connection to the browser", rt.id)
                 return

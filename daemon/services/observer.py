@@ -98,9 +98,10 @@ class Observer:
         self.config = config
 
     async def attend(self, rt: Runtime) -> None:
-        if rt.link is None or rt.run is None:
+        link = await rt.wait_link()
+        if link is None or rt.run is None:
             return  # no connection to the browser: it went away, and the run ends
-        await _RunObserver(self.registry, self.config, rt, rt.link).run()
+        await _RunObserver(self.registry, self.config, rt, link).run()
 
 
 class _RunObserver:
