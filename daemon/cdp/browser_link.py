@@ -4,7 +4,7 @@ The run supervisor opens it once the browser is up, in a task of its own (`LinkS
 a launch does not wait for it), and keeps it in `Runtime.link` until the run ends; the
 network rules, the observer (with its downloads) and the control link all use it:
 
-    link = await rt.link.wait()            # None if the browser could not be reached
+    link = await rt.wait_link()            # None if the browser could not be reached
     link.watch(on_event)                   # browser-level events, from now on
     session_id = await link.attach(target_id, on_event)   # that session's events, to on_event
     await link.cdp.call(...)               # commands, as on any CdpConnection
@@ -56,7 +56,7 @@ Handler = Callable[[CdpEvent], None]
 MAX_BUFFERED_EVENTS = 50_000
 ATTACH_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
-DISCOVER_TIMEOUT_S = 10.0  # the link is opened before a run is reported active: bounded
+DISCOVER_TIMEOUT_S = 10.0  # a launch with block rules waits for the link: bounded
 
 
 @attrs.define
@@ -219,17 +219,25 @@ class BrowserLink:
 async def open_link(ws_url: str) -> AsyncIterator[BrowserLink]:
     """Connect to the browser, start discovery, and route its events for the block."""
     async with open_cdp(ws_url, connect_timeout_s=CONNECT_TIMEOUT_S,
-                        max_buffered_events=MAX_BUFFERED_EVENTS) as cdp, \
-            trio.open_nursery() as nursery:
-        link = BrowserLink(cdp)
-        nursery.start_soon(link.route)
-        # The targets that exist come as targetCreated events, before the reply.
+                        max_buffered_events=MAX_BUFFERED_EVENTS) as cdp:
+        # The targets that exist come as targetCreated events before the reply; they wait in
+        # the connection's queue until the router reads them.
         await cdp.call("Target.setDiscoverTargets", {"discover": True},
                        timeout_s=DISCOVER_TIMEOUT_S)
-        try:
-            yield link
-        finally:
-            nursery.cancel_scope.cancel()
+        link = BrowserLink(cdp)
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link.route)
+            try:
+                yield link
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so the caller sees its own exception
+                # rather than an exception group (as open_cdp does).
+                body_error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
 
 
 class LinkSlot:

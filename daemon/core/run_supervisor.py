@@ -98,7 +98,7 @@ class RunSupervisor:
                     # The daemon's one connection to the browser, for the gates and services;
                     # the launch waits for it only where a gate needs it.
                     rt.link = LinkSlot()
-                    pumps.start_soon(rt.link.serve, process.endpoint.ws_url)
+                    pumps.start_soon(_link_guarded, rt.link, process.endpoint.ws_url, rt)
                     # Before the run is active: no client can get a lease onto it yet.
                     for gate in self.registry.run_gates:
                         await pumps.start(_guard_guarded, gate, rt)
@@ -292,6 +292,15 @@ async def _attend_guarded(service: RunService, rt: Runtime) -> None:
         # except*: a failure that races with the run's end arrives grouped with trio's
         # Cancelled, which `except Exception` would let through to the daemon's nursery.
         log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
+
+
+async def _link_guarded(slot: LinkSlot, ws_url: str, rt: Runtime) -> None:
+    """The run's browser link: a failure is logged, and the run goes on without it (the
+    services that need it wait for it and find none)."""
+    try:
+        await slot.serve(ws_url)
+    except* Exception:
+        log.exception("the browser link of runtime %s failed", rt.id)
 
 
 async def _guard_guarded(gate: RunGate, rt: Runtime, *,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
-from browserd.daemon.cdp.browser_link import open_link
+from browserd.daemon.cdp.browser_link import LinkSlot, open_link
 from browserd.daemon.cdp.client import CdpEvent
 
 from .conftest import Launched, eventually
@@ -120,3 +121,19 @@ async def test_sessions_are_private_and_a_failing_watcher_costs_the_others_nothi
             await wait_until(lambda: page not in link.targets)
             assert any(e.method == "Target.targetDestroyed" for e in late)
     assert "a service's bug" in caplog.text
+
+
+async def test_a_browser_gone_during_discovery_leaves_the_run_without_a_link(
+        nursery: trio.Nursery) -> None:
+    """The WebSocket is accepted, then dropped before discovery answers (a browser that goes
+    away as it starts): the slot settles on None, and nothing is raised to the supervisor."""
+    async def drop(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()  # Target.setDiscoverTargets
+        await ws.aclose(code=1011)
+
+    server = await nursery.start(trio_websocket.serve_websocket, drop, "127.0.0.1", 0, None)
+    slot = LinkSlot()
+    with trio.fail_after(10):
+        await slot.serve(f"ws://127.0.0.1:{server.port}/devtools/browser/x")
+        assert await slot.wait() is None
