@@ -6,8 +6,8 @@ requests of every target of every browser context, present and future, without a
 any target. Its `patterns` hold only what is blocked (one per resource type, one per URL
 pattern), so no other request is ever paused: Chromium lets them through untouched. Each
 paused request (a browser-level `Fetch.requestPaused`) is failed at once with
-`BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page), in a task of its own: the
-link's reader hands events over without waiting.
+`BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page), by a task of the gate's: the
+link's reader hands paused requests over without waiting.
 
 Per target, the daemon does nothing at all: it never attaches, never resumes, never sends a
 command to a page. Measured with Chromium 156, both builds: Playwright's `page.route()` and
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from typing import Any
 
 import trio
 
 from ..base.runtime_config import RESOURCE_TYPES, BlockRules
+from ..cdp.browser_link import BrowserLink
 from ..cdp.client import CdpConnection, CdpError, CdpEvent
 from ..core.runtime import Runtime
 
@@ -66,21 +68,16 @@ class NetworkRules:
             if link is None:  # no connection to the browser: it went away, the run ends
                 log.debug("network rules of %s: no connection to the browser", rt.id)
                 return
-            async with trio.open_nursery() as nursery:
-                blocker = _Blocker(rt, run.id, link.cdp, nursery)
-                stop = link.watch(blocker.on_event)
-                try:
-                    # Bounded: a browser that does not answer holds up its launch only so long.
-                    await link.cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)},
-                                        timeout_s=SETUP_TIMEOUT_S)
-                    task_status.started()
-                    started = True
-                    nursery.start_soon(blocker.report_every_second)
-                    await link.wait_closed()
-                finally:
-                    stop()
-                    blocker.report()  # what the last second blocked, if the run is still open
-                    nursery.cancel_scope.cancel()
+            blocker = _Blocker(rt, run.id, link.cdp)
+            stop = link.watch(blocker.on_event)  # before Fetch.enable: no request is missed
+            try:
+                await link.cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)},
+                                    timeout_s=SETUP_TIMEOUT_S)
+                task_status.started()
+                started = True
+                await blocker.run(link)
+            finally:
+                stop()
         except trio.TooSlowError:
             failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
         except CdpError as exc:
@@ -97,32 +94,46 @@ class NetworkRules:
 
 
 class _Blocker:
-    def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection,
-                 nursery: trio.Nursery) -> None:
+    """Fails each paused request. The link's reader hands them over through an unbounded
+    queue: one dropped would leave its request hanging in the page."""
+
+    def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection) -> None:
         self.rt = rt
         self.run_id = run_id
         self.cdp = cdp
-        self.nursery = nursery
         self.total = 0
         self.pending: collections.Counter[str] = collections.Counter()
+        self._paused, self._to_fail = trio.open_memory_channel[Any](math.inf)
 
     def on_event(self, event: CdpEvent) -> None:
         if event.method == "Fetch.requestPaused":
             kind = str(event.params.get("resourceType", "Other")).lower()
             self.pending[kind] += 1
             self.total += 1
-            self.nursery.start_soon(self._fail, event.params.get("requestId"))
+            self._paused.send_nowait(event.params.get("requestId"))
 
-    async def _fail(self, request_id: Any) -> None:
+    async def run(self, link: BrowserLink) -> None:
+        """Fail what is paused and report every second, until the browser goes away."""
         try:
-            await self.cdp.call("Fetch.failRequest", {"requestId": request_id,
-                                                      "errorReason": "BlockedByClient"})
-        except CdpError:
-            pass  # the request went away meanwhile (its page closed)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            pass  # the browser is going away
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._report_every_second)
+                nursery.start_soon(self._fail_paused)
+                await link.wait_closed()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.report()  # what the last second blocked, if the run is still open
 
-    async def report_every_second(self) -> None:
+    async def _fail_paused(self) -> None:
+        async for request_id in self._to_fail:
+            try:
+                await self.cdp.call("Fetch.failRequest", {"requestId": request_id,
+                                                          "errorReason": "BlockedByClient"})
+            except CdpError:
+                pass  # the request went away meanwhile (its page closed)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                return  # the browser is going away
+
+    async def _report_every_second(self) -> None:
         while True:
             await trio.sleep(REPORT_INTERVAL_S)
             self.report()
