@@ -159,19 +159,6 @@ class BrowserLink:
             target.sessions.add(session_id)
         return session_id
 
-    async def detach(self, session_id: str) -> None:
-        """End a session of the daemon's (quietly if it is already gone)."""
-        self._forget_session(session_id)
-        try:
-            await self.cdp.call("Target.detachFromTarget", {"sessionId": session_id},
-                                timeout_s=ATTACH_TIMEOUT_S)
-        except (CdpError, trio.TooSlowError, trio.BrokenResourceError,
-                trio.ClosedResourceError) as exc:  # gone meanwhile, or the browser is going
-            log.debug("detach of %s: %r", session_id, exc)
-
-    def session_target(self, session_id: str) -> str | None:
-        return self._session_targets.get(session_id)
-
     # -------------------------------------------------------------- the reader
 
     async def route(self) -> None:
