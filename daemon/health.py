@@ -32,7 +32,7 @@ from .system.notify import Notifier
 
 __all__ = ["STATUS_PERIOD_S", "extending_stop_timeout", "status_line", "watch"]
 
-log = logging.getLogger("browserd.systemd")
+log = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 10.0  # how often STATUS= is refreshed when no watchdog is asked for
 STOP_EXTEND_STEP_S = 5.0

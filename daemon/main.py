@@ -24,7 +24,7 @@ from .system import logs
 from .system.listen_fds import SocketUnusable, activated_listener, socket_path
 from .system.notify import Notifier
 
-log = logging.getLogger("browserd")
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:

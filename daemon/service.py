@@ -33,7 +33,7 @@ from .web.dashboard import Dashboard, UiAccess
 from .web.front import WebFront
 from .web.replay import ReplayAccess, Replays
 
-log = logging.getLogger("browserd")
+log = logging.getLogger(__name__)
 
 
 @attrs.define

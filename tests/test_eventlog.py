@@ -413,7 +413,8 @@ def test_a_failing_listener_is_logged_and_breaks_nothing(
 
     assert received == [1, 2]
     assert seqs(read_events(path)) == [1, 2]
-    errors = [r for r in caplog.records if r.name == "browserd.eventlog" and r.exc_info]
+    errors = [r for r in caplog.records
+              if r.name == "browserd.daemon.store.eventlog" and r.exc_info]
     assert len(errors) == 2
     assert "listener bug" in str(errors[0].exc_info[1])  # type: ignore[index]
 
@@ -485,7 +486,7 @@ def test_full_disk_degrades_without_raising(
         assert log.dropped_events == 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].name == "browserd.eventlog"
+    assert warnings[0].name == "browserd.daemon.store.eventlog"
     assert "ENOSPC" in warnings[0].getMessage()
 
 

@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
-from browserd.daemon.system.logs import LineFormatter, Throttled, journal_stream, setup
+from browserd.daemon.base.config import LogLevelsConfig
+from browserd.daemon.system.logs import AREAS, LineFormatter, Throttled, journal_stream, setup
 
-from .conftest import DaemonProcess
+from .conftest import REPO, DaemonProcess
 
 
 def record(level: int, message: str, name: str = "browserd.rpc",
@@ -79,16 +81,46 @@ def saved_logging() -> Iterator[None]:
 def test_area_levels_override_the_daemon_level(tmp_path: Path) -> None:
     with open(tmp_path / "log", "w") as stream:
         setup("info", {"rpc": "debug", "supervisor": "error"}, stream=stream, environ={})
-        logging.getLogger("browserd.rpc").debug("rpc detail")
-        logging.getLogger("browserd.registry").debug("registry detail")
-        logging.getLogger("browserd.supervisor").warning("supervisor warning")
-        logging.getLogger("browserd.supervisor").error("supervisor error")
-        logging.getLogger("browserd").info("daemon info")
+        logging.getLogger("browserd.daemon.rpc.server").debug("rpc detail")
+        logging.getLogger("browserd.daemon.core.registry").debug("registry detail")
+        logging.getLogger("browserd.daemon.browser.process").warning("supervisor warning")
+        logging.getLogger("browserd.daemon.browser.process_tree").error("supervisor error")
+        logging.getLogger("browserd.daemon.service").info("daemon info")
     text = (tmp_path / "log").read_text()
     assert "rpc detail" in text and "registry detail" not in text
     assert "supervisor warning" not in text and "supervisor error" in text
     assert "daemon info" in text
     assert len(text.splitlines()) == 3
+
+
+@pytest.mark.usefixtures("saved_logging")
+def test_an_area_covers_every_module_it_names(tmp_path: Path) -> None:
+    """Each area's modules log under names the area sets; a module of one area is not moved
+    by another area's level (retention, a service, follows `registry` when that is set)."""
+    with open(tmp_path / "log", "w") as stream:
+        setup("warning", {"registry": "debug", "services": "error", "cdp_proxy": "info"},
+              stream=stream, environ={})
+        logging.getLogger("browserd.daemon.store.state_writer").debug("state writer detail")
+        logging.getLogger("browserd.daemon.core.run_supervisor").debug("supervisor detail")
+        logging.getLogger("browserd.daemon.services.retention").debug("retention detail")
+        logging.getLogger("browserd.daemon.services.observer").warning("observer warning")
+        logging.getLogger("browserd.daemon.cdp.http_front").info("front info")
+        logging.getLogger("browserd.daemon.cdp.client").info("client info")
+    text = (tmp_path / "log").read_text()
+    for shown in ("state writer detail", "supervisor detail", "retention detail",
+                  "front info"):
+        assert shown in text, text
+    assert "observer warning" not in text and "client info" not in text
+
+
+def test_every_area_is_a_config_key_and_names_modules_that_exist() -> None:
+    assert set(AREAS) == {field.name for field in attrs.fields(LogLevelsConfig)}
+    daemon = REPO / "daemon"
+    for area, names in AREAS.items():
+        for name in names:
+            parts = name.split(".")[2:]
+            path = daemon.joinpath(*parts)
+            assert path.is_dir() or path.with_suffix(".py").is_file(), (area, name)
 
 
 def test_the_daemon_writes_journal_lines_under_systemd(short_dir: Path) -> None:
@@ -100,7 +132,7 @@ def test_the_daemon_writes_journal_lines_under_systemd(short_dir: Path) -> None:
     assert running.stop() == 0
     lines = running.log.read_text().splitlines()
     assert lines and all(re.match(r"<[2-7]>browserd[\w.]*: ", line) for line in lines), lines
-    assert "<6>browserd: browserd serving on" in "\n".join(lines)
+    assert "<6>browserd.daemon.service: browserd serving on" in "\n".join(lines)
 
 
 def test_the_daemon_writes_terminal_lines_elsewhere(short_dir: Path) -> None:

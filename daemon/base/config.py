@@ -173,6 +173,9 @@ class LogLevelsConfig:
     cdp_client: str | None = _key(None, str, _LOG_LEVELS)
     eventlog: str | None = _key(None, str, _LOG_LEVELS)
     systemd: str | None = _key(None, str, _LOG_LEVELS)
+    control: str | None = _key(None, str, _LOG_LEVELS)
+    services: str | None = _key(None, str, _LOG_LEVELS)
+    web: str | None = _key(None, str, _LOG_LEVELS)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from ..store.roots import remove_tree
 from ..store.storage import make_id
 from .process import BrowserProcess, LaunchSpec
 
-log = logging.getLogger("browserd.pool")
+log = logging.getLogger(__name__)
 
 _RETRY_AFTER_FAILURE_S = 5.0
 

@@ -42,7 +42,7 @@ __all__ = [
     "scrubbed_env",
 ]
 
-log = logging.getLogger("browserd.supervisor")
+log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 200
 MAX_LINE_BYTES = 16 * 1024

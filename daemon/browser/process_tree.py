@@ -23,7 +23,7 @@ from . import procutil, spawn_tags
 
 __all__ = ["ProcessTree"]
 
-log = logging.getLogger("browserd.supervisor")
+log = logging.getLogger(__name__)
 
 KILL_WAIT_S = 10.0  # after SIGKILL: only uninterruptible sleep takes this long
 

@@ -34,7 +34,7 @@ __all__ = [
     "spawn",
 ]
 
-log = logging.getLogger("browserd.supervisor")
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36

@@ -40,7 +40,7 @@ from ..base.runtime_config import ProxyConfig, ProxyCredentials
 
 __all__ = ["ProxyRelay", "RequestHead", "parse_request_head", "relay_port_of"]
 
-log = logging.getLogger("browserd.proxy_relay")
+log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CONNECTIONS = 512

@@ -41,7 +41,7 @@ __all__ = [
     "tag_of",
 ]
 
-log = logging.getLogger("browserd.supervisor")
+log = logging.getLogger(__name__)
 
 ENV_VAR = "BROWSERD_SPAWN_TAG"
 _NEEDLE = ENV_VAR.encode() + b"="

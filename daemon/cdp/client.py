@@ -29,7 +29,7 @@ import trio_websocket
 
 __all__ = ["CdpConnection", "CdpError", "CdpEvent", "open_cdp"]
 
-log = logging.getLogger("browserd.cdp_client")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024  # full-page screenshots and DOM snapshots run to tens of MiB
 MESSAGE_QUEUE_SIZE = 64

@@ -32,7 +32,7 @@ import trio
 from ..base.errors import RESOURCE_ERRNOS
 from ..system.fd_budget import Pool, Slot
 
-log = logging.getLogger("browserd.daemon.cdp_proxy")
+log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT_S = 5.0  # a request head (or the next keep-alive request) must arrive within this
 _UPSTREAM_TIMEOUT_S = 10.0  # connect + handshake or discovery fetch to Chromium

@@ -31,7 +31,7 @@ import trio
 
 __all__ = ["PeerLookup", "find_peer_process", "owner_uid", "socket_owner"]
 
-log = logging.getLogger("browserd.daemon.cdp_proxy")
+log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 5.0
 

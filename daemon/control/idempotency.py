@@ -34,7 +34,7 @@ from ..store import storage
 
 __all__ = ["DEFAULT_TTL_S", "IdempotencyStore", "fingerprint"]
 
-log = logging.getLogger("browserd.idempotency")
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 24 * 3600.0
 MAX_ENTRIES = 10_000  # past this the oldest entries go first; a key is a courtesy, not storage

@@ -42,7 +42,7 @@ from .targets import Link, Targets, target_not_found
 
 __all__ = ["FINISHED", "Invocation", "Invocations", "Status"]
 
-log = logging.getLogger("browserd.invocations")
+log = logging.getLogger(__name__)
 
 MAX_KEPT = 10_000  # finished invocations kept for get/list (oldest dropped first)
 MAX_KEPT_BYTES = 32 * 1024 * 1024  # ... and within this many bytes of encoded records
@@ -290,13 +290,13 @@ class Invocations:
             # that there is no page, and open one only then.
             infos = (await link.cdp.call("Target.getTargets"))["targetInfos"]
             for info in infos:
-                link.targets.setdefault(info["targetId"], info)
+                link.browser.learn(info)
             target_id = link.active_page()
         if target_id is None:
             reply = await link.cdp.call("Target.createTarget", {"url": "about:blank"})
             target_id = str(reply["targetId"])
-            link.targets.setdefault(target_id, {"targetId": target_id, "type": "page",
-                                                "url": "about:blank", "title": ""})
+            link.browser.learn({"targetId": target_id, "type": "page", "url": "about:blank",
+                                "title": ""})
             link.active_id = target_id
         return target_id
 

@@ -51,7 +51,7 @@ from ..system.fd_budget import Slot
 
 __all__ = ["BoundPort", "LeaseOrigins"]
 
-log = logging.getLogger("browserd.lease_origins")
+log = logging.getLogger(__name__)
 
 _DISCOVERY = {"/json/version": "/json/version", "/json/version/": "/json/version",
               "/json": "/json/list", "/json/": "/json/list",

@@ -35,7 +35,7 @@ from .view import Viewer, Views
 
 __all__ = ["FILE_NAME", "Recorder", "Recording", "frame_at", "read_index"]
 
-log = logging.getLogger("browserd.recording")
+log = logging.getLogger(__name__)
 
 FILE_NAME = "recording.frames"
 CONTENT_TYPE = "application/x-browserd-recording"

@@ -36,7 +36,7 @@ class Control:
     @classmethod
     def build(cls, registry: Registry) -> Control:
         idempotency = IdempotencyStore(Path(registry.state_dir) / "idempotency.json")
-        targets = Targets(registry)
+        targets = Targets()
         return cls(registry, targets, Invocations(registry, targets, idempotency), idempotency,
                    LeaseOrigins(registry), Views(targets))
 

@@ -1,14 +1,18 @@
-"""The daemon's own CDP connection to each live runtime, and the runtime's pages (targets).
+"""The control link of each live runtime, and the runtime's pages (targets).
 
-`Targets` is a run service: beside every run's browser it keeps one "control link", a
-WebSocket to the browser target opened with `open_cdp`. The link
+`Targets` is a run service: beside every run's browser it keeps one "control link" on the
+daemon's connection to that browser (the run's `BrowserLink`, cdp/browser_link.py, shared
+with the observer and the network rules). The link
 
-- follows target discovery (`Target.setDiscoverTargets`), so the daemon always knows which
-  pages exist and which one is *active*: the page last activated through `targets.activate`,
-  else the one last created or navigated (by anyone), else the oldest page;
-- attaches to a page (`Target.attachToTarget`, flatten) only when an invocation needs it, and
+- follows the browser link's target table, so the daemon always knows which pages exist and
+  which one is *active*: the page last activated through `targets.activate`, else the one last
+  created or navigated (by anyone), else the oldest page;
+- attaches to a page (`BrowserLink.attach`, flatten) only when an invocation needs it, and
   keeps that session until the page goes; listing never attaches, so a page a client drives is
-  left alone;
+  left alone. The session is the control link's own, not the observer's: an invocation's
+  `Page.enable`, `Runtime.enable` or navigation waits never change which events the observer
+  gets (its console messages stay recorded once), and the observer's enables never feed an
+  invocation events it did not ask for;
 - owns a nursery in which the run's invocations execute: they belong to the daemon, not to
   the request that started them, and are cancelled when the run ends.
 
@@ -25,19 +29,19 @@ from typing import Any
 
 import attrs
 import trio
-import trio_websocket
 
 from ..base.errors import ApiError
 from ..base.lifecycle import RuntimeStatus
-from ..cdp.client import CdpConnection, CdpError, CdpEvent, open_cdp
-from ..core.registry import Registry
+from ..cdp.browser_link import BrowserLink, Target
+from ..cdp.client import CdpConnection, CdpError, CdpEvent
 from ..core.runtime import Runtime
 
 __all__ = ["Link", "Targets", "require_url", "target_not_found"]
 
-log = logging.getLogger("browserd.targets")
+log = logging.getLogger(__name__)
 
 LINK_WAIT_S = 10.0
+ATTACH_TIMEOUT_S = 30.0
 CLOSE_WAIT_S = 5.0  # how long a request waits for a just-launched runtime's link to come up
 _LISTENER_QUEUE = 1000
 _PAGE_TYPES = ("page",)
@@ -64,23 +68,32 @@ def target_not_found(target_id: str) -> ApiError:
 
 @attrs.define
 class Link:
-    """One run's control connection: known targets, the active page, attached sessions."""
+    """One run's control link: the active page, and the sessions invocations use."""
 
     runtime_id: str
     run_id: str
-    cdp: CdpConnection
+    browser: BrowserLink
     nursery: trio.Nursery  # the run's invocations run here
-    targets: dict[str, dict[str, Any]] = attrs.Factory(dict)  # id -> targetInfo, oldest first
     active_id: str | None = None
     _sessions: dict[str, str] = attrs.Factory(dict)  # target id -> session id
     _attaching: dict[str, trio.Lock] = attrs.Factory(dict)
     _listeners: dict[str, set[trio.MemorySendChannel[CdpEvent]]] = attrs.Factory(dict)
     _gone: dict[str, trio.Event] = attrs.Factory(dict)  # target id -> set when destroyed
+    _urls: dict[str, str] = attrs.Factory(dict)  # target id -> the URL last seen (navigations)
+
+    @property
+    def cdp(self) -> CdpConnection:
+        return self.browser.cdp
+
+    @property
+    def targets(self) -> dict[str, Target]:
+        """The browser's targets, oldest first (the browser link's table)."""
+        return self.browser.targets
 
     # -------------------------------------------------------------- what the daemon knows
 
     def pages(self) -> list[str]:
-        return [tid for tid, info in self.targets.items() if info.get("type") in _PAGE_TYPES]
+        return [tid for tid, target in self.targets.items() if target.type in _PAGE_TYPES]
 
     def active_page(self) -> str | None:
         """The active page: last activated, else last created or navigated, else the oldest."""
@@ -108,11 +121,11 @@ class Link:
             session_id = self._sessions.get(target_id)
             if session_id is None:
                 try:
-                    reply = await self.cdp.call("Target.attachToTarget",
-                                                {"targetId": target_id, "flatten": True})
+                    session_id = await self.browser.attach(target_id, self._on_session_event,
+                                                           timeout_s=ATTACH_TIMEOUT_S)
                 except CdpError:
                     raise target_not_found(target_id) from None
-                session_id = self._sessions[target_id] = str(reply["sessionId"])
+                self._sessions[target_id] = session_id
             return session_id
 
     async def wait_gone(self, target_id: str, timeout_s: float) -> None:
@@ -137,35 +150,31 @@ class Link:
                 self._listeners.pop(session_id, None)
             send.close()
 
-    async def route(self) -> None:
-        """Read every event of the connection until it ends: targets here, the rest to
-        the listeners of its session."""
-        async for event in self.cdp.events:
-            if event.session_id is None:
-                self._on_browser_event(event)
-                continue
-            for send in list(self._listeners.get(event.session_id, ())):
-                try:
-                    send.send_nowait(event)
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the listener has stopped reading or gone; never stall the reader
+    def _on_session_event(self, event: CdpEvent) -> None:
+        """An event of one of the link's sessions, to the listeners of that session."""
+        for send in list(self._listeners.get(event.session_id or "", ())):
+            try:
+                send.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the listener has stopped reading or gone; never stall the reader
 
-    def _on_browser_event(self, event: CdpEvent) -> None:
+    def on_browser_event(self, event: CdpEvent) -> None:
+        """A browser-level event, once the browser link's table has taken it in."""
         params = event.params
         if event.method in ("Target.targetCreated", "Target.targetInfoChanged"):
             info = params.get("targetInfo") or {}
             target_id = info.get("targetId")
             if not isinstance(target_id, str):
                 return
-            before = self.targets.get(target_id)
-            self.targets[target_id] = info
             is_page = info.get("type") in _PAGE_TYPES
-            navigated = before is not None and before.get("url") != info.get("url")
+            before = self._urls.get(target_id)
+            self._urls[target_id] = str(info.get("url", ""))
+            navigated = before is not None and before != self._urls[target_id]
             if is_page and (before is None or navigated):
                 self.active_id = target_id  # created or navigated: the daemon's active page
         elif event.method == "Target.targetDestroyed":
             target_id = params.get("targetId")
-            self.targets.pop(str(target_id), None)
+            self._urls.pop(str(target_id), None)
             if (gone := self._gone.pop(str(target_id), None)) is not None:
                 gone.set()
             self._sessions.pop(str(target_id), None)
@@ -182,8 +191,7 @@ class Link:
 class Targets:
     """The run service that keeps a control link per live runtime, and the targets.* verbs."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self) -> None:
         self._links: dict[str, Link] = {}  # runtime id -> its live run's link
         self._changed = trio.Event()  # set (and replaced) whenever a link comes or goes
 
@@ -191,19 +199,22 @@ class Targets:
         """Hold the run's control link until the run ends (or the browser goes away)."""
         assert rt.process is not None and rt.run is not None
         run_id = rt.run.id
+        browser = await rt.wait_link()
+        if browser is None:
+            log.warning("runtime %s has no connection to its browser: no control link", rt.id)
+            return
         try:
-            async with open_cdp(rt.process.endpoint.ws_url) as cdp, \
-                    trio.open_nursery() as nursery:
-                link = Link(rt.id, run_id, cdp, nursery)
-                # Discovery reports every existing target as an event; they wait in the
-                # connection's queue until route() files them.
-                await cdp.call("Target.setDiscoverTargets", {"discover": True})
-                self._links[rt.id] = link
-                self._signal()
-                await link.route()  # until the connection ends (the browser went away)
+            async with trio.open_nursery() as nursery:
+                link = Link(rt.id, run_id, browser, nursery)
+                # The targets that exist come first, as targetCreated events.
+                stop = browser.watch(link.on_browser_event)
+                try:
+                    self._links[rt.id] = link
+                    self._signal()
+                    await browser.wait_closed()  # until the browser goes away or the run ends
+                finally:
+                    stop()
                 nursery.cancel_scope.cancel()
-        except (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError) as exc:
-            log.warning("control link to runtime %s ended: %s", rt.id, exc)
         finally:
             if (current := self._links.get(rt.id)) is not None and current.run_id == run_id:
                 del self._links[rt.id]
@@ -225,7 +236,7 @@ class Targets:
             while True:
                 _require_active(rt)
                 link = self.link_nowait(rt)
-                if link is not None and link.cdp.is_open:
+                if link is not None and link.browser.is_open:
                     return link
                 await self._changed.wait()
         _require_active(rt)
@@ -278,7 +289,7 @@ class Targets:
         await link.cdp.call("Target.closeTarget", {"targetId": target_id})
         # Closing is asynchronous in the browser: return once it is gone from its list.
         await link.wait_gone(target_id, CLOSE_WAIT_S)
-        link.targets.pop(target_id, None)
+        link.browser.forget(target_id)
         if link.active_id == target_id:
             link.active_id = None
         return {**link.record(info), "active": False, "closed": True}

@@ -37,7 +37,7 @@ from .targets import Link, Targets
 
 __all__ = ["SCREENCAST", "Viewer", "Views"]
 
-log = logging.getLogger("browserd.view")
+log = logging.getLogger(__name__)
 
 FRESH_PAGE_S = 0.5  # a page is attached to once it has been known this long
 FOLLOW_INTERVAL_S = 0.1  # how often a screencast looks for a new active page or tab list
@@ -200,8 +200,8 @@ class Screencast:
             pass
 
     def _publish_tabs(self, force: bool = False) -> None:
-        tabs = [{"id": tid, "url": info.get("url", ""), "title": info.get("title", "")}
-                for tid, info in self.link.targets.items() if info.get("type") == "page"]
+        tabs = [{"id": tid, "url": target.url, "title": target.title}
+                for tid, target in self.link.targets.items() if target.type == "page"]
         key = (tuple(tuple(t.values()) for t in tabs), self.target_id)
         if key == self._tabs_key and not force:
             return

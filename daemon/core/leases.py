@@ -30,7 +30,7 @@ from .runtime import Actor, Runtime
 if TYPE_CHECKING:
     from ..cdp.proxy import CdpProxy
 
-log = logging.getLogger("browserd.leases")
+log = logging.getLogger(__name__)
 
 # How long a lease that has ended (expired, revoked or closed) and has no open socket is still
 # shown by connections.get/list. Then it is forgotten: agents and test suites make a lease per

@@ -39,7 +39,7 @@ from .artifacts import ArtifactStore
 from .run_supervisor import RunSupervisor
 from .runtime import Runtime
 
-log = logging.getLogger("browserd.reconcile")
+log = logging.getLogger(__name__)
 
 
 class ReconcileHost(Protocol):

@@ -57,7 +57,7 @@ from .reconcile import Reconciler
 from .run_supervisor import RunSupervisor
 from .runtime import Actor, LaunchOptions, RunGate, RunService, Runtime
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 def _now() -> str:
     return storage.now_rfc3339()

@@ -27,6 +27,7 @@ from ..base.lifecycle import (
 )
 from ..base.model import RunRecord
 from ..browser.process import BrowserProcess
+from ..cdp.browser_link import LinkSlot
 from ..cdp.proxy import CdpProxy
 from ..store.durability import note_log_state
 from ..store.state_writer import StateWriter
@@ -36,7 +37,7 @@ from .runtime import Actor, RunGate, RunService, Runtime
 
 __all__ = ["RunHost", "RunSupervisor"]
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 
 class RunHost(Protocol):
@@ -95,6 +96,10 @@ class RunSupervisor:
                         self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed", failure)
                 else:
                     rt.process = process
+                    # The daemon's one connection to the browser, for the gates and services;
+                    # the launch waits for it only where a gate needs it.
+                    rt.link = LinkSlot()
+                    pumps.start_soon(_link_guarded, rt.link, process.endpoint.ws_url, rt)
                     # Before the run is active: no client can get a lease onto it yet.
                     for gate in self.registry.run_gates:
                         await pumps.start(_guard_guarded, gate, rt)
@@ -121,6 +126,7 @@ class RunSupervisor:
                     if process is not None:
                         await process.stop(self.registry.config.browser.stop_grace_s)
                     self._end_run(rt, Trigger.ABORTED, "daemon_shutdown", None)
+            rt.link = None
             rt.done.set()
         if launch_error is not None:
             raise launch_error
@@ -294,6 +300,15 @@ async def _attend_guarded(service: RunService, rt: Runtime) -> None:
         # except*: a failure that races with the run's end arrives grouped with trio's
         # Cancelled, which `except Exception` would let through to the daemon's nursery.
         log.exception("%s failed for runtime %s", type(service).__name__, rt.id)
+
+
+async def _link_guarded(slot: LinkSlot, ws_url: str, rt: Runtime) -> None:
+    """The run's browser link: a failure is logged, and the run goes on without it (the
+    services that need it wait for it and find none)."""
+    try:
+        await slot.serve(ws_url)
+    except* Exception:
+        log.exception("the browser link of runtime %s failed", rt.id)
 
 
 async def _guard_guarded(gate: RunGate, rt: Runtime, *,

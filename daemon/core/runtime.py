@@ -13,6 +13,7 @@ from ..base.model import RunConfig, RunRecord, RuntimeRecord
 from ..base.runtime_config import NO_CONFIG, ParsedConfig, RuntimeConfig
 from ..browser.process import BrowserProcess
 from ..browser.profiles import HeldProfile
+from ..cdp.browser_link import BrowserLink, LinkSlot
 from ..store import storage
 from ..store.eventlog import EventLog
 from .restart import RestartPolicy
@@ -26,7 +27,8 @@ class RunService(Protocol):
     async def attend(self, rt: Runtime) -> None:
         """Run for the life of the run's browser; cancelled when the run ends.
 
-        Called once the browser is active (`rt.process` and `rt.log` are set). It must not end
+        Called once the browser is active (`rt.process` and `rt.log` are set; `rt.wait_link()`
+        gives the daemon's connection to the browser). It must not end
         the run itself; to stop the runtime it calls `Registry.stop` from a task of its own.
         """
 
@@ -35,8 +37,9 @@ class RunGate(Protocol):
     """Something that must be in force before a run is reported active (network rules)."""
 
     async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
-        """Set up for the run's browser, call `task_status.started()` once in force (or once
-        it failed, having logged why), then run until cancelled with the run's end."""
+        """Set up for the run's browser (through `rt.wait_link()`), call
+        `task_status.started()` once in force (or once it failed, having logged why), then run
+        until cancelled with the run's end."""
 
 
 @attrs.frozen
@@ -71,6 +74,9 @@ class Runtime:
     record: RuntimeRecord
     lock: trio.Lock = attrs.Factory(trio.Lock)
     process: BrowserProcess | None = None
+    # The daemon's one CDP connection to the run's browser (cdp/browser_link.py), shared by
+    # the run gates and services: `wait_link`. A new slot for each run.
+    link: LinkSlot | None = None
     run: RunRecord | None = None
     log: EventLog | None = None
     user_data_dir: Path | None = None
@@ -87,6 +93,10 @@ class Runtime:
     @property
     def id(self) -> str:
         return self.record.id
+
+    async def wait_link(self) -> BrowserLink | None:
+        """The run's connection to its browser, once up (None: the browser is unreachable)."""
+        return await self.link.wait() if self.link is not None else None
 
     def touch(self) -> None:
         """Something used the runtime (an RPC, a socket coming or going): restart idle clock."""

@@ -36,7 +36,7 @@ from .api import CallerSession
 
 __all__ = ["HEARTBEAT_S", "QUEUE_SIZE", "Follow", "live_log"]
 
-log = logging.getLogger("browserd.rpc")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 QUEUE_SIZE = 4096  # live events a subscriber may be behind before it gets `overflow`

@@ -32,7 +32,7 @@ from ..system.listen_fds import SocketUnusable
 from ..system.logs import Throttled
 from .api import Api, Caller, Method
 
-log = logging.getLogger("browserd.rpc")
+log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0  # config limits.hello_timeout_s
 _PEERCRED = struct.Struct("3i")

@@ -1,6 +1,7 @@
 """Downloads of a run: `download` events and one artifact per finished download.
 
-Part of the observer (observer.py), on the daemon's own browser-level CDP connection.
+Part of the observer (observer.py), on the daemon's connection to the browser (the run's
+`BrowserLink`): `Browser.setDownloadBehavior` there, and its browser-level download events.
 
 What Chromium 156 does with two CDP connections (measured with probes against chromium and
 chromium-headless-shell; tests/test_artifacts.py checks what this design relies on):
@@ -35,21 +36,29 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 from ..base.errors import ApiError
 from ..cdp.client import CdpConnection, CdpError
-from ..core.registry import Registry
+from ..core.artifacts import ArtifactStore
 from ..core.runtime import Runtime
 from ..store.lost_downloads import STAGING_DIR
 
-log = logging.getLogger("browserd.observer")
+log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one `download` progress event per download per second
 _SOCKET_POLL_S = 0.2
+
+
+class DownloadHost(Protocol):
+    """What the observer and its downloads use of the registry."""
+
+    artifacts: ArtifactStore
+    # runtime id -> the download behaviour a client set before the daemon (the proxy's note)
+    download_behaviors: dict[str, dict[str, Any]]
 
 
 @attrs.define
@@ -64,7 +73,7 @@ class _Download:
 class DownloadTracker:
     """The download side of one run's observer."""
 
-    def __init__(self, registry: Registry, rt: Runtime, cdp: CdpConnection,
+    def __init__(self, registry: DownloadHost, rt: Runtime, cdp: CdpConnection,
                  emit: Any, nursery: trio.Nursery) -> None:
         assert rt.run is not None
         self.registry = registry

@@ -18,7 +18,7 @@ fall on a clock shared by all runtimes, and the samples of one tick share one re
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 import trio
@@ -27,13 +27,12 @@ from ..base.config import Config
 from ..base.errors import RESOURCE_ERRNOS
 from ..browser import procutil, spawn_tags
 from ..cdp.http_front import fetch_browser_json
-from ..core.registry import Registry
 from ..core.runtime import Runtime
 from ..store.storage import now_rfc3339
 from ..system.logs import Throttled
 from .pss import Estimator
 
-log = logging.getLogger("browserd.monitor")
+log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 # A read of /proc serves every sample taken within this long (or half the sample interval,
 # if shorter): the samples of one tick start within milliseconds of each other.
@@ -42,8 +41,14 @@ SNAPSHOT_REUSE_S = 0.5
 _Snapshot = list[procutil.ProcInfo]
 
 
+class MonitorHost(Protocol):
+    """What the monitor uses of the registry: a way to stop a runtime over its limit."""
+
+    def request_stop(self, rt: Runtime, reason: str) -> None: ...
+
+
 class ResourceMonitor:
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: MonitorHost, config: Config) -> None:
         self.registry = registry
         self.config = config
         # psutil measures CPU between two readings of the same Process object, so each

@@ -1,11 +1,13 @@
 """A runtime's `block` rules: matching requests fail, in every page, and the run counts them.
 
-One CDP command does it, on a connection of the daemon's own to the browser target (not the
-observer's): `Fetch.enable` there, with no session, intercepts the requests of every target
-of every browser context, present and future, without attaching to any target. Its
-`patterns` hold only what is blocked (one per resource type, one per URL pattern), so no
-other request is ever paused: Chromium lets them through untouched. Each paused request is
-failed at once with `BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page).
+One CDP command does it, on the daemon's connection to the browser target (the run's
+`BrowserLink`, cdp/browser_link.py): `Fetch.enable` there, with no session, intercepts the
+requests of every target of every browser context, present and future, without attaching to
+any target. Its `patterns` hold only what is blocked (one per resource type, one per URL
+pattern), so no other request is ever paused: Chromium lets them through untouched. Each
+paused request (a browser-level `Fetch.requestPaused`) is failed at once with
+`BlockedByClient` (`net::ERR_BLOCKED_BY_CLIENT` in the page), by a task of the gate's: the
+link's reader hands paused requests over without waiting.
 
 Per target, the daemon does nothing at all: it never attaches, never resumes, never sends a
 command to a page. Measured with Chromium 156, both builds: Playwright's `page.route()` and
@@ -25,13 +27,13 @@ import math
 from typing import Any
 
 import trio
-import trio_websocket
 
 from ..base.runtime_config import RESOURCE_TYPES, BlockRules
-from ..cdp.client import CdpConnection, CdpError, open_cdp
+from ..cdp.browser_link import BrowserLink
+from ..cdp.client import CdpConnection, CdpError, CdpEvent
 from ..core.runtime import Runtime
 
-log = logging.getLogger("browserd.network_rules")
+log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
 SETUP_TIMEOUT_S = 15.0
@@ -61,63 +63,82 @@ class NetworkRules:
         failure = None
         try:
             # Bounded: a browser that does not answer holds up its launch only so long.
-            with trio.CancelScope(deadline=trio.current_time() + SETUP_TIMEOUT_S) as setup:
-                async with open_cdp(process.endpoint.ws_url, max_buffered_events=10_000) as cdp:
-                    await cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)})
-                    setup.deadline = math.inf
-                    task_status.started()
-                    started = True
-                    await _Blocker(rt, run.id, cdp).run()
-            if setup.cancelled_caught:
-                failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
+            with trio.fail_after(SETUP_TIMEOUT_S):
+                link = await rt.wait_link()
+            if link is None:  # no connection to the browser: it went away, the run ends
+                log.debug("network rules of %s: no connection to the browser", rt.id)
+                return
+            blocker = _Blocker(rt, run.id, link.cdp)
+            stop = link.watch(blocker.on_event)  # before Fetch.enable: no request is missed
+            try:
+                await link.cdp.call("Fetch.enable", {"patterns": fetch_patterns(rules)},
+                                    timeout_s=SETUP_TIMEOUT_S)
+                task_status.started()
+                started = True
+                await blocker.run(link)
+            finally:
+                stop()
+        except trio.TooSlowError:
+            failure = f"the browser did not take the rules within {SETUP_TIMEOUT_S:g} s"
         except CdpError as exc:
             failure = f"the browser refused the rules: {exc.message}"
-        except (trio.BrokenResourceError, trio_websocket.HandshakeError,
-                trio_websocket.ConnectionClosed, OSError, trio.TooSlowError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("network rules of %s stopped: %r", rt.id, exc)  # the browser went away
         finally:
             if not started:
                 task_status.started()
-        if failure is not None and not started:
-            log.warning("network rules of %s/%s not applied: %s", rt.record.space,
-                        rt.record.name, failure)
-            rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
+            if failure is not None and not started:
+                log.warning("network rules of %s/%s not applied: %s", rt.record.space,
+                            rt.record.name, failure)
+                rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
 
 
 class _Blocker:
+    """Fails each paused request. The link's reader hands them over through an unbounded
+    queue: one dropped would leave its request hanging in the page."""
+
     def __init__(self, rt: Runtime, run_id: str, cdp: CdpConnection) -> None:
         self.rt = rt
         self.run_id = run_id
         self.cdp = cdp
         self.total = 0
         self.pending: collections.Counter[str] = collections.Counter()
+        self._paused, self._to_fail = trio.open_memory_channel[Any](math.inf)
 
-    async def run(self) -> None:
+    def on_event(self, event: CdpEvent) -> None:
+        if event.method == "Fetch.requestPaused":
+            kind = str(event.params.get("resourceType", "Other")).lower()
+            self.pending[kind] += 1
+            self.total += 1
+            self._paused.send_nowait(event.params.get("requestId"))
+
+    async def run(self, link: BrowserLink) -> None:
+        """Fail what is paused and report every second, until the browser goes away."""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._report_every_second)
-                async for event in self.cdp.events:
-                    if event.method == "Fetch.requestPaused":
-                        await self._fail(event.params)
+                nursery.start_soon(self._fail_paused)
+                await link.wait_closed()
+                nursery.cancel_scope.cancel()
         finally:
-            self._report()  # what the last second blocked, if the run is still open
+            self.report()  # what the last second blocked, if the run is still open
 
-    async def _fail(self, params: dict[str, Any]) -> None:
-        kind = str(params.get("resourceType", "Other")).lower()
-        self.pending[kind] += 1
-        self.total += 1
-        try:
-            await self.cdp.call("Fetch.failRequest", {"requestId": params["requestId"],
-                                                      "errorReason": "BlockedByClient"})
-        except CdpError:
-            pass  # the request went away meanwhile (its page closed)
+    async def _fail_paused(self) -> None:
+        async for request_id in self._to_fail:
+            try:
+                await self.cdp.call("Fetch.failRequest", {"requestId": request_id,
+                                                          "errorReason": "BlockedByClient"})
+            except CdpError:
+                pass  # the request went away meanwhile (its page closed)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                return  # the browser is going away
 
     async def _report_every_second(self) -> None:
         while True:
             await trio.sleep(REPORT_INTERVAL_S)
-            self._report()
+            self.report()
 
-    def _report(self) -> None:
+    def report(self) -> None:
         if not self.pending:
             return
         counts, self.pending = dict(self.pending), collections.Counter()

@@ -1,7 +1,8 @@
 """The daemon's own CDP connection to each run's browser: what happened in it, as run events.
 
-A run service (registry.RunService). For the life of a run it keeps one browser-level CDP
-connection of its own, whether or not a client is attached, and records:
+A run service (registry.RunService). For the life of a run it listens on the daemon's
+connection to the browser (the run's `BrowserLink`, cdp/browser_link.py, shared with the
+network rules and the control link), whether or not a client is attached, and records:
 
     target.created | target.navigated | target.destroyed | target.crashed (+ an `alert`)
     console.message (from `events.console_level` up) | page.error (every uncaught exception)
@@ -10,9 +11,10 @@ connection of its own, whether or not a client is attached, and records:
 Events carry `source: "browser"` and `target: {kind, id, url}`.
 
 It never gets in a client's way: Chromium serves many CDP connections at once, and the observer
-only listens. It discovers targets (Target.setDiscoverTargets) and attaches to each one it
-wants explicitly (Target.attachToTarget), never by auto-attach, and it never calls
-Runtime.runIfWaitingForDebugger. Measured on Chromium 156 (tests/test_transparency.py): a
+only listens. It learns of targets from the link's discovery (Target.setDiscoverTargets) and
+attaches to each one it wants explicitly (`BrowserLink.attach`, in sessions of its own whose
+events only it gets), never by auto-attach, and it never calls
+Runtime.runIfWaitingForDebugger. Measured on Chromium 156 (tests/control/test_transparency.py): a
 connection that auto-attaches at browser level holds every window.open popup paused, even
 with waitForDebuggerOnStart=false and even though its attach event says the target is not
 waiting, until that connection says run; and its run releases the popup for every client,
@@ -29,6 +31,7 @@ session has the Page domain enabled, a JavaScript dialog waits for a CDP client 
 chromium-headless-shell does so only under observation. Clients such as Playwright answer
 dialogs themselves.
 
+Its handlers never wait (the link's reader calls them): what needs a command starts a task.
 When the browser goes away the connection breaks and the observer returns quietly: the
 registry ends the run.
 """
@@ -41,15 +44,14 @@ from typing import Any
 
 import attrs
 import trio
-import trio_websocket
 
 from ..base.config import Config
-from ..cdp.client import CdpConnection, CdpError, CdpEvent, open_cdp
-from ..core.registry import Registry
+from ..cdp.browser_link import BrowserLink
+from ..cdp.client import CdpError, CdpEvent
 from ..core.runtime import Runtime
-from .downloads import DownloadTracker
+from .downloads import DownloadHost, DownloadTracker
 
-log = logging.getLogger("browserd.observer")
+log = logging.getLogger(__name__)
 
 # console.message types recorded at each `events.console_level` (each level includes those above).
 _CONSOLE_LEVELS: dict[str, frozenset[str]] = {
@@ -91,31 +93,26 @@ class _Target:
 class Observer:
     """The run service: one `_RunObserver` per run."""
 
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: DownloadHost, config: Config) -> None:
         self.registry = registry
         self.config = config
 
     async def attend(self, rt: Runtime) -> None:
-        process = rt.process
-        if process is None or rt.run is None:
-            return
-        try:
-            async with open_cdp(process.endpoint.ws_url, max_buffered_events=50_000) as cdp:
-                await _RunObserver(self.registry, self.config, rt, cdp).run()
-        except (trio.BrokenResourceError, trio_websocket.HandshakeError,
-                trio_websocket.ConnectionClosed, OSError) as exc:
-            # The browser went away (crash, stop): the registry ends the run.
-            log.debug("observer of %s stopped: %r", rt.id, exc)
+        link = await rt.wait_link()
+        if link is None or rt.run is None:
+            return  # no connection to the browser: it went away, and the run ends
+        await _RunObserver(self.registry, self.config, rt, link).run()
 
 
 class _RunObserver:
-    def __init__(self, registry: Registry, config: Config, rt: Runtime,
-                 cdp: CdpConnection) -> None:
+    def __init__(self, registry: DownloadHost, config: Config, rt: Runtime,
+                 link: BrowserLink) -> None:
         assert rt.run is not None
         self.registry = registry
         self.rt = rt
         self.run_id = rt.run.id
-        self.cdp = cdp
+        self.link = link
+        self.cdp = link.cdp
         self.console = console_types(config.events.console_level)
         self.targets: dict[str, _Target] = {}
         self.sessions: dict[str, str] = {}  # CDP session id -> target id
@@ -134,8 +131,9 @@ class _RunObserver:
             self.nursery = nursery
             self.downloads = DownloadTracker(self.registry, self.rt, self.cdp, self.emit,
                                              nursery)
+            # The targets that exist come first, as targetCreated events.
+            stop = self.link.watch(self.dispatch)
             try:
-                await self.cdp.call("Target.setDiscoverTargets", {"discover": True})
                 try:
                     await self.downloads.claim()
                 except CdpError as exc:
@@ -143,13 +141,13 @@ class _RunObserver:
                     # supported"): observe anyway; downloads stay as the browser has them.
                     log.info("observer of %s: no download behaviour: %s", self.rt.id, exc)
                 nursery.start_soon(self.downloads.watch_clients)
-                async for event in self.cdp.events:
-                    self.dispatch(event)
+                await self.link.wait_closed()
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
                     CdpError) as exc:
                 # Caught here, inside the nursery, so it never arrives as an exception group.
                 log.debug("observer of %s: the browser went away: %r", self.rt.id, exc)
             finally:
+                stop()
                 # A client's download behaviour dies with this browser.
                 self.registry.download_behaviors.pop(self.rt.id, None)
                 with trio.CancelScope(shield=True):
@@ -189,14 +187,21 @@ class _RunObserver:
             self.nursery.start_soon(self._attach, target.id)
 
     async def _attach(self, target_id: str) -> None:
-        """Attach to a discovered target (its events then come through `on_attached`)."""
+        """Attach to a discovered target in a session of the observer's own."""
         try:
-            await self.cdp.call("Target.attachToTarget", {"targetId": target_id, "flatten": True},
-                                timeout_s=10)
+            session_id = await self.link.attach(target_id, self.dispatch, timeout_s=10)
         except (CdpError, trio.TooSlowError) as exc:
             log.debug("observer: cannot attach to %s: %s", target_id, exc)  # gone meanwhile
+            return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        target = self.targets.get(target_id)
+        if target is None:  # destroyed meanwhile
+            return
+        self.sessions[session_id] = target_id
+        if target.type == "page":
+            self.frames[target_id] = target_id
+        await self._instrument(session_id, target.type)
 
     def on_target_info_changed(self, params: dict[str, Any], session_id: str | None) -> None:
         info = params.get("targetInfo") or {}
@@ -255,19 +260,6 @@ class _RunObserver:
                             "message": f"A {target.type} crashed ({data['status']}): "
                                        f"{target.url}", **data},
                   target=target.ref())
-
-    def on_attached(self, params: dict[str, Any], session_id: str | None) -> None:
-        info = params.get("targetInfo") or {}
-        child = str(params.get("sessionId", ""))
-        kind = str(info.get("type", ""))
-        target_id = str(info.get("targetId", ""))
-        self.sessions[child] = target_id
-        if target_id not in self.targets:  # attached before its discovery event arrived
-            self.targets[target_id] = _Target(target_id, kind, str(info.get("url", "")),
-                                              str(info.get("title", "")))
-        if kind == "page":
-            self.frames[target_id] = target_id
-        self.nursery.start_soon(self._instrument, child, kind)
 
     async def _instrument(self, session_id: str, kind: str) -> None:
         """Turn on the events the observer needs in a new session. Nothing else: a target a
@@ -374,7 +366,6 @@ _HANDLERS = {
     "Target.targetInfoChanged": _RunObserver.on_target_info_changed,
     "Target.targetDestroyed": _RunObserver.on_target_destroyed,
     "Target.targetCrashed": _RunObserver.on_target_crashed,
-    "Target.attachedToTarget": _RunObserver.on_attached,
     "Target.detachedFromTarget": _RunObserver.on_detached,
     "Page.frameAttached": _RunObserver.on_frame,
     "Page.frameNavigated": _RunObserver.on_frame,

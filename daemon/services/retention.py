@@ -25,7 +25,7 @@ from ..store.roots import remove_tree
 
 __all__ = ["SWEEP_INTERVAL_S", "Retention", "expired_runs"]
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 600.0
 FIRST_SWEEP_DELAY_S = 5.0  # after start: reconciliation and the first launches come first

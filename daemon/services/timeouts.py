@@ -8,19 +8,27 @@ activity-blind timeouts are what users of other tools complain about most.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
 from ..base.config import Config
-from ..core.registry import Registry
 from ..core.runtime import Runtime
 
 _TICK_S = 0.25
 
 
+class TimeoutHost(Protocol):
+    """What the timeouts use of the registry."""
+
+    def idle_for(self, rt: Runtime) -> float: ...
+    def request_stop(self, rt: Runtime, reason: str) -> None: ...
+
+
 class Timeouts:
     """Stops a runtime with end reason `idle_timeout` or `max_lifetime`."""
 
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: TimeoutHost, config: Config) -> None:
         self.registry = registry
         self.config = config
 

@@ -25,7 +25,7 @@ from .eventlog import BATCH_FSYNC_INTERVAL_S, EventLog
 
 __all__ = ["degrade", "describe_os_error", "note_log_state", "sync_live_logs"]
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 LiveLogs = Callable[[], Iterable[tuple[RunRecord, EventLog]]]
 

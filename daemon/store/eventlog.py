@@ -44,7 +44,7 @@ __all__ = [
     "read_events",
 ]
 
-logger = logging.getLogger("browserd.eventlog")
+logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 Listener = Callable[[Event], object]

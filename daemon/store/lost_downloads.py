@@ -32,7 +32,7 @@ from .eventlog import iter_events
 
 __all__ = ["STAGING_DIR", "clear_staging", "unfinished_downloads"]
 
-log = logging.getLogger("browserd.reconcile")
+log = logging.getLogger(__name__)
 
 STAGING_DIR = ".incoming"  # under the run's artifacts/: where the daemon's downloads land
 

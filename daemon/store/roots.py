@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["OutsideRoot", "inside", "remove_tree", "resolved_inside"]
 
-log = logging.getLogger("browserd.registry")
+log = logging.getLogger(__name__)
 
 
 class OutsideRoot(ValueError):

@@ -38,7 +38,7 @@ from . import storage
 
 __all__ = ["StateWriter"]
 
-log = logging.getLogger("browserd.registry")  # the registry's persistence, logged as its
+log = logging.getLogger(__name__)
 
 OnError = Callable[[OSError], None]
 

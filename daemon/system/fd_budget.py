@@ -29,7 +29,7 @@ from ..base.errors import ApiError
 
 __all__ = ["FdBudget", "Pool", "Slot", "raise_nofile_limit"]
 
-log = logging.getLogger("browserd")
+log = logging.getLogger(__name__)
 
 # The reserve kept for the daemon's own work, out of the budget's reach. Measured: an idle
 # daemon holds 11 descriptors and each running browser 5 more (its pidfd, its output pipe, the

@@ -20,7 +20,7 @@ import trio
 
 __all__ = ["LISTEN_ENV", "ListenFd", "activated_listener", "listen_fds", "socket_path"]
 
-log = logging.getLogger("browserd.systemd")
+log = logging.getLogger(__name__)
 
 LISTEN_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 LISTEN_FDS_START = 3

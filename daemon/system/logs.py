@@ -19,17 +19,27 @@ from typing import TextIO
 
 __all__ = ["AREAS", "LineFormatter", "Throttled", "journal_stream", "setup"]
 
-# Config area -> the logger it sets (config `log_levels.<area>`). Areas without an entry in the
-# config follow `log_level`.
-AREAS = {
-    "rpc": "browserd.rpc",
-    "registry": "browserd.registry",
-    "supervisor": "browserd.supervisor",
-    "cdp_proxy": "browserd.daemon.cdp_proxy",  # that module logs under its __name__
-    "cdp_client": "browserd.cdp_client",
-    "eventlog": "browserd.eventlog",
-    "systemd": "browserd.systemd",
+# Config area (`log_levels.<area>`) -> the loggers it sets. Every module logs under its own
+# name (`logging.getLogger(__name__)`, e.g. `browserd.daemon.services.observer`); an area is
+# a layer package or a set of modules, and a logger name here covers its children too.
+# Areas without an entry in the config follow `log_level`.
+AREAS: dict[str, tuple[str, ...]] = {
+    "rpc": ("browserd.daemon.rpc",),
+    "registry": ("browserd.daemon.core", "browserd.daemon.store.state_writer",
+                 "browserd.daemon.store.durability", "browserd.daemon.store.roots",
+                 "browserd.daemon.store.lost_downloads", "browserd.daemon.services.retention"),
+    "supervisor": ("browserd.daemon.browser",),
+    "cdp_proxy": ("browserd.daemon.cdp.proxy", "browserd.daemon.cdp.http_front",
+                  "browserd.daemon.cdp.peers"),
+    "cdp_client": ("browserd.daemon.cdp.client", "browserd.daemon.cdp.browser_link"),
+    "eventlog": ("browserd.daemon.store.eventlog",),
+    "systemd": ("browserd.daemon.system.notify", "browserd.daemon.system.listen_fds",
+                "browserd.daemon.health"),
+    "control": ("browserd.daemon.control",),
+    "services": ("browserd.daemon.services",),
+    "web": ("browserd.daemon.web",),
 }
+
 
 # sd-daemon(3) / syslog priorities.
 _PRIORITY = {
@@ -82,9 +92,10 @@ def setup(level: str, areas: Mapping[str, str | None] | None = None, *,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for area, logger in AREAS.items():
+    for area, loggers in AREAS.items():
         area_level = (areas or {}).get(area)
-        logging.getLogger(logger).setLevel(area_level.upper() if area_level else logging.NOTSET)
+        for name in loggers:
+            logging.getLogger(name).setLevel(area_level.upper() if area_level else logging.NOTSET)
 
 
 class Throttled:

@@ -38,7 +38,7 @@ import trio
 
 __all__ = ["RELEASE_INTERVAL_S", "fix_mmap_threshold", "release_free_memory"]
 
-log = logging.getLogger("browserd")
+log = logging.getLogger(__name__)
 
 RELEASE_INTERVAL_S = 10.0
 

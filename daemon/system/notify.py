@@ -21,7 +21,7 @@ import attrs
 
 __all__ = ["NOTIFY_ENV", "Notifier"]
 
-log = logging.getLogger("browserd.systemd")
+log = logging.getLogger(__name__)
 
 # The variables of the notify and watchdog protocols (sd_notify(3), sd_watchdog_enabled(3)).
 NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")

@@ -35,7 +35,7 @@ from .wsock import PageSocket
 
 __all__ = ["Dashboard", "UiAccess"]
 
-log = logging.getLogger("browserd.web")
+log = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # how often the runtime table (and the selected runtime's runs) is looked at
 REPLAY_EVENTS = 500  # a followed run's events shown from before it was followed

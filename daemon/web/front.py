@@ -44,7 +44,7 @@ from .wsock import PageSocket, accept
 
 __all__ = ["CSP", "WebFront"]
 
-log = logging.getLogger("browserd.web")
+log = logging.getLogger(__name__)
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")

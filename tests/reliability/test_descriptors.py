@@ -292,7 +292,7 @@ async def test_refused_cdp_requests_are_cheap(short_dir: Path, monkeypatch: pyte
     monkeypatch.setattr(psutil, "net_connections", counted)
     config = attrs.evolve(make_config(short_dir, executable=HEADLESS_SHELL),
                           limits=LimitsConfig(max_runtimes=2))
-    caplog.set_level(logging.WARNING, logger="browserd.leases")
+    caplog.set_level(logging.WARNING, logger="browserd.daemon.core.leases")
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             daemon = await nursery.start(serve, config)
