@@ -31,7 +31,7 @@ from browserd.client.errors import (
     RuntimeNotStopped,
 )
 
-from .conftest import DaemonProcess, assert_no_processes
+from .conftest import DaemonProcess, assert_no_processes, finish_daemon, start_shell_daemon
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 USER, PASSWORD = "scraper", "s3cret-Pr0xy-pass"
@@ -44,12 +44,9 @@ REPORT = ("() => ({language: navigator.language, languages: navigator.languages,
 @pytest.fixture
 def daemon(short_dir: Path) -> Iterator[DaemonProcess]:
     """`browserd` as a subprocess; its default browser is the headless shell (fast)."""
-    (short_dir / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
-    running = DaemonProcess(short_dir)
-    running.start()
+    running = start_shell_daemon(short_dir)
     yield running
-    assert running.stop() == 0, running.log.read_text()
-    assert_no_processes(running.state_dir)
+    finish_daemon(running)
 
 
 @contextlib.contextmanager

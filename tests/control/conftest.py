@@ -18,7 +18,14 @@ import trio
 from browserd.client import AsyncClient, AsyncRuntime
 from browserd.daemon.service import Daemon, serve
 
-from ..conftest import DaemonProcess, assert_no_processes, make_config, serve_pages
+from ..conftest import (
+    DaemonProcess,
+    assert_no_processes,
+    finish_daemon,
+    make_config,
+    serve_pages,
+    start_shell_daemon,
+)
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 
@@ -45,12 +52,9 @@ def site() -> Iterator[str]:
 @pytest.fixture
 def shell_process(short_dir: Path) -> Iterator[DaemonProcess]:
     """`browserd` as a subprocess, on chromium-headless-shell."""
-    (short_dir / "config.toml").write_text(f'[browser]\nexecutable = "{HEADLESS_SHELL}"\n')
-    running = DaemonProcess(short_dir)
-    running.start()
+    running = start_shell_daemon(short_dir)
     yield running
-    assert running.stop() == 0, running.log.read_text()
-    assert_no_processes(running.state_dir)
+    finish_daemon(running)
 
 
 @pytest.fixture
