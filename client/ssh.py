@@ -267,10 +267,11 @@ class SshLink:
         for key in ("url", "http_url", "browser_url"):
             value = endpoint.get(key)
             if isinstance(value, str) and value:
-                out[key] = self._localize_url(value, timeout)
+                out[key] = self.localize_url(value, timeout)
         return out
 
-    def _localize_url(self, url: str, timeout: float) -> str:
+    def localize_url(self, url: str, timeout: float) -> str:
+        """``url`` with its host and port replaced by a local forward of them."""
         parts = urlsplit(url)
         if parts.hostname is None or parts.port is None:
             return url

@@ -218,6 +218,30 @@ def test_tour_through_ssh(ssh_env: Sshd, web_page: str) -> None:
                                  timeout=2).close()
 
 
+def _local_page(url: str, far_port: int) -> str:
+    """GET a page the far daemon serves, through the client's forward; its HTML."""
+    assert url.startswith("http://127.0.0.1:") and f":{far_port}/" not in url, url
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/html")
+        return str(reply.read().decode())
+
+
+def test_view_replay_and_dashboard_pages_through_ssh(ssh_env: Sshd) -> None:
+    """The far daemon's web pages (a live view, a run's replay, the dashboard) open here."""
+    with Client(host=ssh_env.url, connect_timeout=BOUND_S) as bd:
+        far_port = int(bd.status()["cdp_base_url"].rsplit(":", 1)[1])
+        runtime = bd.runtimes.browser.launch(name="far-pages", record=True)
+        view = runtime.connections.create(protocol="view", ttl_s=60)
+        assert view.endpoint is not None
+        assert "data-browserd-view" in _local_page(view.endpoint.url, far_port)
+        _local_page(bd.ui_url(), far_port)
+        run = runtime.current_run()
+        runtime.stop()
+        _local_page(run.replay_url(), far_port)
+        runtime.delete()
+    assert_no_ssh_left()
+
+
 def test_revoking_a_lease_closes_its_origin_forward(ssh_env: Sshd) -> None:
     with Client(host=ssh_env.url, connect_timeout=BOUND_S) as bd:
         runtime = bd.runtimes.browser.launch(name="far-revoke")

@@ -102,8 +102,7 @@ class AsyncClient:
     async def ui_url(self) -> str:
         """``daemon.ui``: the local dashboard's URL (with its token; only for the daemon's
         own user)."""
-        result: dict[str, Any] = await self._transport.call("daemon.ui")
-        return str(result["url"])
+        return await self._transport.call_for_page("daemon.ui", {})
 
     # -- calls ---------------------------------------------------------------------------
 

@@ -319,8 +319,7 @@ class AsyncRun(RunRecord):
     async def replay_url(self) -> str:
         """``runs.replay``: the URL of this run's replay page (its recorded frames beside
         its events); valid until the daemon restarts."""
-        result: dict[str, Any] = await self._transport.call("runs.replay", {"run_id": self.id})
-        return str(result["url"])
+        return await self._transport.call_for_page("runs.replay", {"run_id": self.id})
 
 
 @attrs.frozen

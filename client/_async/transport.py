@@ -261,6 +261,19 @@ class AsyncTransport:
                 link.localize_lease, lease, self.connect_timeout)
             return local
 
+    async def call_for_page(self, method: str, params: dict[str, Any]) -> str:
+        """Call a method whose result is ``{url}`` of a page the daemon serves (dashboard,
+        replay); through ssh, the URL points at a local forward of its far address."""
+        result: dict[str, Any] = await self.call(method, params)
+        url = str(result["url"])
+        link = self._link
+        if link is None:
+            return url
+        async with self._link_lock:
+            local: str = await anyio.to_thread.run_sync(link.localize_url, url,
+                                                        self.connect_timeout)
+            return local
+
     async def lease_revoked(self, lease_id: str) -> None:
         """The lease is revoked: close the forward of its own origin (through ssh)."""
         link = self._link

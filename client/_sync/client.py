@@ -104,8 +104,7 @@ class Client:
     def ui_url(self) -> str:
         """``daemon.ui``: the local dashboard's URL (with its token; only for the daemon's
         own user)."""
-        result: dict[str, Any] = self._transport.call("daemon.ui")
-        return str(result["url"])
+        return self._transport.call_for_page("daemon.ui", {})
 
     # -- calls ---------------------------------------------------------------------------
 

@@ -321,8 +321,7 @@ class Run(RunRecord):
     def replay_url(self) -> str:
         """``runs.replay``: the URL of this run's replay page (its recorded frames beside
         its events); valid until the daemon restarts."""
-        result: dict[str, Any] = self._transport.call("runs.replay", {"run_id": self.id})
-        return str(result["url"])
+        return self._transport.call_for_page("runs.replay", {"run_id": self.id})
 
 
 @attrs.frozen

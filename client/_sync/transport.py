@@ -281,6 +281,17 @@ class Transport:
             lease = self._request("connections.create", params)
             return link.localize_lease(lease, self.connect_timeout)
 
+    def call_for_page(self, method: str, params: dict[str, Any]) -> str:
+        """Call a method whose result is ``{url}`` of a page the daemon serves (dashboard,
+        replay); through ssh, the URL points at a local forward of its far address."""
+        result: dict[str, Any] = self.call(method, params)
+        url = str(result["url"])
+        link = self._link
+        if link is None:
+            return url
+        with self._link_lock:
+            return link.localize_url(url, self.connect_timeout)
+
     def lease_revoked(self, lease_id: str) -> None:
         """The lease is revoked: close the forward of its own origin (through ssh)."""
         link = self._link
