@@ -1,4 +1,4 @@
-"""The daemon's own CDP connection to each run's browser: what happened in it, as run events.
+"""What happened in each run's browser, as run events, seen on the daemon's own CDP connection.
 
 A run service (registry.RunService). For the life of a run it listens on the daemon's
 connection to the browser (the run's `BrowserLink`, cdp/browser_link.py, shared with the
