@@ -21,6 +21,7 @@ import http
 import json
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -320,8 +321,10 @@ def json_response(conn: h11.Connection | None, status: int, body: bytes) -> byte
     except ValueError:
         phrase = "Error"
     if conn is not None and conn.our_state is h11.SEND_RESPONSE:
-        return (conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
-                + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        framed = conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
+        if not _ASKED_HEAD.get(conn, False):
+            framed += conn.send(h11.Data(data=body))
+        return framed + conn.send(h11.EndOfMessage())
     head = f"HTTP/1.1 {status} {phrase}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
     return head.encode() + body
@@ -405,6 +408,12 @@ def rewrite_discovery(doc: Any, upstream: Upstream, public_base: str) -> Any:
     return doc
 
 
+# h11 frames the answer to a HEAD request as headers only and refuses a body, but keeps the
+# request's method to itself: the reader notes which connections asked HEAD last, so that
+# json_response leaves the body out for them (sending it raised, and the client got nothing).
+_ASKED_HEAD: weakref.WeakKeyDictionary[h11.Connection, bool] = weakref.WeakKeyDictionary()
+
+
 async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
     """The next request, read through its end (body discarded); None if the client left."""
     request: h11.Request | None = None
@@ -421,6 +430,7 @@ async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.R
             conn.receive_data(data)
         elif isinstance(event, h11.Request):
             request = event
+            _ASKED_HEAD[conn] = event.method == b"HEAD"
         elif isinstance(event, h11.Data):
             body += len(event.data)
             if body > _MAX_HEAD:

@@ -11,10 +11,12 @@ given `endpoint.browser_url`: the lease's own origin (lease_origins.py).
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,31 @@ def test_package_files_pin_puppeteer_core_without_a_browser() -> None:
     names = {Path(p).name for p in lock["packages"] if p}
     assert "puppeteer-core" in names and "puppeteer" not in names, \
         "puppeteer (which downloads a browser) must not be a dependency"
+
+
+def head_status(url: str) -> tuple[int, bytes]:
+    """A HEAD request's status and whatever came after the response's head (nothing, by
+    HTTP's rules)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("HEAD", parts.path or "/")
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+async def test_head_requests_get_an_answer_without_a_body(launched: Launched) -> None:
+    """HEAD gets a status and headers on every front (the CDP port, a lease's origin, the
+    web pages): a body in answer to HEAD is refused by h11, and the client used to get
+    nothing at all."""
+    with trio.fail_after(30):
+        conn = await launched.runtime.connections.create(ttl_s=60)
+        assert conn.endpoint is not None
+        base = conn.endpoint.http_url.split("/cdp/")[0]
+        for url, status in ((base + "/cdp/unknown", 404),            # no such endpoint
+                            (conn.endpoint.http_url + "/json/version", 405),  # GET only
+                            (base + "/assets/view.js", 405),         # the web pages: GET only
+                            (conn.endpoint.browser_url + "/json/version", 200)):
+            assert await trio.to_thread.run_sync(head_status, url) == (status, b""), url
