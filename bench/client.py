@@ -1,22 +1,27 @@
-"""Client overhead: calls/s of `spaces.list` through the blocking `Client`, the `AsyncClient`
-(under asyncio, and under trio for information) and a minimal blocking socket client, side by
-side against one daemon.
+"""Client overhead: calls/s of `spaces.list` through the blocking `Client` and the
+`AsyncClient` (under asyncio, and under trio for information), each beside the minimal
+socket client of its kind, against one daemon.
 
-The minimal client (`RawBlockingClient` below: one socket, one Packer, one Unpacker, no
-checks) is the floor: what any Python caller pays for the round trip. The same loop on
-asyncio (`loop.sock_recv`) is shown beside it, as the ceiling of any asyncio client. Each
-client calls `spaces.list` back to back, one call in flight, in the bench process; the
-daemon is a `browserd` subprocess. Short rounds rotate the order of the clients so load from
-elsewhere on the machine hits all alike; the ratio is the median of each round's ratio to
-the raw client. `Client` and `AsyncClient` go through their resource layer
+The minimal clients (`RawBlockingClient` below, and the same loop on asyncio with
+`loop.sock_recv`: one socket, one Packer, one Unpacker, no checks) are the floor: what any
+caller pays for the round trip on that kind of I/O. `Client` is measured against the
+blocking one, `AsyncClient` on asyncio against the asyncio one (asyncio's own loop costs a
+third of the blocking loop's rate here, whatever client runs on it; the ratio to the
+blocking client is shown too). `Client` and `AsyncClient` go through their resource layer
 (`bd.spaces.list()`, which builds `Space` records), as a user's code does.
+
+How: many short rounds, every way once per round in a rotating order, each round a fresh
+connection (opened and warmed outside the timing) and a fixed number of calls back to back,
+one in flight. A way's rate is its calls over its summed time. The rounds are short because
+on a shared VM the machine's speed drifts within seconds, and a client a few microseconds
+slower per call is also served more slowly by the daemon (it finds the next request less
+often already waiting), so long rounds compared across a drift swung the ratio by 0.2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +38,11 @@ from .report import Row, Target
 SCENARIO = "client"
 CLIENT_TARGET = Target(">=", 0.9)
 ASYNC_TARGET = Target(">=", 0.8)
+# What the minimal clients read at once: under glibc's 128 KiB mmap threshold, so a read
+# costs no mmap/munmap (a 256 KiB recv() measured 1.6x slower per call here for that alone).
+_READ_SIZE = 64 * 1024
+_WARM_CALLS = 20
+_HELLO = {"client": {"name": "bench", "version": "0"}, "api": {"min": 1, "max": 1}}
 
 
 class RawBlockingClient:
@@ -44,8 +54,7 @@ class RawBlockingClient:
         self.packer = msgpack.Packer(use_bin_type=True)
         self.unpacker = msgpack.Unpacker(raw=False)
         self.msgid = 0
-        self.call("hello", {"client": {"name": "bench", "version": "0"},
-                            "api": {"min": 1, "max": 1}})
+        self.call("hello", _HELLO)
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         self.msgid += 1
@@ -54,7 +63,7 @@ class RawBlockingClient:
             for message in self.unpacker:
                 if message[0] == 1 and message[1] == self.msgid:
                     return message[3]
-            data = self.sock.recv(256 * 1024)
+            data = self.sock.recv(_READ_SIZE)
             if not data:
                 raise RuntimeError("the daemon closed the connection")
             self.unpacker.feed(data)
@@ -63,9 +72,30 @@ class RawBlockingClient:
         self.sock.close()
 
 
-async def _raw_asyncio_rate(path: Path, duration_s: float) -> float:
-    """The same minimal client on asyncio (loop.sock_recv): the floor of any asyncio client,
-    to tell the event loop's own cost from the AsyncClient's."""
+def _timed(call: Callable[[], Any], calls: int) -> float:
+    for _ in range(_WARM_CALLS):
+        call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return time.perf_counter() - start
+
+
+def raw_round(path: Path, calls: int) -> float:
+    raw = RawBlockingClient(path)
+    try:
+        return _timed(lambda: raw.call("spaces.list", {}), calls)
+    finally:
+        raw.close()
+
+
+def client_round(path: Path, calls: int) -> float:
+    with Client(path) as bd:
+        return _timed(bd.spaces.list, calls)
+
+
+async def _raw_asyncio_round(path: Path, calls: int) -> float:
+    """The minimal client on asyncio (loop.sock_recv): what the event loop alone costs."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
@@ -81,120 +111,83 @@ async def _raw_asyncio_rate(path: Path, duration_s: float) -> float:
             for message in unpacker:
                 if message[0] == 1 and message[1] == msgid:
                     return message[3]
-            data = await loop.sock_recv(sock, 256 * 1024)
+            data = await loop.sock_recv(sock, _READ_SIZE)
             if not data:
                 raise RuntimeError("the daemon closed the connection")
             unpacker.feed(data)
 
     try:
-        await call("hello", {"client": {"name": "bench", "version": "0"},
-                             "api": {"min": 1, "max": 1}})
-        for _ in range(100):
+        await call("hello", _HELLO)
+        for _ in range(_WARM_CALLS):
             await call("spaces.list", {})
-        count = 0
         start = time.perf_counter()
-        deadline = start + duration_s
-        while time.perf_counter() < deadline:
+        for _ in range(calls):
             await call("spaces.list", {})
-            count += 1
-        return count / (time.perf_counter() - start)
+        return time.perf_counter() - start
     finally:
         sock.close()
 
 
-def _rate(call: Callable[[], Any], duration_s: float) -> float:
-    for _ in range(100):  # warm-up
-        call()
-    count = 0
-    start = time.perf_counter()
-    deadline = start + duration_s
-    while time.perf_counter() < deadline:
-        call()
-        count += 1
-    return count / (time.perf_counter() - start)
-
-
-async def _async_rate(path: Path, duration_s: float) -> float:
+async def _async_client_round(path: Path, calls: int) -> float:
     bd = AsyncClient(path)
     try:
-        for _ in range(100):
+        for _ in range(_WARM_CALLS):
             await bd.spaces.list()
-        count = 0
         start = time.perf_counter()
-        deadline = start + duration_s
-        while time.perf_counter() < deadline:
+        for _ in range(calls):
             await bd.spaces.list()
-            count += 1
-        return count / (time.perf_counter() - start)
+        return time.perf_counter() - start
     finally:
         await bd.aclose()
 
 
-def raw_rate(path: Path, duration_s: float) -> float:
-    raw = RawBlockingClient(path)
-    try:
-        return _rate(lambda: raw.call("spaces.list", {}), duration_s)
-    finally:
-        raw.close()
+def raw_asyncio_round(path: Path, calls: int) -> float:
+    return asyncio.run(_raw_asyncio_round(path, calls))
 
 
-def raw_asyncio_rate(path: Path, duration_s: float) -> float:
-    return asyncio.run(_raw_asyncio_rate(path, duration_s))
+def asyncio_round(path: Path, calls: int) -> float:
+    return asyncio.run(_async_client_round(path, calls))
 
 
-def client_rate(path: Path, duration_s: float) -> float:
-    with Client(path) as bd:
-        return _rate(bd.spaces.list, duration_s)
+def trio_round(path: Path, calls: int) -> float:
+    return trio.run(_async_client_round, path, calls)
 
 
-def asyncio_rate(path: Path, duration_s: float) -> float:
-    return asyncio.run(_async_rate(path, duration_s))
-
-
-def trio_rate(path: Path, duration_s: float) -> float:
-    return trio.run(_async_rate, path, duration_s)
-
-
-WAYS: dict[str, Callable[[Path, float], float]] = {
-    "raw": raw_rate,
-    "raw_asyncio": raw_asyncio_rate,
-    "client": client_rate,
-    "asyncio": asyncio_rate,
-    "trio": trio_rate,
+WAYS: dict[str, Callable[[Path, int], float]] = {
+    "raw": raw_round,
+    "client": client_round,
+    "raw_asyncio": raw_asyncio_round,
+    "asyncio": asyncio_round,
+    "trio": trio_round,
 }
 
 
 def run(*, quick: bool) -> list[Row]:
-    rounds, duration = (2, 0.4) if quick else (8, 1.5)
-    rates: dict[str, list[float]] = {way: [] for way in WAYS}
+    rounds, calls = (12, 200) if quick else (150, 400)
+    seconds: dict[str, float] = dict.fromkeys(WAYS, 0.0)
     with DaemonUnderTest({}, label="client") as daemon:
         names = list(WAYS)
         for i in range(rounds):
-            order = names[i % len(names):] + names[:i % len(names)]
-            for way in order:
-                rates[way].append(WAYS[way](daemon.socket, duration))
-    raw = statistics.median(rates["raw"])
+            for way in names[i % len(names):] + names[:i % len(names)]:
+                seconds[way] += WAYS[way](daemon.socket, calls)
+    rate = {way: rounds * calls / spent for way, spent in seconds.items()}
 
-    def paired(way: str) -> float:
-        return statistics.median(a / b for a, b in zip(rates[way], rates["raw"], strict=True))
-
-    note = ("baseline: bench/client.py RawBlockingClient, a bare blocking msgpack socket loop "
-            "against the same daemon, in the same run")
+    blocking_note = ("baseline: bench/client.py RawBlockingClient, a bare blocking msgpack "
+                     "socket loop against the same daemon, in the same rounds")
+    asyncio_note = ("baseline: the same bare loop on asyncio (loop.sock_recv), in the same "
+                    "rounds: the client's own cost on the loop it runs on")
     return [
-        Row(SCENARIO, "spaces.list, minimal blocking socket client (calls/s)", raw, "calls/s",
-            note="the floor the client rows are measured against"),
-        Row(SCENARIO, "spaces.list via Client (calls/s)", statistics.median(rates["client"]),
-            "calls/s", baseline=raw, target=CLIENT_TARGET, paired_ratio=paired("client"),
-            note=note),
-        Row(SCENARIO, "spaces.list, minimal asyncio client (calls/s)",
-            statistics.median(rates["raw_asyncio"]), "calls/s", baseline=raw,
-            paired_ratio=paired("raw_asyncio"),
-            note="the same minimal client on asyncio (loop.sock_recv): what the event loop "
-            "alone costs, the ceiling for any asyncio client"),
-        Row(SCENARIO, "spaces.list via AsyncClient on asyncio (calls/s)",
-            statistics.median(rates["asyncio"]), "calls/s", baseline=raw, target=ASYNC_TARGET,
-            paired_ratio=paired("asyncio"), note=note),
-        Row(SCENARIO, "spaces.list via AsyncClient on trio (calls/s)",
-            statistics.median(rates["trio"]), "calls/s", baseline=raw,
-            paired_ratio=paired("trio")),
+        Row(SCENARIO, "spaces.list, minimal blocking socket client (calls/s)", rate["raw"],
+            "calls/s", note="the floor the blocking client is measured against"),
+        Row(SCENARIO, "spaces.list via Client (calls/s)", rate["client"], "calls/s",
+            baseline=rate["raw"], target=CLIENT_TARGET, note=blocking_note),
+        Row(SCENARIO, "spaces.list, minimal asyncio client (calls/s)", rate["raw_asyncio"],
+            "calls/s", baseline=rate["raw"],
+            note="against the blocking loop: what asyncio's event loop alone costs"),
+        Row(SCENARIO, "spaces.list via AsyncClient on asyncio (calls/s)", rate["asyncio"],
+            "calls/s", baseline=rate["raw_asyncio"], target=ASYNC_TARGET, note=asyncio_note),
+        Row(SCENARIO, "spaces.list via AsyncClient on asyncio, to the blocking loop",
+            rate["asyncio"], "calls/s", baseline=rate["raw"], note=blocking_note),
+        Row(SCENARIO, "spaces.list via AsyncClient on trio (calls/s)", rate["trio"], "calls/s",
+            baseline=rate["raw"], note=blocking_note),
     ]

@@ -79,15 +79,15 @@ def _known(cls: type[Any], wire: dict[str, Any]) -> dict[str, Any]:
     return {name: wire[name] for name in _wire_names(cls) if name in wire}
 
 
-_WIRE_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_WIRE_NAMES: dict[type[Any], frozenset[str]] = {}
 
 
-def _wire_names(cls: type[Any]) -> tuple[str, ...]:
+def _wire_names(cls: type[Any]) -> frozenset[str]:
     """The fields of ``cls`` that come from the wire (not ``raw``, not private ones); kept
     per class, since every record built asks."""
     names = _WIRE_NAMES.get(cls)
     if names is None:
-        names = _WIRE_NAMES[cls] = tuple(
+        names = _WIRE_NAMES[cls] = frozenset(
             f.name for f in attrs.fields(cls) if f.name != "raw" and f.alias == f.name
         )
     return names
@@ -95,7 +95,8 @@ def _wire_names(cls: type[Any]) -> tuple[str, ...]:
 
 def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
     """Build a record (or a resource, passing its private fields) from a wire map."""
-    fields = _known(cls, wire)
+    # Every key a field (the daemon's version is the client's): no filtering, the usual case.
+    fields = dict(wire) if wire.keys() <= _wire_names(cls) else _known(cls, wire)
     fields["raw"] = wire
     fields.update(private)
     return cls(**fields)

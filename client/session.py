@@ -104,8 +104,15 @@ class Session:
         """Register a call: its msgid, its Call, and the frame to write."""
         if self.closed_error is not None:
             raise fresh(self.closed_error)
-        msgid = self._allocate_msgid()
-        frame = self._encode(msgid, method, params)
+        msgid = self._next_msgid
+        if msgid >= wire.MAX_MSGID or msgid in self._calls:
+            msgid = self._allocate_msgid()
+        else:
+            self._next_msgid = msgid + 1
+        try:
+            frame = self._wire.send_request(msgid, method, params)
+        except wire.LocalProtocolError as exc:
+            raise error_from_wire(exc.error) from None
         call = self._calls[msgid] = Call(subscribe)
         return msgid, call, frame
 
@@ -160,18 +167,27 @@ class Session:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> bytes:
+    def receive_data(self, data: bytes | memoryview) -> bytes:
         """Take bytes read from the daemon (``b""``: it closed) and settle every call and
         subscription they answer. Returns frames to write (cancels), often ``b""``."""
         out = b""
         next_event = self._wire.next_event
+        calls = self._calls
         try:
             self._wire.receive_data(data)
             while True:
                 event = next_event()
-                if event is wire.NEED_DATA:
+                if type(event) is wire.Response:
+                    # The usual message, settled here: a plain call's result.
+                    call = calls.get(event.msgid)
+                    if (call is not None and event.error is None and not call.subscribe
+                            and not call.abandoned):
+                        call.result = event.result
+                        call.done = True
+                        continue
+                elif event is wire.NEED_DATA:
                     return out
-                if event is wire.CLOSED:
+                elif event is wire.CLOSED:
                     self.connection_gone(
                         ConnectionLost.make("the daemon closed the connection", self._lost_hint)
                     )
