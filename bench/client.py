@@ -91,7 +91,7 @@ def raw_round(path: Path, calls: int) -> float:
 
 def client_round(path: Path, calls: int) -> float:
     with Client(path) as bd:
-        return _timed(bd.spaces.list, calls)
+        return _timed(lambda: bd.spaces.list(), calls)
 
 
 async def _raw_asyncio_round(path: Path, calls: int) -> float:

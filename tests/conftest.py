@@ -25,6 +25,7 @@ import psutil
 import pytest
 import trio
 
+from browserd.client import Client
 from browserd.daemon.base.config import BrowserConfig, Config
 from browserd.daemon.service import Daemon, serve
 
@@ -210,6 +211,22 @@ def finish_daemon(running: DaemonProcess) -> None:
         code = running.stop()
         assert code == 0, running.log.read_text()
     assert_no_processes(running.state_dir)
+
+
+@pytest.fixture
+def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
+    """`browserd` on the headless shell for one test (a module with a config of its own
+    overrides this fixture), stopped after it with nothing left behind."""
+    running = start_shell_daemon(short_dir)
+    yield running
+    finish_daemon(running)
+
+
+@pytest.fixture
+def bd(shell_daemon: DaemonProcess) -> Iterator[Client]:
+    """A Client on `shell_daemon`, for set-up steps (fewer processes than browserctl)."""
+    with Client(shell_daemon.socket) as client:
+        yield client
 
 
 @pytest.fixture

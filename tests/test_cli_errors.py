@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,6 @@ import pytest
 from browserd.client import cli
 
 from .conftest import BIN, DaemonProcess
-
-
-@pytest.fixture
-def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
-    (short_dir / "config.toml").write_text(
-        '[browser]\nexecutable = "/usr/bin/chromium-headless-shell"\n')
-    running = DaemonProcess(short_dir)
-    running.start()
-    yield running
-    assert running.stop() == 0
 
 
 def test_a_failed_launch_shows_the_browsers_own_words(shell_daemon: DaemonProcess,

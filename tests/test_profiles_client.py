@@ -9,30 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from browserd.client import Client, Profile, Runtime, errors
 
-from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
+from .conftest import DaemonProcess
 from .test_tour import web_page  # noqa: F401  (a fixture)
-
-
-@pytest.fixture
-def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
-    running = start_shell_daemon(short_dir)
-    yield running
-    finish_daemon(running)
-
-
-@pytest.fixture
-def bd(shell_daemon: DaemonProcess) -> Iterator[Client]:
-    """A Client on `shell_daemon`, for set-up steps (fewer processes than browserctl)."""
-    with Client(shell_daemon.socket) as client:
-        yield client
 
 
 def local_storage(runtime: Runtime, page_url: str, value: str | None = None) -> str | None:

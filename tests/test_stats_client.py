@@ -26,13 +26,6 @@ from .conftest import BIN, DaemonProcess, finish_daemon, start_shell_daemon
 
 
 @pytest.fixture
-def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
-    running = start_shell_daemon(short_dir)
-    yield running
-    finish_daemon(running)
-
-
-@pytest.fixture
 def one_slot_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
     """One runtime at a time, and resource samples (memory-limit checks) every 0.3 s."""
     running = start_shell_daemon(

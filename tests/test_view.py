@@ -16,8 +16,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -25,8 +24,6 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright
 
 from browserd.client import Client, Runtime, errors
-
-from .conftest import DaemonProcess, finish_daemon, start_shell_daemon
 
 # The runtime's page: a button that counts clicks and an input, at known places.
 APP = """<!doctype html><html><head><style>
@@ -40,19 +37,6 @@ body { margin: 0; background: #fff; }
 </body></html>"""
 APP_URL = "data:text/html," + quote(APP)
 RED_URL = "data:text/html," + quote("<body style='margin:0;background:#f00'></body>")
-
-
-@pytest.fixture
-def shell_daemon(short_dir: Path) -> Iterator[DaemonProcess]:
-    running = start_shell_daemon(short_dir)
-    yield running
-    finish_daemon(running)
-
-
-@pytest.fixture
-def bd(shell_daemon: DaemonProcess) -> Iterator[Client]:
-    with Client(shell_daemon.socket) as client:
-        yield client
 
 
 

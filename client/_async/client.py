@@ -51,6 +51,11 @@ class AsyncClient:
             connect_timeout=connect_timeout,
             max_buffer_size=max_buffer_size,
         )
+        # The resource groups hold nothing but the transport: made once, not per access.
+        self._spaces = AsyncSpaces(self._transport)
+        self._runtimes = AsyncRuntimes(self._transport, None)
+        self._runs = AsyncRuns(self._transport)
+        self._profiles = AsyncProfiles(self._transport)
 
     @property
     def socket_path(self) -> Path | None:
@@ -73,22 +78,22 @@ class AsyncClient:
     @property
     def spaces(self) -> AsyncSpaces:
         """Create, get, list and delete spaces."""
-        return AsyncSpaces(self._transport)
+        return self._spaces
 
     @property
     def runtimes(self) -> AsyncRuntimes:
         """Runtimes of the default space (``list()`` shows every space)."""
-        return AsyncRuntimes(self._transport, None)
+        return self._runtimes
 
     @property
     def runs(self) -> AsyncRuns:
         """Runs of any runtime, by id."""
-        return AsyncRuns(self._transport)
+        return self._runs
 
     @property
     def profiles(self) -> AsyncProfiles:
         """Persistent profiles: list, get, delete, clone."""
-        return AsyncProfiles(self._transport)
+        return self._profiles
 
     def space(self, name: str) -> AsyncSpace:
         """A handle on space ``name`` (no call is made; ``await .refresh()`` loads it)."""

@@ -53,6 +53,11 @@ class Client:
             connect_timeout=connect_timeout,
             max_buffer_size=max_buffer_size,
         )
+        # The resource groups hold nothing but the transport: made once, not per access.
+        self._spaces = Spaces(self._transport)
+        self._runtimes = Runtimes(self._transport, None)
+        self._runs = Runs(self._transport)
+        self._profiles = Profiles(self._transport)
 
     @property
     def socket_path(self) -> Path | None:
@@ -75,22 +80,22 @@ class Client:
     @property
     def spaces(self) -> Spaces:
         """Create, get, list and delete spaces."""
-        return Spaces(self._transport)
+        return self._spaces
 
     @property
     def runtimes(self) -> Runtimes:
         """Runtimes of the default space (``list()`` shows every space)."""
-        return Runtimes(self._transport, None)
+        return self._runtimes
 
     @property
     def runs(self) -> Runs:
         """Runs of any runtime, by id."""
-        return Runs(self._transport)
+        return self._runs
 
     @property
     def profiles(self) -> Profiles:
         """Persistent profiles: list, get, delete, clone."""
-        return Profiles(self._transport)
+        return self._profiles
 
     def space(self, name: str) -> Space:
         """A handle on space ``name`` (no call is made; ``.refresh()`` loads it)."""
