@@ -1,6 +1,7 @@
 # Two entry points for people: `make run` and `make test`. Both set everything up first
-# (a venv in .venv with the package installed, and a Chromium; for the tests also OpenSSH,
-# whose sshd the SSH tests start on a loopback port), so they work on a fresh machine.
+# (a venv in .venv with the package installed, and a Chromium; for the tests also OpenSSH's
+# client and an sshd binary unpacked into the venv, never a service, which the SSH tests
+# start on a loopback port), so they work on a fresh machine.
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -31,7 +32,7 @@ browser:
 	scripts/ensure-browser.sh
 
 ssh:
-	scripts/ensure-ssh.sh
+	scripts/ensure-ssh.sh $(VENV)/openssh
 
 $(JS_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund

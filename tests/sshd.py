@@ -16,10 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-SSHD = "/usr/sbin/sshd"
+# scripts/ensure-ssh.sh unpacks Debian's sshd into the venv (never a service); else the
+# system's.
+_UNPACKED = Path(sys.prefix) / "openssh" / "usr" / "sbin" / "sshd"
+SSHD = str(_UNPACKED) if _UNPACKED.exists() else "/usr/sbin/sshd"
 
 
 def sshd_available() -> str | None:
