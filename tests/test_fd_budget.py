@@ -9,7 +9,8 @@ import pytest
 from browserd.daemon.base.config import LimitsConfig
 from browserd.daemon.system.fd_budget import FdBudget, Pool, raise_nofile_limit
 
-COST = {"rpc_connections": 1, "cdp_sockets": 2, "cdp_pending": 2, "lease_ports": 1}
+COST = {"rpc_connections": 1, "cdp_sockets": 2, "cdp_pending": 2, "lease_ports": 1,
+        "relay_connections": 2}
 
 
 def cost(budget: FdBudget) -> int:

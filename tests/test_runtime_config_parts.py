@@ -22,6 +22,7 @@ from browserd.daemon.base.runtime_config import (
 from browserd.daemon.browser.proxy_relay import ProxyRelay, parse_request_head
 from browserd.daemon.browser.runtime_switches import HEADLESS_UI_HEIGHT, runtime_switches
 from browserd.daemon.services.network_rules import fetch_patterns
+from browserd.daemon.system.fd_budget import Pool
 
 SHELL = "/usr/lib/chromium/chromium-headless-shell"
 FULL = "/usr/lib/chromium/chromium"
@@ -244,4 +245,44 @@ async def test_relay_tunnels_connect_with_credentials(nursery: trio.Nursery) -> 
             assert echoed == b"TLS BYTES"
     assert seen[0].startswith(b"CONNECT secure.test:443 HTTP/1.1\r\n")
     assert b"Proxy-Authorization: Basic " + base64.b64encode(b"u:p") in seen[0]
+    nursery.cancel_scope.cancel()
+
+
+async def _open_tunnel(port: int) -> trio.SocketStream:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += await stream.receive_some(4096)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return stream
+
+
+async def test_relays_share_the_daemons_budget_of_connections(nursery: trio.Nursery) -> None:
+    """Each relayed connection holds two descriptors: the relays of every runtime draw on one
+    pool (fd_budget.py), and past it a browser's new connection gets a 503 at once while the
+    tunnels already open go on."""
+    port = await nursery.start(_tunnelling_upstream, [])
+    pool = Pool("relay_connections", 2)
+    upstream = ProxyConfig(f"http://127.0.0.1:{port}", (), True)
+    first, second = ProxyRelay(upstream, None, pool), ProxyRelay(upstream, None, pool)
+    await nursery.start(first.serve)
+    await nursery.start(second.serve)
+    with trio.fail_after(10):
+        one = await _open_tunnel(first.port)
+        two = await _open_tunnel(second.port)
+        answer = await _fetch_through(first.port, b"CONNECT b.test:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503") and b"limit" in answer, answer
+        assert pool.turned_away == 1
+        await two.send_all(b"still")
+        echoed = b""
+        while len(echoed) < 5:
+            echoed += await two.receive_some(4096)
+        assert echoed == b"STILL"  # the tunnels already open never noticed
+        await one.aclose()
+        while pool.in_use > 1:  # noqa: ASYNC110 (the relay sees the close, gives the slot back)
+            await trio.sleep(0.01)
+        three = await _open_tunnel(second.port)
+        await three.aclose()
+        await two.aclose()
     nursery.cancel_scope.cancel()

@@ -109,6 +109,8 @@ class LimitsConfig:
     cdp_pending: int | None = _key(None, int, (1, 1_000_000))
     # live leases holding a browser_url listener
     lease_ports: int | None = _key(None, int, (1, 1_000_000))
+    # browser connections through the runtimes' proxy relays, all runtimes together
+    relay_connections: int | None = _key(None, int, (1, 1_000_000))
     # an RPC connection without hello is closed after this
     hello_timeout_s: float = _key(10.0, _NUMBER, (0.1, 3600))
     # a CDP request head must arrive whole within this

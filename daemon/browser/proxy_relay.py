@@ -35,15 +35,19 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ..base.errors import RESOURCE_ERRNOS
 from ..base.runtime_config import ProxyConfig, ProxyCredentials
+from ..system.accept_loop import accept_loop, write_nowait
+from ..system.fd_budget import Pool, Slot
 
 __all__ = ["ProxyRelay", "RequestHead", "parse_request_head", "relay_port_of"]
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
-MAX_CONNECTIONS = 512
+MAX_CONNECTIONS = 512  # the cap of a relay that is given no pool (a relay on its own)
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Connection: close\r\nContent-Length: 64\r\n\r\n"
+         b"browserd proxy relay: the daemon is at its limit of connections\n")
 CONNECT_TIMEOUT_S = 30.0
 CHUNK = 64 * 1024
 _HOP_HEADERS = (b"proxy-authorization", b"proxy-connection", b"connection", b"keep-alive")
@@ -121,6 +125,10 @@ def relay_port_of(pid: int) -> int | None:
     return None
 
 
+def _turn_away(sock: trio.socket.SocketType) -> None:
+    write_nowait(sock, _BUSY)
+
+
 class UpstreamRefused(Exception):
     """The upstream proxy refused or failed; the message is safe to show (no secrets)."""
 
@@ -128,16 +136,20 @@ class UpstreamRefused(Exception):
 class ProxyRelay:
     """One relay: `bind()` (the port is known at once), then `serve` in a nursery."""
 
-    def __init__(self, upstream: ProxyConfig, credentials: ProxyCredentials | None) -> None:
+    def __init__(self, upstream: ProxyConfig, credentials: ProxyCredentials | None,
+                 pool: Pool | None = None) -> None:
+        """`pool`: the daemon's budget of relayed connections, shared by every relay (each
+        holds two descriptors); past it the browser gets a 503 for that connection."""
         parts = urlsplit(upstream.server)
         assert parts.hostname is not None and parts.port is not None
         self.scheme = parts.scheme
         self._upstream = (parts.hostname, parts.port)
         self._credentials = credentials
+        self._pool = pool if pool is not None else Pool("relay_connections", MAX_CONNECTIONS)
         self._listener: trio.socket.SocketType | None = None
         self.port = 0
-        self.connections = 0
-        self.refused = 0
+        self.connections = 0  # relayed now
+        self.refused = 0  # by the upstream
 
     def bind(self, port: int = 0) -> int:
         """Listen on 127.0.0.1:`port` (0: any free one); returns the port."""
@@ -169,22 +181,17 @@ class ProxyRelay:
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
-                while True:
-                    try:
-                        sock, _ = await listener.accept()
-                    except OSError as exc:
-                        if exc.errno not in RESOURCE_ERRNOS:
-                            raise
-                        await trio.sleep(0.5)
-                        continue
-                    stream = trio.SocketStream(sock)
-                    if self.connections >= MAX_CONNECTIONS:
-                        await stream.aclose()
-                        continue
-                    self.connections += 1
-                    nursery.start_soon(self._handle, stream)
+                await accept_loop(listener, self._pool, self._serve_one, _turn_away,
+                                  nursery=nursery, logger=log, what="proxy relay")
         finally:
             listener.close()
+
+    async def _serve_one(self, sock: trio.socket.SocketType, slot: Slot) -> None:
+        self.connections += 1
+        try:
+            await self._handle(trio.SocketStream(sock))
+        finally:
+            self.connections -= 1
 
     async def _handle(self, client: trio.SocketStream) -> None:
         try:
@@ -215,8 +222,6 @@ class ProxyRelay:
                     await _pump_both(client, upstream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # either side went away: nothing to tell anyone
-        finally:
-            self.connections -= 1
 
     async def _open(self, request: RequestHead, host: str, port: int) -> trio.SocketStream:
         """A stream to the upstream, ready for the request's bytes (CONNECT: a tunnel;

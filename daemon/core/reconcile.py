@@ -35,6 +35,7 @@ from ..browser.spawn_tags import sweep_leftovers
 from ..store import lost_downloads, storage
 from ..store.eventlog import EventLog
 from ..store.roots import remove_tree
+from ..system.fd_budget import FdBudget
 from .artifacts import ArtifactStore
 from .run_supervisor import RunSupervisor
 from .runtime import Runtime
@@ -54,6 +55,7 @@ class ReconcileHost(Protocol):
     profiles: ProfileStore
     artifacts: ArtifactStore
     supervisor: RunSupervisor
+    budget: FdBudget
 
     @property
     def nursery(self) -> trio.Nursery: ...
@@ -196,7 +198,8 @@ class Reconciler:
         port = relay_port_of(pid)
         if port is None:
             raise LookupError("the browser's command line names no proxy relay port")
-        relay = ProxyRelay(proxy, self.registry.credentials(rt))
+        relay = ProxyRelay(proxy, self.registry.credentials(rt),
+                           self.registry.budget.relay_connections)
         relay.bind(port)  # OSError (the port was taken meanwhile): not adopted
         return relay
 

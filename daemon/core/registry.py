@@ -453,7 +453,8 @@ class Registry:
             return run
         relay = None
         if wanted.proxy is not None:
-            relay = ProxyRelay(wanted.proxy, self.credentials(rt))
+            relay = ProxyRelay(wanted.proxy, self.credentials(rt),
+                               self.budget.relay_connections)
             relay.bind()
         try:
             switches, env = runtime_switches(wanted, executable=executable,

@@ -2,10 +2,11 @@
 
 Every client costs descriptors: an RPC connection one, a proxied CDP socket two (the client's
 and the one to Chromium), a CDP request still in its HTTP phase one (two while it fetches a
-/json document), a lease's `browser_url` origin one (its listener). Without a budget, a
-thousand idle connections from anyone on the machine used the last descriptor, and whichever
-part of the daemon opened a file next failed, however important (the orphan reaper's /proc
-read once took the daemon down that way).
+/json document), a lease's `browser_url` origin one (its listener), a browser's connection
+through its runtime's proxy relay two (the browser's and the one to the upstream proxy).
+Without a budget, a thousand idle connections from anyone on the machine used the last
+descriptor, and whichever part of the daemon opened a file next failed, however important
+(the orphan reaper's /proc read once took the daemon down that way).
 
 So, as nginx's worker_connections and HAProxy's maxconn do, the daemon raises its soft
 RLIMIT_NOFILE to the hard limit at start and gives each kind of client a cap (`Pool`) derived
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 _RESERVE_BASE = 64
 _RESERVE_PER_RUNTIME = 16
 # What is left goes to the client budgets in these shares (of descriptors, not of clients).
-_SHARES = {"rpc_connections": 0.20, "cdp_sockets": 0.40, "cdp_pending": 0.20,
-           "lease_ports": 0.20}
-_COST = {"rpc_connections": 1, "cdp_sockets": 2, "cdp_pending": 2, "lease_ports": 1}
+_SHARES = {"rpc_connections": 0.20, "cdp_sockets": 0.30, "cdp_pending": 0.20,
+           "lease_ports": 0.20, "relay_connections": 0.10}
+_COST = {"rpc_connections": 1, "cdp_sockets": 2, "cdp_pending": 2, "lease_ports": 1,
+         "relay_connections": 2}
 _FLOOR = 4  # however low the limit, each kind of client may have a few
 # Budgets are computed from at most this many descriptors (the kernel's default nr_open):
 # a hard limit of "unlimited" must not make caps nobody could reach.
@@ -51,6 +53,7 @@ _WHAT = {
     "cdp_sockets": "proxied CDP sockets",
     "cdp_pending": "CDP requests in their HTTP phase",
     "lease_ports": "leases with a browser_url port",
+    "relay_connections": "browser connections through proxy relays",
 }
 _HINT = {
     "rpc_connections": "Close idle clients, or raise limits.rpc_connections (and the daemon's "
@@ -61,6 +64,8 @@ _HINT = {
                    "limits.cdp_header_timeout_s is closed. Or raise limits.cdp_pending.",
     "lease_ports": "Delete leases no longer needed (connections.delete) or let them expire; "
                    "or raise limits.lease_ports (and the daemon's RLIMIT_NOFILE).",
+    "relay_connections": "Fewer pages loading at once through proxied runtimes, or raise "
+                         "limits.relay_connections (and the daemon's RLIMIT_NOFILE).",
 }
 
 
@@ -137,6 +142,7 @@ class FdBudget:
     cdp_sockets: Pool
     cdp_pending: Pool  # the CDP port's and the lease origins' requests, until upgraded
     lease_ports: Pool
+    relay_connections: Pool  # shared by every runtime's proxy relay
 
     @classmethod
     def derive(cls, nofile: int, limits: LimitsConfig) -> FdBudget:
@@ -165,7 +171,8 @@ class FdBudget:
         return cls(sys.maxsize, **{name: Pool(name, sys.maxsize) for name in _SHARES})
 
     def pools(self) -> tuple[Pool, ...]:
-        return (self.rpc_connections, self.cdp_sockets, self.cdp_pending, self.lease_ports)
+        return (self.rpc_connections, self.cdp_sockets, self.cdp_pending, self.lease_ports,
+                self.relay_connections)
 
     def status(self) -> dict[str, dict[str, int]]:
         """For daemon.status: each budget's limit, use, and the clients it turned away."""
