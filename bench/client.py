@@ -31,6 +31,8 @@ import msgpack
 import trio
 
 from browserd.client import AsyncClient, Client
+from browserd.client._sync.resources import Space
+from browserd.client.records import from_wire
 
 from .harness import DaemonUnderTest
 from .report import Row, Target
@@ -85,6 +87,21 @@ def raw_round(path: Path, calls: int) -> float:
     raw = RawBlockingClient(path)
     try:
         return _timed(lambda: raw.call("spaces.list", {}), calls)
+    finally:
+        raw.close()
+
+
+def raw_records_round(path: Path, calls: int) -> float:
+    """The minimal loop building the same `Space` records as `Client` does (the client's own
+    record code), for the share of the difference that is the records, not the transport."""
+    raw = RawBlockingClient(path)
+
+    def call() -> list[Space]:
+        page = raw.call("spaces.list", {})
+        return [from_wire(Space, wire, transport=None) for wire in page["data"]]
+
+    try:
+        return _timed(call, calls)
     finally:
         raw.close()
 
@@ -155,6 +172,7 @@ def trio_round(path: Path, calls: int) -> float:
 
 WAYS: dict[str, Callable[[Path, int], float]] = {
     "raw": raw_round,
+    "raw_records": raw_records_round,
     "client": client_round,
     "raw_asyncio": raw_asyncio_round,
     "asyncio": asyncio_round,
@@ -179,6 +197,8 @@ def run(*, quick: bool) -> list[Row]:
     return [
         Row(SCENARIO, "spaces.list, minimal blocking socket client (calls/s)", rate["raw"],
             "calls/s", note="the floor the blocking client is measured against"),
+        Row(SCENARIO, "spaces.list, minimal blocking client building the records (calls/s)",
+            rate["raw_records"], "calls/s", baseline=rate["raw"], note=blocking_note),
         Row(SCENARIO, "spaces.list via Client (calls/s)", rate["client"], "calls/s",
             baseline=rate["raw"], target=CLIENT_TARGET, note=blocking_note),
         Row(SCENARIO, "spaces.list, minimal asyncio client (calls/s)", rate["raw_asyncio"],

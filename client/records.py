@@ -96,7 +96,8 @@ def _wire_names(cls: type[Any]) -> frozenset[str]:
 def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
     """Build a record (or a resource, passing its private fields) from a wire map."""
     # Every key a field (the daemon's version is the client's): no filtering, the usual case.
-    fields = dict(wire) if wire.keys() <= _wire_names(cls) else _known(cls, wire)
+    names = _WIRE_NAMES.get(cls) or _wire_names(cls)
+    fields = dict(wire) if wire.keys() <= names else _known(cls, wire)
     fields["raw"] = wire
     fields.update(private)
     return cls(**fields)

@@ -289,6 +289,8 @@ class Connection:
         """
         if self._error is not None:
             raise self._error
+        if self._fed == self._frame_start and not self._pending and not self._eof:
+            return NEED_DATA  # every byte fed so far made whole messages, all taken
         while True:
             try:
                 # next() with a default, not unpack(): "out of data" then costs no exception,
