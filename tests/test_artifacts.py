@@ -198,9 +198,9 @@ async def test_playwright_download_is_kept_and_still_works_for_playwright(
             # Playwright has gone, and Chromium dropped its download folder with it: the
             # daemon takes downloads back, so the next one (no client folder) still lands.
             with trio.fail_after(10):
-                await rt.sockets_closed.wait()
-            assert rt.open_sockets == 0
-            await trio.sleep(0.6)  # the daemon notices within 0.2 s
+                while rt.open_sockets:  # noqa: ASYNC110 (the detach lands on its own)
+                    await trio.sleep(0.05)
+            await trio.sleep(0.6)  # the daemon's claim (a CDP call) lands meanwhile
             await click_download(reg, rt, f"{files_site}/", "dl")
             second = await wait_for(reg, rt, lambda e: e["type"] == "download"
                                     and e["status"] in ("finished", "failed")
@@ -281,7 +281,10 @@ async def test_a_client_folder_set_first_is_mirrored_not_overridden(
             assert rt.process is not None
             reg.download_behaviors[rt.id] = {"behavior": "allow",
                                              "downloadPath": str(client_folder)}
-            async with open_cdp(rt.process.endpoint.ws_url) as cdp, \
+            # The client that set the folder stays connected while it downloads (when the
+            # last client socket closes, the daemon takes downloads back).
+            async with open_cdp(lease_url(reg, rt)), \
+                    open_cdp(rt.process.endpoint.ws_url) as cdp, \
                     trio.open_nursery() as claims:
                 # A second claim as the observer makes it at start.
                 await DownloadTracker(reg, rt, cdp, lambda *a, **k: None, claims).claim()

@@ -589,6 +589,9 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
             await trio.sleep(1.0)
             zombies = zombie_children()
             assert own.pid in zombies and len(zombies) == 2, zombies
+            # What the reaper reads (the children lists) is what a scan of /proc finds.
+            assert ({p.pid for p in procutil.own_children()}
+                    == {p.pid for p in procutil.scan() if p.ppid == os.getpid()})
             reaped = reap_orphans()
             assert reaped == sorted(zombies - {own.pid}), (reaped, zombies)
             assert zombie_children() == {own.pid}

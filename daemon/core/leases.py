@@ -250,7 +250,7 @@ class LeaseBook:
             rt.open_sockets -= 1
             rt.touch()
             if rt.open_sockets == 0:
-                rt.sockets_closed.set()
+                rt.last_socket_closed.unpark_all()
 
     def command(self, upstream: Upstream, socket_id: str, record: dict[str, Any]) -> None:
         # Called for every CDP command a client sends: one append, nothing else.

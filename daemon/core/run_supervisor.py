@@ -286,10 +286,9 @@ class RunSupervisor:
         """Close every proxied CDP socket of the runtime and let their detach events land."""
         if rt.open_sockets == 0:
             return
-        rt.sockets_closed = trio.Event()
         self.registry.proxy.close_runtime(rt.id)
         with trio.move_on_after(2):
-            await rt.sockets_closed.wait()
+            await rt.last_socket_closed.park()
 
 
 async def _attend_guarded(service: RunService, rt: Runtime) -> None:

@@ -87,7 +87,9 @@ class Runtime:
     restart_policy: RestartPolicy = attrs.Factory(RestartPolicy)
     restart_scope: trio.CancelScope | None = None  # a pending restart after a crash
     open_sockets: int = 0
-    sockets_closed: trio.Event = attrs.Factory(trio.Event)
+    # Whoever waits for the runtime's last client socket to close parks here (a stop that
+    # closes them, the downloads service taking downloads back); unparked when it does.
+    last_socket_closed: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     last_activity: float = attrs.Factory(trio.current_time)  # monotonic, for the idle clock
 
     @property

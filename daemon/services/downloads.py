@@ -50,7 +50,6 @@ from ..store.lost_downloads import STAGING_DIR
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one `download` progress event per download per second
-_SOCKET_POLL_S = 0.2
 
 
 class DownloadHost(Protocol):
@@ -105,19 +104,23 @@ class DownloadTracker:
 
     async def watch_clients(self) -> None:
         """Take downloads back whenever the runtime's last client socket closes."""
-        previous = self.rt.open_sockets
         while True:
-            await trio.sleep(_SOCKET_POLL_S)
-            current = self.rt.open_sockets
-            if previous > 0 and current == 0:
+            await self.rt.last_socket_closed.park()
+            while True:
+                before = self.rt.last_activity
                 self.registry.download_behaviors.pop(self.rt.id, None)
                 try:
                     await self.claim()
                 except CdpError as exc:
-                    log.warning("could not reset download behaviour of %s: %s", self.rt.id, exc)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                    log.warning("could not reset download behaviour of %s: %s", self.rt.id,
+                                exc)
+                except (trio.BrokenResourceError, trio.ClosedResourceError,
+                        trio.TooSlowError):
                     return  # the browser is going away
-            previous = current
+                # A client that came and went while this claim was on its way closed its
+                # socket unseen (attach and detach both move last_activity): claim again.
+                if self.rt.open_sockets or self.rt.last_activity == before:
+                    break
 
     async def cleanup(self) -> None:
         """Remove the staging folder if nothing is left in it."""

@@ -15,7 +15,10 @@ import trio
 from ..base.config import Config
 from ..core.runtime import Runtime
 
-_TICK_S = 0.25
+# The longest sleep between looks at a runtime's limits: a changed limit
+# (runtimes.update) takes effect within it.
+_RECHECK_S = 1.0
+_MIN_WAIT_S = 0.01
 
 
 class TimeoutHost(Protocol):
@@ -39,15 +42,25 @@ class Timeouts:
         return idle, lifetime
 
     async def attend(self, rt: Runtime) -> None:
+        """Sleep until the next deadline, check, again: a runtime nobody uses costs a wake-up
+        a second at most, and each limit still ends the run when it is due."""
         started = trio.current_time()
         while True:
-            # Re-read every tick: runtimes.update may change idle_timeout_s on a live runtime.
+            # Re-read every time: runtimes.update may change idle_timeout_s on a live runtime.
             idle_limit, lifetime = self.limits(rt)
-            now = trio.current_time()
-            if lifetime is not None and now - started >= lifetime:
-                self.registry.request_stop(rt, "max_lifetime")
-                return
-            if idle_limit is not None and self.registry.idle_for(rt) >= idle_limit:
-                self.registry.request_stop(rt, "idle_timeout")
-                return
-            await trio.sleep(_TICK_S)
+            wait = _RECHECK_S
+            if lifetime is not None:
+                left = lifetime - (trio.current_time() - started)
+                if left <= 0:
+                    self.registry.request_stop(rt, "max_lifetime")
+                    return
+                wait = min(wait, left)
+            if idle_limit is not None:
+                idle = self.registry.idle_for(rt)
+                if idle >= idle_limit:
+                    self.registry.request_stop(rt, "idle_timeout")
+                    return
+                # In use (idle 0): look again within one limit, so the idle clock, once it
+                # starts, is seen in time to end the run when due. Idle: until it is due.
+                wait = min(wait, idle_limit - idle)
+            await trio.sleep(max(wait, _MIN_WAIT_S))
