@@ -43,6 +43,7 @@ from .cli_format import (
     to_json,
 )
 from .cli_timeline import print_timeline
+from .contexts import destination
 from .errors import (
     BrowserdError,
     LaunchWarning,
@@ -541,6 +542,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``browserctl``; returns the exit status."""
     args = parse_args(argv)
     if args.command == "doctor":
+        # About the machine of the daemon this browserctl talks to: through ssh, that one.
+        try:
+            where = destination(args.host, args.socket)
+            if where.ssh is not None:
+                return doctor.run_far(where, as_json=args.json)
+        except BrowserdError as err:
+            report_error(err, sys.stderr, args=args, as_json=args.json)
+            return 1
         return doctor.run(args.socket, as_json=args.json)
     if args.command == "dial-stdio":
         try:

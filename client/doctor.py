@@ -24,12 +24,15 @@ from typing import Any
 import attrs
 
 from ._sync.client import Client
+from .contexts import Destination
 from .errors import BrowserdError
 from .paths import socket_path
+from .ssh import run_far_browserctl
 
-__all__ = ["SYSTEM_SOCKET", "Finding", "render", "run", "run_checks"]
+__all__ = ["SYSTEM_SOCKET", "Finding", "render", "run", "run_checks", "run_far"]
 
 SYSTEM_SOCKET = Path("/run/browserd/browserd.sock")  # systemd/system/browserd.socket
+FAR_CONNECT_TIMEOUT_S = 10.0
 MIN_FREE_BYTES = 512 * 2**20  # below this a launch or a download may fail outright
 LOW_FREE_BYTES = 2 * 2**30
 CHECK_CONFIG_TIMEOUT_S = 30.0
@@ -368,3 +371,23 @@ def run(explicit_socket: str | None, *, as_json: bool) -> int:
     else:
         print(render(findings))
     return 0 if healthy else 1
+
+
+def run_far(where: Destination, *, as_json: bool) -> int:
+    """The checks of a daemon on another machine are about that machine: run there (``ssh
+    HOST browserctl doctor``), printed here; 0 when nothing failed, else 1."""
+    assert where.ssh is not None
+    print(f"doctor on {where.ssh} (through ssh):", file=sys.stderr)
+    status = run_far_browserctl(where.ssh, ["doctor", *(["--json"] if as_json else [])],
+                                remote_browserctl=where.remote_browserctl,
+                                connect_timeout=FAR_CONNECT_TIMEOUT_S)
+    if status in (0, 1):
+        return status
+    if status == 255:
+        print(f"browserctl: could not reach {where.ssh} through ssh (ssh's words above). "
+              f"Check `ssh {where.ssh.destination}` by hand.", file=sys.stderr)
+    else:  # 127: no browserctl on the far PATH; else it failed in some other way
+        print(f"browserctl: `browserctl doctor` did not run on {where.ssh} (exit {status}). "
+              "If browserctl is not on the PATH of an ssh session there, set "
+              "BROWSERD_REMOTE_BROWSERCTL to its full path.", file=sys.stderr)
+    return 1

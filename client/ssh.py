@@ -34,7 +34,8 @@ import attrs
 
 from .errors import DaemonUnavailable, InvalidHost
 
-__all__ = ["REMOTE_ENV", "SSH_COMMAND_ENV", "SshLink", "SshTarget", "proxy_address"]
+__all__ = ["REMOTE_ENV", "SSH_COMMAND_ENV", "SshLink", "SshTarget", "proxy_address",
+           "run_far_browserctl"]
 
 SSH_COMMAND_ENV = "BROWSERD_SSH_COMMAND"
 REMOTE_ENV = "BROWSERD_REMOTE_BROWSERCTL"
@@ -89,6 +90,31 @@ def ssh_command(environ: Mapping[str, str]) -> list[str]:
     ``ssh``."""
     words = shlex.split(environ.get(SSH_COMMAND_ENV, ""))
     return words or ["ssh"]
+
+
+def run_far_browserctl(target: SshTarget, words: list[str], *, remote_browserctl: str | None,
+                       connect_timeout: float,
+                       environ: Mapping[str, str] | None = None) -> int:
+    """Run ``browserctl WORDS`` on the far host (for commands about that machine, such as
+    ``doctor``), its output printed here as it comes; returns its exit status (ssh's own
+    failures are 255, and ssh has said why on stderr)."""
+    env = os.environ if environ is None else environ
+    remote = remote_browserctl or env.get(REMOTE_ENV, "") or "browserctl"
+    argv = ssh_command(env)
+    if target.port:
+        argv += ["-p", str(target.port)]
+    argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
+             "-o", "RemoteCommand=none", "-T", "--", target.destination,
+             " ".join([remote, *map(shlex.quote, words)])]
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+    except OSError as exc:
+        raise DaemonUnavailable.make(
+            f"cannot run {argv[0]!r} to reach {target}: {exc.strerror or exc}",
+            "Install OpenSSH's client (apt install openssh-client), or point "
+            f"{SSH_COMMAND_ENV} at an ssh command.",
+            {"host": str(target)},
+        ) from None
 
 
 @attrs.define(eq=False)

@@ -527,3 +527,25 @@ def test_losing_ssh_mid_session_is_connection_lost_naming_the_host(ssh_env: Sshd
     finally:
         bd.close()
     assert_no_ssh_left()
+
+
+def test_doctor_through_ssh_checks_the_far_machine(far: tuple[DaemonProcess, Sshd],
+                                                   ssh_env: Sshd, tmp_path: Path) -> None:
+    """`doctor` is about the machine of the daemon browserctl talks to: with --host it runs
+    there (the far daemon answers at the socket of the ssh session), not here."""
+    daemon, _ = far
+    env = {**os.environ, "BROWSERD_SOCKET": str(tmp_path / "nothing-here.sock")}
+    done = subprocess.run([str(BIN / "browserctl"), "--host", ssh_env.url, "doctor", "--json"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["daemon"]["status"] == "ok", checks["daemon"]
+    assert str(daemon.socket) in json.dumps(report), "the far daemon's socket, not ours"
+    assert f"doctor on {ssh_env.url}" in done.stderr
+    assert done.returncode == (0 if report["healthy"] else 1)
+    missing = subprocess.run(
+        [str(BIN / "browserctl"), "--host", ssh_env.url, "doctor"],
+        env={**env, "BROWSERD_REMOTE_BROWSERCTL": str(tmp_path / "nowhere" / "browserctl")},
+        capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "BROWSERD_REMOTE_BROWSERCTL" in missing.stderr
+    assert_no_ssh_left()
