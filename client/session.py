@@ -104,15 +104,8 @@ class Session:
         """Register a call: its msgid, its Call, and the frame to write."""
         if self.closed_error is not None:
             raise fresh(self.closed_error)
-        msgid = self._next_msgid
-        if msgid >= wire.MAX_MSGID or msgid in self._calls:
-            msgid = self._allocate_msgid()
-        else:
-            self._next_msgid = msgid + 1
-        try:
-            frame = self._wire.send_request(msgid, method, params)
-        except wire.LocalProtocolError as exc:
-            raise error_from_wire(exc.error) from None
+        msgid = self._allocate_msgid()
+        frame = self._encode(msgid, method, params)
         call = self._calls[msgid] = Call(subscribe)
         return msgid, call, frame
 

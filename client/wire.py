@@ -392,13 +392,9 @@ class Connection:
 
     def send_request(self, msgid: int, method: str, params: dict[str, Any]) -> bytes:
         """Encode ``[0, msgid, method, [params]]``."""
-        # The checks inline: a client encodes one request per call.
-        if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
-            _check_msgid(msgid)
-        if type(method) is not str:
-            _check_method(method)
-        if not isinstance(params, dict):
-            _check_map(params, "params")
+        _check_msgid(msgid)
+        _check_method(method)
+        _check_map(params, "params")
         return self._pack([REQUEST, msgid, method, [params]], "rpc.invalid_params")
 
     def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any) -> bytes:
