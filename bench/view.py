@@ -4,7 +4,7 @@ One daemon on chromium-headless-shell; the viewers are pages of another chromium
 that Playwright launches, at 1000x700, each on a view lease's URL.
 - frame latency: the runtime's page changes its background colour (an `evaluate` invocation,
   which returns the page's `Date.now()` right after the change) and the viewer page records
-  when it has decoded the next frame (`data-frame-shown-at`, `performance.timeOrigin + now()`,
+  when it has decoded the next frame (`data-frame-shown-at`, the viewer page's `Date.now()`,
   the same machine clock): shown minus changed, p50 and p99, one change at a time;
 - daemon CPU with one view open on an idle page, over a quiet window (baseline: the same
   runtime with no view);
