@@ -195,13 +195,12 @@ def scan() -> list[ProcInfo]:
     return procs
 
 
-def own_children() -> list[ProcInfo]:
+def own_children() -> list[ProcInfo] | None:
     """The daemon's own child processes: what `reap_orphans` looks at. Read from
-    /proc/self/task/*/children (a few small files, whatever else runs on the machine); a
-    kernel without CONFIG_PROC_CHILDREN does not have them, and every process is read."""
-    me = os.getpid()
-    if not os.path.exists(f"/proc/self/task/{me}/children"):
-        return scan()
+    /proc/self/task/*/children (a few small files, whatever else runs on the machine); None
+    on a kernel without CONFIG_PROC_CHILDREN, which does not have them."""
+    if not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
+        return None
     pids: set[int] = set()
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -283,8 +282,13 @@ async def run_orphan_reaper(
     task_status.started()
     while True:
         try:
-            # A few small reads (own_children): cheaper on the loop than a thread hop.
-            reap_orphans(own_children())
+            # A few small reads (own_children): cheaper on the loop than a thread hop. A
+            # scan of every process in /proc, where the kernel lists no children, is a
+            # worker thread's job.
+            children = own_children()
+            if children is None:
+                children = await trio.to_thread.run_sync(scan)
+            reap_orphans(children)
         except OSError as exc:  # out of descriptors (EMFILE), say: the next round catches up
             log.warning("orphan reaper: reading /proc failed (%s); retrying in %g s",
                         errno.errorcode.get(exc.errno or 0, exc), interval_s)
