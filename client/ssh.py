@@ -109,12 +109,16 @@ def run_far_browserctl(target: SshTarget, words: list[str], *, remote_browserctl
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
     except OSError as exc:
-        raise DaemonUnavailable.make(
-            f"cannot run {argv[0]!r} to reach {target}: {exc.strerror or exc}",
-            "Install OpenSSH's client (apt install openssh-client), or point "
-            f"{SSH_COMMAND_ENV} at an ssh command.",
-            {"host": str(target)},
-        ) from None
+        raise _cannot_run(argv[0], target, exc) from None
+
+
+def _cannot_run(program: str, target: SshTarget, exc: OSError) -> DaemonUnavailable:
+    return DaemonUnavailable.make(
+        f"cannot run {program!r} to reach {target}: {exc.strerror or exc}",
+        "Install OpenSSH's client (apt install openssh-client), or point "
+        f"{SSH_COMMAND_ENV} at an ssh command.",
+        {"host": str(target)},
+    )
 
 
 @attrs.define(eq=False)
@@ -177,12 +181,7 @@ class SshLink:
         except OSError as exc:
             ours.close()
             self.close()
-            raise DaemonUnavailable.make(
-                f"cannot run {self.command[0]!r} to reach {self.target}: {exc.strerror or exc}",
-                "Install OpenSSH's client (apt install openssh-client), or point "
-                f"{SSH_COMMAND_ENV} at an ssh command.",
-                {"host": str(self.target)},
-            ) from None
+            raise _cannot_run(self.command[0], self.target, exc) from None
         finally:
             theirs.close()
         ours.setblocking(False)
