@@ -288,7 +288,8 @@ class RunSupervisor:
             return
         self.registry.proxy.close_runtime(rt.id)
         with trio.move_on_after(2):
-            await rt.last_socket_closed.park()
+            if rt.open_sockets:  # (none left already: their detach came with the close)
+                await rt.last_socket_closed.park()
 
 
 async def _attend_guarded(service: RunService, rt: Runtime) -> None:
