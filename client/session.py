@@ -165,22 +165,13 @@ class Session:
         subscription they answer. Returns frames to write (cancels), often ``b""``."""
         out = b""
         next_event = self._wire.next_event
-        calls = self._calls
         try:
             self._wire.receive_data(data)
             while True:
                 event = next_event()
-                if type(event) is wire.Response:
-                    # The usual message, settled here: a plain call's result.
-                    call = calls.get(event.msgid)
-                    if (call is not None and event.error is None and not call.subscribe
-                            and not call.abandoned):
-                        call.result = event.result
-                        call.done = True
-                        continue
-                elif event is wire.NEED_DATA:
+                if event is wire.NEED_DATA:
                     return out
-                elif event is wire.CLOSED:
+                if event is wire.CLOSED:
                     self.connection_gone(
                         ConnectionLost.make("the daemon closed the connection", self._lost_hint)
                     )

@@ -318,16 +318,8 @@ class Connection:
                     raise self._error
                 return CLOSED
             self._frame_start = self._unpacker.tell()
-            if self._bad_keys:
-                self._bad_keys = False
-                return _to_event(obj, True)
-            # A well-formed response in as few steps as possible: it is what a client reads.
-            if type(obj) is list and len(obj) == 4:
-                kind, msgid, error = obj[0], obj[1], obj[2]
-                if (kind == RESPONSE and type(kind) is int and type(msgid) is int
-                        and 0 <= msgid <= MAX_MSGID and (error is None or type(error) is dict)):
-                    return Response(msgid, error, obj[3])
-            return _to_event(obj, False)
+            bad_keys, self._bad_keys = self._bad_keys, False
+            return _to_event(obj, bad_keys)
 
     def _undecodable(self, exc: Exception) -> RemoteProtocolError:
         """The error for what the decoder raised: the stream is out of sync for good."""
