@@ -27,7 +27,6 @@ from ..base.config import Config
 from ..base.errors import ApiError
 from ..base.lifecycle import FINISHED_RUN, LIVE_RUNTIME, Trigger, run_transition, runtime_transition
 from ..base.model import DEFAULT_SPACE, RunRecord, RuntimeRecord, Space
-from ..base.runtime_config import ProxyCredentials
 from ..browser.process import BrowserProcess, DevToolsEndpoint, LaunchSpec
 from ..browser.profiles import ProfileStore
 from ..browser.proxy_relay import ProxyRelay, relay_port_of
@@ -37,6 +36,7 @@ from ..store.eventlog import EventLog
 from ..store.roots import remove_tree
 from ..system.fd_budget import FdBudget
 from .artifacts import ArtifactStore
+from .proxy_credentials import ProxyCredentialStore
 from .run_supervisor import RunSupervisor
 from .runtime import Runtime
 
@@ -56,6 +56,7 @@ class ReconcileHost(Protocol):
     artifacts: ArtifactStore
     supervisor: RunSupervisor
     budget: FdBudget
+    proxy_credentials: ProxyCredentialStore
 
     @property
     def nursery(self) -> trio.Nursery: ...
@@ -63,7 +64,6 @@ class ReconcileHost(Protocol):
     def save_run(self, run: RunRecord) -> None: ...
     def save_runtime(self, rt: Runtime) -> None: ...
     def open_log(self, run: RunRecord, *, sync_dir: bool = True) -> EventLog: ...
-    def credentials(self, rt: Runtime) -> ProxyCredentials | None: ...
 
 
 class Reconciler:
@@ -198,7 +198,7 @@ class Reconciler:
         port = relay_port_of(pid)
         if port is None:
             raise LookupError("the browser's command line names no proxy relay port")
-        relay = ProxyRelay(proxy, self.registry.credentials(rt),
+        relay = ProxyRelay(proxy, self.registry.proxy_credentials.get(rt.id),
                            self.registry.budget.relay_connections)
         relay.bind(port)  # OSError (the port was taken meanwhile): not adopted
         return relay

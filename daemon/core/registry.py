@@ -9,7 +9,6 @@ never interleave.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from ..base.model import (
     RuntimeRecord,
     Space,
 )
-from ..base.runtime_config import ProxyCredentials, RuntimeConfig
+from ..base.runtime_config import RuntimeConfig
 from ..browser.discovery import find_browser
 from ..browser.pool import WarmPool
 from ..browser.process import BrowserProcess, LaunchSpec
@@ -53,7 +52,9 @@ from ..store.state_writer import StateWriter
 from ..system.fd_budget import FdBudget
 from .artifacts import ArtifactStore
 from .leases import LeaseBook
+from .proxy_credentials import ProxyCredentialStore
 from .reconcile import Reconciler
+from .run_profiles import RunProfiles
 from .run_supervisor import RunSupervisor
 from .runtime import Actor, LaunchOptions, RunGate, RunService, Runtime
 
@@ -100,10 +101,10 @@ class Registry:
         self.budget = self.proxy.budget  # the daemon's one descriptor budget (fd_budget.py)
         self.lease_book.proxy = self.proxy
         self._slot_freed = trio.Event()  # set (and replaced) whenever a run ends
-        # runtime id -> the removal of its last ephemeral profile, while it runs (stop waits)
-        self._removals: dict[str, trio.Event] = {}
         self.pool: WarmPool | None = None
         self.profiles = ProfileStore(config.state_dir / "profiles")
+        self.run_profiles = RunProfiles(config.state_dir, self.profiles, lambda: self.nursery)
+        self.proxy_credentials = ProxyCredentialStore(config.state_dir / "runtimes")
         # The only writer of runtime.json and run.json once `run` hosts it.
         self.state = StateWriter()
         self._nursery: trio.Nursery | None = None
@@ -316,7 +317,7 @@ class Registry:
         rt.record.profile = options.profile
         rt.record.config = options.config(rt.record.config.runtime)
         if options.runtime is not None:
-            await self.set_credentials(rt, options.runtime.credentials)
+            await self.proxy_credentials.set(rt.id, options.runtime.credentials)
         if options.metadata:
             rt.record.metadata = dict(options.metadata)
         # The launch runs to its own deadline even if the asking client goes away, so the
@@ -363,29 +364,6 @@ class Registry:
             raise ApiError("daemon.shutting_down", "The daemon is shutting down.",
                            hint="Retry once it has restarted.")
 
-    def _credentials_path(self, runtime_id: str) -> Path:
-        # Beside runtime.json, outside the file area; mode 0600 (mkstemp's), removed with
-        # the runtime's directory.
-        return self._runtime_dir(runtime_id) / "proxy-credentials.json"
-
-    async def set_credentials(self, rt: Runtime, credentials: ProxyCredentials | None) -> None:
-        """Keep (or forget) the proxy credentials of a runtime, where only the daemon reads
-        them."""
-        path = self._credentials_path(rt.id)
-        if credentials is None:
-            path.unlink(missing_ok=True)
-            return
-        payload = {"username": credentials.username, "password": credentials.password}
-        await trio.to_thread.run_sync(storage.write_json_atomic, path, payload)
-
-    def credentials(self, rt: Runtime) -> ProxyCredentials | None:
-        try:
-            with open(self._credentials_path(rt.id)) as f:
-                obj = json.load(f)
-        except FileNotFoundError:
-            return None
-        return ProxyCredentials(obj["username"], obj["password"])
-
     def _executable(self, config: RuntimeConfig) -> str:
         """The executable a runtime of this config runs (its own build, else the default)."""
         if config.browser is not None and os.path.isabs(config.browser):
@@ -406,7 +384,7 @@ class Registry:
         if pooled is not None:
             rt.user_data_dir, rt.ephemeral = pooled.user_data_dir, True
         else:
-            self._acquire_profile(rt, run)
+            self.run_profiles.acquire(rt, run)
         directory = self._run_dir(run.id)
         try:
             # The run's first record is written at once, so that a disk that cannot take the
@@ -419,7 +397,7 @@ class Registry:
         except OSError as exc:
             # The state dir refused the run (disk full, permissions), or the daemon is out of
             # descriptors: leave nothing held.
-            self.release_profile(rt)
+            self.run_profiles.release(rt)
             remove_tree(directory, self.state_dir / "runs")
             if pooled is not None:  # taken from the pool, and now nobody's
                 await pooled.stop(self.config.browser.stop_grace_s)
@@ -453,7 +431,7 @@ class Registry:
             return run
         relay = None
         if wanted.proxy is not None:
-            relay = ProxyRelay(wanted.proxy, self.credentials(rt),
+            relay = ProxyRelay(wanted.proxy, self.proxy_credentials.get(rt.id),
                                self.budget.relay_connections)
             relay.bind()
         try:
@@ -498,60 +476,6 @@ class Registry:
         return self._launch_spec(find_browser(self.config.browser.executable), user_data_dir,
                                  spawn_id=user_data_dir.name)
 
-    def _acquire_profile(self, rt: Runtime, run: RunRecord) -> None:
-        name = rt.record.profile
-        if name is None:
-            rt.user_data_dir = self.state_dir / "ephemeral" / run.id
-            rt.user_data_dir.mkdir(mode=0o700, parents=True)
-            rt.ephemeral = True
-            return
-        rt.held_profile = self.profiles.acquire(name, {
-            "runtime_id": rt.id, "space": rt.record.space, "name": rt.record.name,
-            "run_id": run.id, "daemon_pid": os.getpid(),
-        })
-        rt.user_data_dir, rt.ephemeral = rt.held_profile.user_data_dir, False
-
-    def release_profile(self, rt: Runtime) -> None:
-        if rt.held_profile is not None:
-            self.profiles.release(rt.held_profile)
-            rt.held_profile = None
-        if rt.ephemeral and rt.user_data_dir is not None:
-            self._remove_ephemeral(rt.id, rt.user_data_dir)
-        rt.user_data_dir, rt.ephemeral = None, False
-
-    def _remove_ephemeral(self, runtime_id: str, user_data_dir: Path) -> None:
-        """The run's profile is gone from its path now; its files go in a worker thread.
-
-        A used profile holds thousands of files: removing them on the event loop stalled every
-        client for tens of milliseconds per stop. The rename is one syscall, so the path is
-        free at once; `stop` waits for the removal (its next launch then does not compete
-        with it); the removal is shielded, so a shutting-down daemon still finishes it (and
-        start-up removes whatever a crash left in ephemeral/).
-        """
-        root = self.state_dir / "ephemeral"
-        doomed = user_data_dir.with_name(f".removing-{user_data_dir.name}")
-        try:
-            user_data_dir.rename(doomed)
-        except OSError:
-            doomed = user_data_dir  # gone already, or a rename refused: remove it in place
-        removed = trio.Event()
-        self._removals[runtime_id] = removed
-
-        async def remove() -> None:
-            try:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(remove_tree, doomed, root)
-            finally:
-                removed.set()
-                if self._removals.get(runtime_id) is removed:
-                    del self._removals[runtime_id]
-
-        try:
-            self.nursery.start_soon(remove)
-        except RuntimeError:  # the registry's nursery has closed (daemon exiting)
-            remove_tree(doomed, root)
-            removed.set()
-
     async def stop(self, rt: Runtime, reason: str = "stopped", timeout_s: float | None = None,
                    actor: Actor | None = None) -> tuple[RunRecord | None, bool]:
         """Stop the runtime's browser; returns once the whole process tree is gone (and the
@@ -564,10 +488,6 @@ class Registry:
         self._slot_freed = trio.Event()
         if self.pool is not None:
             self.pool.poke()
-
-    def profile_removal(self, runtime_id: str) -> trio.Event | None:
-        """The removal of the runtime's last ephemeral profile, while it runs."""
-        return self._removals.get(runtime_id)
 
     async def delete(self, rt: Runtime, force: bool, actor: Actor | None) -> None:
         """Forget the runtime and remove its directory (runtime.json, the file area).

@@ -33,6 +33,7 @@ from ..store.durability import note_log_state
 from ..store.state_writer import StateWriter
 from ..store.storage import now_rfc3339
 from .leases import LeaseBook
+from .run_profiles import RunProfiles
 from .runtime import Actor, RunGate, RunService, Runtime
 
 __all__ = ["RunHost", "RunSupervisor"]
@@ -52,16 +53,15 @@ class RunHost(Protocol):
     run_end_hooks: list[Callable[[Runtime], None]]
     runtimes: dict[str, Runtime]
     shutting_down: bool
+    run_profiles: RunProfiles
 
     @property
     def nursery(self) -> trio.Nursery: ...
     def save_run(self, run: RunRecord) -> None: ...
     def save_runtime(self, rt: Runtime) -> None: ...
-    def release_profile(self, rt: Runtime) -> None: ...
     def slot_freed(self) -> None: ...
     def touch(self, rt: Runtime) -> None: ...
     def check_quota(self) -> None: ...
-    def profile_removal(self, runtime_id: str) -> trio.Event | None: ...
     async def start_run(self, rt: Runtime, actor: Actor | None) -> RunRecord: ...
 
 
@@ -238,7 +238,7 @@ class RunSupervisor:
         note_log_state(run, event_log)
         self.registry.save_run(run)
         self.registry.proxy.close_runtime(rt.id)
-        self.registry.release_profile(rt)
+        self.registry.run_profiles.release(rt)
         rt.record.active_run_id = None
         rt.record.process = None
         rt.process, rt.log = None, None
@@ -276,7 +276,7 @@ class RunSupervisor:
         await rt.process.stop(grace)
         with trio.move_on_after(grace + 10):
             await rt.done.wait()
-        if (removal := self.registry.profile_removal(rt.id)) is not None:
+        if (removal := self.registry.run_profiles.removal(rt.id)) is not None:
             with trio.move_on_after(grace + 10):
                 await removal.wait()
         await self.registry.state.flush()  # the reply says the run ended: so does run.json

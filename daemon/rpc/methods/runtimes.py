@@ -199,11 +199,12 @@ async def runtimes_update(api: Api, caller: Caller, p: Params) -> dict[str, Any]
                     hint="Stop it (`browserctl stop NAME`), update, then launch it again.",
                     data={"status": rt.record.status, "field": "config"},
                 )
-            current = ParsedConfig(rt.record.config.runtime, api.registry.credentials(rt))
+            current = ParsedConfig(rt.record.config.runtime,
+                                   api.registry.proxy_credentials.get(rt.id))
             parsed = parse_runtime_config(raw_config, base=current)
             _check_args_against(rt.record.config.args, parsed.config)
             rt.record.config = attrs.evolve(rt.record.config, runtime=parsed.config)
-            await api.registry.set_credentials(rt, parsed.credentials)
+            await api.registry.proxy_credentials.set(rt.id, parsed.credentials)
     if metadata is not None:
         rt.record.metadata = metadata
     if idle_timeout_s is not None:
