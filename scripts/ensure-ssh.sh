@@ -31,13 +31,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends openssh-client libwrap0 >/dev/null
-    work=$(mktemp -d)
+    work=$(mktemp -d)  # 0700, root's: nobody else can swap the package before it is unpacked
     trap 'rm -rf "$work"' EXIT
-    # apt's download user (_apt) must be able to write where the package lands.
-    chmod 0777 "$work"
-    (cd "$work" && apt-get download -qq openssh-server)
-    rm -rf "$dir"
-    mkdir -p "$dir"
+    # Downloaded as root into that directory (not by apt's _apt user, who cannot write there).
+    (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root openssh-server)
+    mkdir -p "$dir"  # (never removed here: DIR is the caller's to choose)
     dpkg-deb -x "$work"/openssh-server_*.deb "$dir"
     if ! getent passwd sshd >/dev/null; then
         useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
