@@ -298,12 +298,15 @@ class BrowserProcess:
             self._cross_check_endpoint(self._endpoint)
             log.info("browser pid %d listening on %s", self.pid, self._endpoint.ws_url)
             return
-        reason = ("profile_in_use" if self._profile_in_use
-                  else "exited" if self._poll_main() else "timeout")
+        exited = self._poll_main()
         # (A browser that holds the profile already is not swept: it lacks our spawn tag.)
         await self._tree.kill(sweep=True)
-        with trio.move_on_after(1.0):  # the last lines may still be in the pipe
+        # The reason is read after the last lines: a browser that finds the profile in use
+        # says so and exits at once, and its exit can be seen before the pump reads the line.
+        with trio.move_on_after(1.0):
             await self._output_done.wait()
+        reason = ("profile_in_use" if self._profile_in_use
+                  else "exited" if exited else "timeout")
         status = self._final_status()
         messages = {
             "profile_in_use": (
