@@ -61,13 +61,21 @@ class Event:
 
 
 class Record:
-    """Base of the mutable records; resources refresh themselves in place."""
+    """Base of the mutable records; resources refresh themselves in place.
+
+    Records and the resources built on them are ``@attrs.define(on_setattr=NO_OP)``: attrs'
+    default hook on every assignment made building one cost twice the rest of its
+    ``__init__`` (one is built per item of every list). Converters still run in
+    ``__init__``, and :meth:`_update` runs them itself.
+    """
 
     raw: dict[str, Any]
 
     def _update(self, wire: dict[str, Any]) -> None:
+        fields = attrs.fields_dict(type(self))
         for name, value in _known(type(self), wire).items():
-            setattr(self, name, value)
+            convert = fields[name].converter
+            setattr(self, name, value if convert is None else convert(value))
         self.raw = wire
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,13 +105,12 @@ def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
     """Build a record (or a resource, passing its private fields) from a wire map."""
     # Every key a field (the daemon's version is the client's): no filtering, the usual case.
     names = _WIRE_NAMES.get(cls) or _wire_names(cls)
-    fields = dict(wire) if wire.keys() <= names else _known(cls, wire)
-    fields["raw"] = wire
-    fields.update(private)
-    return cls(**fields)
+    if wire.keys() <= names:
+        return cls(**wire, raw=wire, **private)
+    return cls(**_known(cls, wire), raw=wire, **private)
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class SpaceRecord(Record):
     """Space ``{id, name, metadata, created_at}``."""
 
@@ -114,7 +121,7 @@ class SpaceRecord(Record):
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class RuntimeRecord(Record):
     """Runtime; ``status`` is starting, active, stopping, stopped or failed."""
 
@@ -133,7 +140,7 @@ class RuntimeRecord(Record):
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class RunRecord(Record):
     """Run; ``status`` is starting, active, stopping, ended or failed."""
 
@@ -151,7 +158,7 @@ class RunRecord(Record):
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class ConnectionRecord(Record):
     """A CDP connection lease; ``endpoint`` is set only on the object ``create`` returned."""
 
@@ -179,7 +186,7 @@ class ConnectionRecord(Record):
             self.endpoint = endpoint
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class ProfileRecord(Record):
     """Profile: a persistent user-data-dir by name; ``in_use_by`` is its holder or None.
 
@@ -194,7 +201,7 @@ class ProfileRecord(Record):
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class InvocationRecord(Record):
     """Invocation: one browser action run by the daemon.
 

@@ -3,9 +3,10 @@ what each message from the daemon does to them.
 
 Both transports drive one :class:`Session` (``_async/transport.py`` on anyio,
 ``_sync/transport.py`` on a blocking socket): they hand it the bytes they read and write the
-frames it gives them. Waiting is theirs too: a transport waits for :attr:`Call.done`, or for
-a :class:`Feed` to hold a payload or end, by reading and feeding bytes until it does. A
-Session is not thread-safe: the blocking transport calls it under one lock.
+frames it gives them. Waiting is theirs too: a transport waits for :attr:`Call.ready` (its
+reply is in) or :attr:`Feed.ready` (a payload is waiting, or the stream ended) by reading and
+feeding bytes until it is. A Session is not thread-safe: the blocking transport calls it
+under one lock.
 """
 
 from __future__ import annotations
@@ -65,16 +66,16 @@ class Feed:
 
 
 class Call:
-    """One request waiting for its response; ``done`` once ``result`` or ``error`` is set.
+    """One request waiting for its response; ``ready`` once ``result`` or ``error`` is set.
 
     A plain slotted class: one is made per call, on the hot path."""
 
-    __slots__ = ("abandoned", "done", "error", "feed", "result", "sent", "subscribe")
+    __slots__ = ("abandoned", "error", "feed", "ready", "result", "sent", "subscribe")
 
     def __init__(self, subscribe: bool = False) -> None:
         self.subscribe = subscribe
         self.sent = False  # the request is out, or its rest is queued: the daemon will get it
-        self.done = False
+        self.ready = False
         self.abandoned = False  # a subscribe whose caller gave up before the reply came
         self.result: Any = None
         self.error: BrowserdError | None = None
@@ -109,25 +110,25 @@ class Session:
         call = self._calls[msgid] = Call(subscribe)
         return msgid, call, frame
 
-    def finish_call(self, msgid: int, call: Call) -> Any:
-        """Forget the call and return its result, or raise its error."""
-        if not call.abandoned:
-            self._calls.pop(msgid, None)
+    @staticmethod
+    def finish_call(call: Call) -> Any:
+        """The result of a ready call (its Feed, for a subscribe), or raise its error.
+
+        The call left the table when its reply came, so this needs no lock."""
         if call.error is not None:
             raise call.error
         return call.feed if call.subscribe else call.result
 
     def forget(self, msgid: int, call: Call) -> None:
         """The caller gave up (cancelled, interrupted); a late reply is dropped."""
-        if not call.abandoned:
-            self._calls.pop(msgid, None)
+        if self._calls.get(msgid) is call:
+            del self._calls[msgid]
 
     def abandon_subscribe(self, msgid: int, call: Call) -> bytes:
         """The caller of a subscribe gave up after sending it: the daemon may be streaming
         already, and nobody would read it or cancel it. Returns the cancel to write now if
         the reply is in, else marks the call so the reply, when it comes, is cancelled."""
-        if call.done:
-            self._calls.pop(msgid, None)
+        if call.ready:
             return self.cancel_subscription(call.feed.id) if call.feed is not None else b""
         call.abandoned = True
         return b""
@@ -186,11 +187,10 @@ class Session:
 
     def _dispatch(self, event: wire.Event) -> bytes:
         if type(event) is wire.Response:
-            call = self._calls.get(event.msgid)
+            call = self._calls.pop(event.msgid, None)  # answered: out of the table
             if call is None:
                 return b""  # its caller gave up, or a cancel sent without waiting
             if call.abandoned:
-                del self._calls[event.msgid]
                 sub_id = _subscription_id(event.result)
                 if event.error is None and sub_id is not None:
                     return self._encode(self._allocate_msgid(), "subscriptions.cancel",
@@ -204,17 +204,17 @@ class Session:
                     # Registered before the next message is read: notifications for this
                     # subscription may follow the response immediately.
                     call.feed, call.error = self._register(event.result)
-            call.done = True
+            call.ready = True
         elif isinstance(event, wire.Notification):
             return self._notify(event.method, event.payload)
         elif isinstance(event, wire.InvalidMessage) and event.msgid is not None:
-            call = self._calls.get(event.msgid)
+            call = self._calls.pop(event.msgid, None)
             if call is not None and not call.abandoned:
                 call.error = InvalidRequest.make(
                     f"the daemon sent an invalid response: {event.error.get('message')}",
                     "This is a bug in browserd or a version mismatch; please report it.",
                 )
-                call.done = True
+                call.ready = True
         # Requests from the daemon and invalid messages without msgid mean nothing here.
         return b""
 
@@ -253,10 +253,10 @@ class Session:
         (or the daemon's last word, when it sent one)."""
         if self.closed_error is None:
             self.closed_error = self._fatal or error
-        for call in self._calls.values():
-            if not call.done:
-                call.error = fresh(self.closed_error)
-                call.done = True
+        for call in self._calls.values():  # every call in the table is waiting
+            call.error = fresh(self.closed_error)
+            call.ready = True
+        self._calls.clear()
         for feed in self._feeds.values():
             feed.end("connection_closed")
         self._feeds.clear()

@@ -25,7 +25,7 @@ def _params(**values: Any) -> dict[str, Any]:
 # -- invocations -------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncInvocation(InvocationRecord):
     """A browser action the daemon runs; ``refresh()`` reloads its status and output."""
 

@@ -53,7 +53,7 @@ async def _collect(
 # -- spaces ------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncSpace(SpaceRecord):
     """A space: a namespace of runtimes. ``bd.space(name)`` gives an unloaded handle."""
 
@@ -108,7 +108,7 @@ class AsyncSpaces:
 # -- runtimes ----------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncRuntime(RuntimeRecord):
     """A named browser runtime: launch, connect, stop; each start opens a new run."""
 
@@ -295,7 +295,7 @@ class AsyncBrowserRuntimes:
 # -- runs and events ---------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncRun(RunRecord):
     """One activation of a runtime and everything recorded about it."""
 
@@ -415,7 +415,7 @@ class AsyncRunEvents:
 # -- connection leases -------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncConnection(ConnectionRecord):
     """A connection lease: CDP (``endpoint.url`` is what connect_over_cdp takes) or a live
     view (``endpoint.url`` is its web page)."""
@@ -490,7 +490,7 @@ class AsyncConnections:
 # -- profiles ----------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class AsyncProfile(ProfileRecord):
     """A persistent profile (user-data-dir) by name, held by one runtime at a time."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ class SubscriptionStream:
     async def receive(self) -> dict[str, Any]:
         feed = self._feed
         if not feed.ready:
-            await self._transport._wait(lambda: feed.ready)
+            await self._transport._wait(feed)
         if feed.payloads:
             return feed.payloads.popleft()
         raise anyio.EndOfStream
@@ -296,22 +295,22 @@ class AsyncTransport:
         msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
         try:
             await self._send(frame, call)
-            if not call.done:
-                await self._wait(lambda: call.done)
+            if not call.ready:
+                await self._wait(call)
         except BaseException:
             if subscribe and call.sent:
                 await self._abandon(msgid, call)
             else:
                 self._session.forget(msgid, call)
             raise
-        return self._session.finish_call(msgid, call)
+        return self._session.finish_call(call)
 
     async def _abandon(self, msgid: int, call: Call) -> None:
         # Shielded and bounded: the daemon answers a subscribe at once, and without the
         # answer the subscription would stream to nobody until the connection closes.
         with (anyio.CancelScope(shield=True), anyio.move_on_after(_ABANDON_WAIT_S),
               contextlib.suppress(BrowserdError)):
-            await self._wait(lambda: call.done)
+            await self._wait(call)
         self._send_nowait(self._session.abandon_subscribe(msgid, call))
 
     # -- the socket ----------------------------------------------------------------------
@@ -366,12 +365,12 @@ class AsyncTransport:
             return  # the connection broke: the next read or write reports it
         del self._outbox[:n]
 
-    async def _wait(self, ready: Callable[[], bool]) -> None:
-        """Read and settle messages until ``ready()``; one reader at a time, the others wait
-        for the read lock and find their reply settled when they get it."""
-        while not ready():
+    async def _wait(self, until: Call | Feed) -> None:
+        """Read and settle messages until ``until.ready``; one reader at a time, the others
+        wait for the read lock and find their reply settled when they get it."""
+        while not until.ready:
             async with self._read_lock:
-                if ready():
+                if until.ready:
                     return
                 sock = self._sock
                 if sock is None:

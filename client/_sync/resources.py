@@ -55,7 +55,7 @@ def _collect(
 # -- spaces ------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class Space(SpaceRecord):
     """A space: a namespace of runtimes. ``bd.space(name)`` gives an unloaded handle."""
 
@@ -110,7 +110,7 @@ class Spaces:
 # -- runtimes ----------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class Runtime(RuntimeRecord):
     """A named browser runtime: launch, connect, stop; each start opens a new run."""
 
@@ -297,7 +297,7 @@ class BrowserRuntimes:
 # -- runs and events ---------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class Run(RunRecord):
     """One activation of a runtime and everything recorded about it."""
 
@@ -417,7 +417,7 @@ class RunEvents:
 # -- connection leases -------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class Connection(ConnectionRecord):
     """A connection lease: CDP (``endpoint.url`` is what connect_over_cdp takes) or a live
     view (``endpoint.url`` is its web page)."""
@@ -492,7 +492,7 @@ class Connections:
 # -- profiles ----------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # as the records (records.Record)
 class Profile(ProfileRecord):
     """A persistent profile (user-data-dir) by name, held by one runtime at a time."""
 

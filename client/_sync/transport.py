@@ -16,14 +16,14 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
 from ..last_word import last_word
-from ..session import START_HINT, Feed, Session, fresh, hello_params, lost_hint
+from ..session import START_HINT, Call, Feed, Session, fresh, hello_params, lost_hint
 from ..ssh import SshLink, proxy_address
 
 # Each read lands in one buffer kept for the connection's life: a fresh bytes object of
@@ -67,7 +67,7 @@ class SubscriptionStream:
     def __next__(self) -> dict[str, Any]:
         feed = self._feed
         if not feed.ready:
-            self._transport._wait(lambda: feed.ready)
+            self._transport._wait(feed)
         with self._transport._lock:
             if feed.payloads:
                 return feed.payloads.popleft()
@@ -131,16 +131,15 @@ class Transport:
         session, state = self._session, self._state
         try:
             with state:
-                msgid, call, frame = session.start_call("hello", hello_params(self.client_name))
+                _, call, frame = session.start_call("hello", hello_params(self.client_name))
             sock.settimeout(max(deadline - time.monotonic(), 1e-3))
             sock.sendall(frame)
-            while not call.done:
+            while not call.ready:
                 data = self._view[:sock.recv_into(self._buffer)]
                 with state:
                     out = session.receive_data(data)
                 sock.sendall(out)
-            with state:
-                hello = session.finish_call(msgid, call)
+            hello = session.finish_call(call)
             sock.settimeout(None)
         except BaseException as exc:
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
@@ -316,18 +315,17 @@ class Transport:
             msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
         try:
             self._send(frame)
-            self._wait(lambda: call.done)
+            self._wait(call)
         except BaseException:
             with self._lock:
-                if subscribe and call.done:  # interrupted (^C) with the reply in
+                if subscribe and call.ready:  # interrupted (^C) with the reply in
                     frame = self._session.abandon_subscribe(msgid, call)
                 else:
                     frame = b""
                     self._session.forget(msgid, call)
             self._send_quietly(frame)
             raise
-        with self._lock:
-            return self._session.finish_call(msgid, call)
+        return self._session.finish_call(call)
 
     # -- the socket ----------------------------------------------------------------------
 
@@ -363,13 +361,13 @@ class Transport:
             with contextlib.suppress(BrowserdError):
                 self._send(frames)
 
-    def _wait(self, ready: Callable[[], bool]) -> None:
-        """Read and settle messages until ``ready()``. One thread reads at a time, holding no
-        lock while it blocks; the others sleep until it has settled what it read."""
+    def _wait(self, until: Call | Feed) -> None:
+        """Read and settle messages until ``until.ready``. One thread reads at a time, holding
+        no lock while it blocks; the others sleep until it has settled what it read."""
         out = b""
         state = self._state
         with self._lock:
-            while not ready():
+            while not until.ready:
                 if self._reading:
                     self._sleepers += 1
                     try:
