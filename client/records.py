@@ -7,7 +7,8 @@ including keys added after this client was written.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -72,10 +73,9 @@ class Record:
     raw: dict[str, Any]
 
     def _update(self, wire: dict[str, Any]) -> None:
-        fields = attrs.fields_dict(type(self))
+        fields = attrs.fields_dict(cast(Any, type(self)))
         for name, value in _known(type(self), wire).items():
-            convert = fields[name].converter
-            setattr(self, name, value if convert is None else convert(value))
+            setattr(self, name, attrs.setters.convert(self, fields[name], value))
         self.raw = wire
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,11 +103,13 @@ def _wire_names(cls: type[Any]) -> frozenset[str]:
 
 def from_wire(cls: type[R], wire: dict[str, Any], **private: Any) -> R:
     """Build a record (or a resource, passing its private fields) from a wire map."""
-    # Every key a field (the daemon's version is the client's): no filtering, the usual case.
-    names = _WIRE_NAMES.get(cls) or _wire_names(cls)
-    if wire.keys() <= names:
-        return cls(**wire, raw=wire, **private)
-    return cls(**_known(cls, wire), raw=wire, **private)
+    build: Callable[..., R] = cls
+    try:
+        # Every key a field (the daemon's version is the client's): the usual case.
+        return build(**wire, raw=wire, **private)
+    except TypeError:
+        # A key that is no field here (a newer daemon's): only the fields are passed.
+        return build(**_known(cls, wire), raw=wire, **private)
 
 
 @attrs.define(on_setattr=attrs.setters.NO_OP)

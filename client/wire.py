@@ -178,8 +178,9 @@ def _single_map(value: object) -> dict[str, Any] | None:
     return inner if type(inner) is dict else None
 
 
-def _to_event(obj: Any, bad_keys: bool) -> Event:
-    """Classify one decoded object. Every check for "well-framed but invalid" lives here."""
+def to_event(obj: Any, bad_keys: bool = False) -> Event:
+    """Classify one decoded frame (``bad_keys``: its maps had keys that are not strings, or
+    ext types). Every check for "well-framed but invalid" lives here."""
     if type(obj) is not list or not obj:
         return _invalid(None, "a message must be a non-empty array")
     kind = obj[0]
@@ -287,6 +288,20 @@ class Connection:
         Raises :class:`RemoteProtocolError` when the stream cannot be decoded; the
         connection is then dead and every later call raises the same error.
         """
+        frame = self.next_frame()
+        if frame is NEED_DATA or frame is CLOSED or type(frame) is InvalidMessage:
+            return frame
+        return to_event(frame)
+
+    def next_frame(self) -> Any:
+        """The next frame as decoded, before it is read as a message (:meth:`next_event` is
+        this and :func:`to_event`), :data:`NEED_DATA` or :data:`CLOSED`; raises as
+        :meth:`next_event` does. A frame already known to be invalid (a map key that is not
+        a string, an ext type) comes out as its :class:`InvalidMessage`.
+
+        For a peer's hot path: it may take its usual message from the frame itself, and
+        hands every other frame to :func:`to_event`.
+        """
         if self._error is not None:
             raise self._error
         if self._fed == self._frame_start and not self._pending and not self._eof:
@@ -318,8 +333,10 @@ class Connection:
                     raise self._error
                 return CLOSED
             self._frame_start = self._unpacker.tell()
-            bad_keys, self._bad_keys = self._bad_keys, False
-            return _to_event(obj, bad_keys)
+            if self._bad_keys:
+                self._bad_keys = False
+                return to_event(obj, bad_keys=True)
+            return obj
 
     def _undecodable(self, exc: Exception) -> RemoteProtocolError:
         """The error for what the decoder raised: the stream is out of sync for good."""

@@ -687,3 +687,34 @@ def test_the_daemons_last_word_beats_a_broken_pipe() -> None:
     assert isinstance(reported, errors.ResourcesExhausted), reported
     assert reported.data["budget"] == "rpc_connections"
     client_end.close()
+
+
+def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
+    """Replies are settled straight from the decoded frame when they are plain results for
+    a waiting call; anything else that looks like one goes through the full reading."""
+    from browserd.client.session import Session
+
+    session = Session(1 << 20)
+    msgid, call, _ = session.start_call("m", {})
+    not_its_reply = [
+        [1, [msgid], None, "an unhashable msgid"],
+        [1, True, None, "a bool is no msgid"],
+        [1, msgid + 1000, None, "nobody asked"],
+        [1, 2**40, None, "out of range"],
+        [2, "stray.notification", [{}]],
+    ]
+    assert session.receive_data(b"".join(map(msgpack.packb, not_its_reply))) == b""
+    assert not call.ready and session.closed_error is None
+    session.receive_data(msgpack.packb([1, msgid, None, {"mine": True}]))
+    assert call.ready and Session.finish_call(call) == {"mine": True}
+
+    # One element too many: still its reply, read as an invalid one (the call fails alone).
+    msgid, call, _ = session.start_call("m", {})
+    session.receive_data(msgpack.packb([1, msgid, None, "x", "extra"]))
+    with pytest.raises(errors.InvalidRequest, match="invalid response"):
+        Session.finish_call(call)
+    # A subscribe's result registers its feed (the full reading, not the shortcut).
+    msgid, call, _ = session.start_call("m.follow", {}, subscribe=True)
+    session.receive_data(msgpack.packb([1, msgid, None, {"subscription": "sub_1"}]))
+    assert Session.finish_call(call).id == "sub_1"
+    assert session.closed_error is None

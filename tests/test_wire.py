@@ -22,6 +22,7 @@ from browserd.client.wire import (
     Request,
     Response,
     make_error,
+    to_event,
 )
 
 
@@ -421,3 +422,23 @@ def test_unchecked_map_keys_decode_natively_and_end_the_stream_on_a_bad_key() ->
     checked = Connection()
     checked.receive_data(msgpack.packb([1, 8, None, {1: "int key"}]))
     assert isinstance(checked.next_event(), InvalidMessage), "the default still flags it"
+
+
+def test_next_frame_is_next_event_before_the_reading() -> None:
+    """next_frame gives each frame as decoded (to_event reads it as next_event would), and a
+    frame already known invalid (an ext type) as its InvalidMessage, the stream in sync."""
+    frames = [[1, 7, None, {"data": []}], [2, "n", [{"ext": msgpack.ExtType(5, b"x")}]],
+              [0, 8, "m", []], "not a message"]
+    conn = Connection()
+    conn.receive_data(b"".join(pack(frame) for frame in frames))
+    first = conn.next_frame()
+    assert first == [1, 7, None, {"data": []}]
+    assert to_event(first) == Response(7, None, {"data": []})
+    invalid = conn.next_frame()
+    assert isinstance(invalid, InvalidMessage) and invalid.msgid is None
+    assert "map keys must be strings" in invalid.error["message"]
+    assert to_event(conn.next_frame()) == Request(8, "m", {})
+    assert isinstance(to_event(conn.next_frame()), InvalidMessage)
+    assert conn.next_frame() is NEED_DATA
+    conn.receive_data(b"")
+    assert conn.next_frame() is CLOSED

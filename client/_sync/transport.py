@@ -253,36 +253,51 @@ class Transport:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Call one RPC method and return its result; raises the error class of its code."""
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             subscribe: bool = False) -> Any:
+        """Call one RPC method and return its result; raises the error class of its code.
+        With ``subscribe`` (a ``*.follow`` method) the result is the Feed of its stream."""
         if not self._connected:
             self.open()
-        return self._request(method, params or {})
+        with self._lock:
+            msgid, pending, frame = self._session.start_call(
+                method, params or {}, subscribe=subscribe)
+        try:
+            self._send(frame)
+            self._wait(pending)
+        except BaseException:
+            with self._lock:
+                if subscribe and pending.ready:  # interrupted (^C) with the reply in
+                    frame = self._session.abandon_subscribe(msgid, pending)
+                else:
+                    frame = b""
+                    self._session.forget(msgid, pending)
+            self._send_quietly(frame)
+            raise
+        return self._session.finish_call(pending)
 
     def subscribe(self, method: str, params: dict[str, Any]) -> Subscription:
         """Call a ``*.follow`` method; the notifications it starts go to the Subscription."""
-        if not self._connected:
-            self.open()
-        feed: Feed = self._request(method, params, subscribe=True)
+        feed: Feed = self.call(method, params, subscribe=True)
         return Subscription(self, feed)
 
     def create_lease(self, params: dict[str, Any]) -> dict[str, Any]:
         """``connections.create``; through ssh, the endpoint's URLs point at local forwards
         of the far addresses (made on the one SSH connection), usable here as they are."""
         if not self._connected:
-            self.open()
+            self.open()  # for the link
         link = self._link
         if link is None:
-            lease: dict[str, Any] = self._request("connections.create", params)
+            lease: dict[str, Any] = self.call("connections.create", params)
             return lease
         with self._link_lock:
             if self._proxy_port is None:
-                address = proxy_address(self._request("daemon.status", {}))
+                address = proxy_address(self.call("daemon.status", {}))
                 if address is not None:
                     self._proxy_port = link.forward(*address, self.connect_timeout)
             if self._proxy_port is not None:
                 params = {**params, "proxy_port": self._proxy_port}
-            lease = self._request("connections.create", params)
+            lease = self.call("connections.create", params)
             return link.localize_lease(lease, self.connect_timeout)
 
     def call_for_page(self, method: str, params: dict[str, Any]) -> str:
@@ -309,23 +324,6 @@ class Transport:
         with self._lock:
             frame = self._session.cancel_subscription(subscription_id)
         self._send_quietly(frame)
-
-    def _request(self, method: str, params: dict[str, Any], *, subscribe: bool = False) -> Any:
-        with self._lock:
-            msgid, call, frame = self._session.start_call(method, params, subscribe=subscribe)
-        try:
-            self._send(frame)
-            self._wait(call)
-        except BaseException:
-            with self._lock:
-                if subscribe and call.ready:  # interrupted (^C) with the reply in
-                    frame = self._session.abandon_subscribe(msgid, call)
-                else:
-                    frame = b""
-                    self._session.forget(msgid, call)
-            self._send_quietly(frame)
-            raise
-        return self._session.finish_call(call)
 
     # -- the socket ----------------------------------------------------------------------
 
