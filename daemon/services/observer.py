@@ -230,8 +230,11 @@ class _RunObserver:
                       target=target.ref())
 
     def on_document_ready(self, params: dict[str, Any], session_id: str | None) -> None:
+        # Asked whether titled or not: this news can come before the targetInfoChanged of
+        # its navigation, while `titled` still describes the page before (seen in CI: the
+        # new page's title was then never recorded). Two calls per page load at most.
         target = self._target_of(session_id)
-        if target is not None and target.type == "page" and not target.titled:
+        if target is not None and target.type == "page":
             self.nursery.start_soon(self._fetch_title, target)
 
     async def _fetch_title(self, target: _Target) -> None:
