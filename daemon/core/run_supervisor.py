@@ -101,22 +101,9 @@ class RunSupervisor:
                     rt.link = LinkSlot()
                     pumps.start_soon(_link_guarded, rt.link, process.endpoint.ws_url, rt)
                     # Before the run is active: no client can get a lease onto it yet.
-                    for gate in self.registry.run_gates:
-                        await pumps.start(_guard_guarded, gate, rt)
-                    if process.adopted:
-                        rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
-                                                            "cdp_port": process.endpoint.port},
-                                      status=RunStatus.ACTIVE)
-                    else:
-                        self._mark_ready(rt, process)
-                        if self.registry.config.live_restore:
-                            # The next daemon adopts the browser from runtime.json: it must
-                            # be on disk before a client is told the browser is up.
-                            await self.registry.state.flush()
-                    for service in self.registry.run_services:
-                        pumps.start_soon(_attend_guarded, service, rt)
-                    task_status.started()
-                    await self._watch(rt, process)
+                    launch_error = await self._pass_gates(rt, process, pumps)
+                    if launch_error is None:
+                        await self._serve_run(rt, process, pumps, task_status)
                 pumps.cancel_scope.cancel()
         finally:
             ended_elsewhere = adopting and launch_error is not None
@@ -154,6 +141,41 @@ class RunSupervisor:
         await process.stop(self.registry.config.browser.stop_grace_s)
         self._plan_restart(rt)
         self._end_run(rt, Trigger.CRASHED, "crashed", failure)
+
+    async def _serve_run(self, rt: Runtime, process: BrowserProcess, pumps: trio.Nursery,
+                         task_status: trio.TaskStatus[None]) -> None:
+        """The run is up: record it active (or adopted), start its services, let the launch
+        return, and watch the browser until the run ends."""
+        assert rt.log is not None
+        if process.adopted:
+            rt.log.append("runtime.lifecycle", {"adopted": True, "pid": process.pid,
+                                                "cdp_port": process.endpoint.port},
+                          status=RunStatus.ACTIVE)
+        else:
+            self._mark_ready(rt, process)
+            if self.registry.config.live_restore:
+                # The next daemon adopts the browser from runtime.json: it must be on disk
+                # before a client is told the browser is up.
+                await self.registry.state.flush()
+        for service in self.registry.run_services:
+            pumps.start_soon(_attend_guarded, service, rt)
+        task_status.started()
+        await self._watch(rt, process)
+
+    async def _pass_gates(self, rt: Runtime, process: BrowserProcess,
+                          pumps: trio.Nursery) -> ApiError | None:
+        """Put the run's gates in force. One that cannot (the browser refused its rules) fails
+        the launch: the browser is stopped and the run ends `launch_failed`, with no restart
+        (the same config would fail the same way). An adopted browser is not stopped for it:
+        its run was active already, and the gate has logged why its part is missing."""
+        for gate in self.registry.run_gates:
+            refusal: ApiError | None = await pumps.start(_guard_guarded, gate, rt)
+            if refusal is not None and not process.adopted:
+                await process.stop(self.registry.config.browser.stop_grace_s)
+                self._end_run(rt, Trigger.LAUNCH_FAILED, "launch_failed",
+                              {"code": refusal.code, "message": refusal.message, **refusal.data})
+                return refusal
+        return None
 
     def _plan_restart(self, rt: Runtime) -> None:
         """After a crash or failed launch: schedule the restart that `restart="on-failure"`
@@ -312,9 +334,9 @@ async def _link_guarded(slot: LinkSlot, ws_url: str, rt: Runtime) -> None:
 
 
 async def _guard_guarded(gate: RunGate, rt: Runtime, *,
-                         task_status: trio.TaskStatus[None]) -> None:
+                         task_status: trio.TaskStatus[ApiError | None]) -> None:
     """A gate that fails once started is logged and dropped, like a run service. (It reports
-    a failure to set up by itself, and starts all the same: see RunGate.)"""
+    a failure to set up by itself, through `task_status`: see RunGate.)"""
     try:
         await gate.guard(rt, task_status=task_status)
     except* Exception:

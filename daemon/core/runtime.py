@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from ..base.errors import ApiError
 from ..base.model import RunConfig, RunRecord, RuntimeRecord
 from ..base.runtime_config import NO_CONFIG, ParsedConfig, RuntimeConfig
 from ..browser.process import BrowserProcess
@@ -36,10 +37,12 @@ class RunService(Protocol):
 class RunGate(Protocol):
     """Something that must be in force before a run is reported active (network rules)."""
 
-    async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+    async def guard(self, rt: Runtime, *,
+                    task_status: trio.TaskStatus[ApiError | None]) -> None:
         """Set up for the run's browser (through `rt.wait_link()`), call
-        `task_status.started()` once in force (or once it failed, having logged why), then run
-        until cancelled with the run's end."""
+        `task_status.started()` once in force, then run until cancelled with the run's end.
+        When it cannot be put in force, `task_status.started(error)` (having logged why): the
+        launch fails with that error, and the browser is stopped."""
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from ..base.errors import ApiError
 from ..base.runtime_config import RESOURCE_TYPES, BlockRules
 from ..cdp.browser_link import BrowserLink
 from ..cdp.client import CdpConnection, CdpError, CdpEvent
@@ -53,7 +54,8 @@ def fetch_patterns(rules: BlockRules) -> list[dict[str, Any]]:
 class NetworkRules:
     """The run gate that applies `config.block` to each run's browser."""
 
-    async def guard(self, rt: Runtime, *, task_status: trio.TaskStatus[None]) -> None:
+    async def guard(self, rt: Runtime, *,
+                    task_status: trio.TaskStatus[ApiError | None]) -> None:
         rules = rt.record.config.runtime.block
         process, run = rt.process, rt.run
         if not rules or process is None or run is None:
@@ -85,12 +87,20 @@ class NetworkRules:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("network rules of %s stopped: %r", rt.id, exc)  # the browser went away
         finally:
-            if not started:
-                task_status.started()
+            refusal = None
             if failure is not None and not started:
                 log.warning("network rules of %s/%s not applied: %s", rt.record.space,
                             rt.record.name, failure)
                 rt.log_if_current(run.id, "network.rules_failed", {"message": failure})
+                # A run without the blocking its config asked for is not launched: pages
+                # would load what the user meant to keep out.
+                refusal = ApiError(
+                    "browser.launch_failed", f"The runtime's block rules are not in force: "
+                    f"{failure}.", hint="Check config.block (its resource types and URL "
+                    "patterns); the browser was stopped.",
+                    data={"reason": "rules_failed", "block": rules.to_json()})
+            if not started:
+                task_status.started(refusal)
 
 
 class _Blocker:
