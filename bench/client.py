@@ -44,6 +44,7 @@ ASYNC_TARGET = Target(">=", 0.8)
 # costs no mmap/munmap (a 256 KiB recv() measured 1.6x slower per call here for that alone).
 _READ_SIZE = 64 * 1024
 _WARM_CALLS = 20
+_BUSY_S = 3e-6  # the busy-wait of the calibration row: about what `Client` adds per call
 _HELLO = {"client": {"name": "bench", "version": "0"}, "api": {"min": 1, "max": 1}}
 
 
@@ -99,6 +100,25 @@ def raw_records_round(path: Path, calls: int) -> float:
     def call() -> list[Space]:
         page = raw.call("spaces.list", {})
         return [from_wire(Space, wire, transport=None) for wire in page["data"]]
+
+    try:
+        return _timed(call, calls)
+    finally:
+        raw.close()
+
+
+def raw_busy_round(path: Path, calls: int) -> float:
+    """The minimal loop with a few microseconds of CPU added to each call (a busy-wait): what
+    that much client work costs in calls/s on this machine in this run. How much it costs
+    depends on how fast the VM wakes the daemon's idle core, which drifts from run to run;
+    read `Client`'s ratio beside this one."""
+    raw = RawBlockingClient(path)
+
+    def call() -> None:
+        raw.call("spaces.list", {})
+        end = time.perf_counter() + _BUSY_S
+        while time.perf_counter() < end:
+            pass
 
     try:
         return _timed(call, calls)
@@ -173,6 +193,7 @@ def trio_round(path: Path, calls: int) -> float:
 WAYS: dict[str, Callable[[Path, int], float]] = {
     "raw": raw_round,
     "raw_records": raw_records_round,
+    "raw_busy": raw_busy_round,
     "client": client_round,
     "raw_asyncio": raw_asyncio_round,
     "asyncio": asyncio_round,
@@ -199,6 +220,10 @@ def run(*, quick: bool) -> list[Row]:
             "calls/s", note="the floor the blocking client is measured against"),
         Row(SCENARIO, "spaces.list, minimal blocking client building the records (calls/s)",
             rate["raw_records"], "calls/s", baseline=rate["raw"], note=blocking_note),
+        Row(SCENARIO, "spaces.list, minimal blocking client + 3 us of CPU per call (calls/s)",
+            rate["raw_busy"], "calls/s", baseline=rate["raw"],
+            note="calibration: what 3 us of a client's CPU per call costs in this run (a "
+                 "busy-wait after each call of the minimal loop)"),
         Row(SCENARIO, "spaces.list via Client (calls/s)", rate["client"], "calls/s",
             baseline=rate["raw"], target=CLIENT_TARGET, note=blocking_note),
         Row(SCENARIO, "spaces.list, minimal asyncio client (calls/s)", rate["raw_asyncio"],
