@@ -90,6 +90,7 @@ class LeaseOrigins:
         self.registry = registry
         self._origins: dict[str, _Origin] = {}
         self._nursery: trio.Nursery | None = None
+        self._opened = trio.Event()  # set, and replaced, when an origin opens
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -98,6 +99,8 @@ class LeaseOrigins:
             self._nursery = nursery
             task_status.started()
             while True:
+                if not self._origins:  # nothing to close: asleep until one opens
+                    await self._opened.wait()
                 await trio.sleep(_CHECK_EVERY_S)
                 for origin in list(self._origins.values()):
                     if not self._live(self.registry.leases.get(origin.lease_id)):
@@ -135,6 +138,8 @@ class LeaseOrigins:
         origin = _Origin(lease.id, token, uid, bound.port, proxy_port)
         self._origins[lease.id] = origin
         self._nursery.start_soon(self._serve_origin, origin, bound)
+        self._opened.set()
+        self._opened = trio.Event()
         return f"http://{self.registry.config.cdp.host}:{bound.port}"
 
     def close(self, lease_id: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 # this was ten minutes), and each costs memory. A minute covers a client asking why its attach
 # was refused; the lease's whole history stays in its run's events.
 ENDED_LEASE_KEPT_S = 60.0
+# The expiry loop sleeps until the next lease time, but wakes at least this often: the lease
+# times are the wall clock's, which may jump while it sleeps on the monotonic one.
+_LONGEST_SLEEP_S = 30.0
+_LATE_S = 0.001  # past the time, so that it has come by the text comparison
 
 
 class LeaseBook:
@@ -53,6 +58,13 @@ class LeaseBook:
         # Anyone on the machine can make the proxy refuse requests as fast as they can send
         # them: their log lines are throttled.
         self._refusal_log = Throttled(log)
+        # Set, and replaced by a fresh one, when a lease time the expiry loop waits for may
+        # have come nearer: a lease made, ended, or let go of its last socket.
+        self._times_changed = trio.Event()
+
+    def _wake_expiry(self) -> None:
+        self._times_changed.set()
+        self._times_changed = trio.Event()
 
     def close_run(self, run_id: str) -> None:
         """The run ended: its active leases are closed (sockets go with the browser)."""
@@ -60,6 +72,7 @@ class LeaseBook:
         for lease in self.leases.values():
             if lease.run_id == run_id and lease.status == LeaseStatus.ACTIVE:
                 lease.status, lease.closed_at = LeaseStatus.CLOSED, now
+                self._wake_expiry()
 
     def create(self, rt: Runtime, *, protocol: str, ttl_s: float, exclusive: bool,
                      label: str | None, actor: Actor | None,
@@ -96,6 +109,7 @@ class LeaseBook:
             expires_at=format_time(created + timedelta(seconds=ttl_s)), control=control,
         )
         self.leases[lease.id] = lease
+        self._wake_expiry()
         rt.run.counts["connections"] += 1
         rt.touch()
         rt.log.append("connection.created", {"connection_id": lease.id, "ttl_s": ttl_s,
@@ -144,6 +158,7 @@ class LeaseBook:
     def revoke(self, lease: Lease, force: bool, actor: Actor | None) -> None:
         if lease.status == LeaseStatus.ACTIVE:
             lease.status, lease.revoked_at = LeaseStatus.REVOKED, storage.now_rfc3339()
+            self._wake_expiry()
             if (rt := self.runtimes.get(lease.runtime_id)) is not None:
                 rt.touch()
             self._log_for(lease.runtime_id, lease.run_id, "connection.revoked",
@@ -152,20 +167,38 @@ class LeaseBook:
             self._proxy().close_connection(lease.id)
 
     async def expire_loop(self) -> None:
-        """Twice a second: mark leases past their TTL as expired (an event each), and forget
-        those that ended more than ENDED_LEASE_KEPT_S ago."""
+        """Mark leases past their TTL as expired (an event each), and forget those that ended
+        more than ENDED_LEASE_KEPT_S ago. Asleep in between: until the next of those times,
+        or until a lease is made or ends (no lease, no wakeups)."""
         while True:
             # Lease times are all written by format_time (UTC, fixed width), so they compare
-            # as text: no parsing of every lease twice a second.
+            # as text: only the nearest one is parsed.
             now = datetime.now(UTC)
             now_text = format_time(now)
             forget_before = format_time(now - timedelta(seconds=ENDED_LEASE_KEPT_S))
+            next_expiry = next_end = None
             for lease in list(self.leases.values()):
-                if lease.status == LeaseStatus.ACTIVE and lease.expires_at <= now_text:
+                if lease.status == LeaseStatus.ACTIVE:
+                    if lease.expires_at > now_text:
+                        next_expiry = min(next_expiry or lease.expires_at, lease.expires_at)
+                        continue
                     self._expire(lease)
-                elif lease.open_sockets == 0 and _ended_at(lease) < forget_before:
-                    del self.leases[lease.id]
-            await trio.sleep(0.5)
+                if lease.open_sockets == 0:
+                    ended = _ended_at(lease)
+                    if ended < forget_before:
+                        del self.leases[lease.id]
+                    else:
+                        next_end = min(next_end or ended, ended)
+            wait_s = _LONGEST_SLEEP_S if next_expiry or next_end else math.inf
+            if next_expiry is not None:
+                wait_s = min(wait_s, (parse_time(next_expiry) - now).total_seconds())
+            if next_end is not None:
+                wait_s = min(wait_s, (parse_time(next_end) - now).total_seconds()
+                             + ENDED_LEASE_KEPT_S)
+            # Captured after the pass (which has no await): nothing can change in between.
+            changed = self._times_changed
+            with trio.move_on_after(max(wait_s, 0.0) + _LATE_S):
+                await changed.wait()
 
     def _expire(self, lease: Lease) -> None:
         """The lease's TTL has passed: it is expired from now on (one event)."""
@@ -221,6 +254,8 @@ class LeaseBook:
 
     def view_detached(self, lease: Lease, socket_id: str, stats: dict[str, Any]) -> None:
         lease.open_sockets -= 1
+        if lease.open_sockets == 0:
+            self._wake_expiry()
         if (rt := self.runtimes.get(lease.runtime_id)) is not None:
             rt.touch()
         self._log_for(lease.runtime_id, lease.run_id, "connection.detached",
@@ -244,6 +279,8 @@ class LeaseBook:
         lease = self.leases.get(upstream.connection_id)
         if lease is not None:
             lease.open_sockets -= 1
+            if lease.open_sockets == 0:
+                self._wake_expiry()  # an ended lease is forgotten once its sockets are gone
             self._log_for(lease.runtime_id, lease.run_id, "connection.detached",
                           {"connection_id": lease.id, "socket_id": socket_id, **stats})
         if rt is not None:

@@ -166,7 +166,7 @@ async def test_ended_leases_are_forgotten_after_a_while(
             await ended.delete()
             await attached.delete()
             assert (await runtime.connections.get(ended.id)).status == "revoked"
-            await trio.sleep(2.0)  # past the (patched) keep time, and four sweeps
+            await trio.sleep(2.0)  # past the (patched) keep time
             with pytest.raises(errors.ConnectionNotFound):
                 await runtime.connections.get(ended.id)
             # revoked too, but a client is still attached through it
