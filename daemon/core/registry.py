@@ -45,7 +45,7 @@ from ..browser.runtime_switches import browser_for, runtime_switches
 from ..browser.spawn_tags import make_tag
 from ..cdp.proxy import CdpProxy
 from ..store import storage
-from ..store.durability import degrade, describe_os_error, note_log_state, sync_live_logs
+from ..store.durability import LiveLogSyncer, degrade, describe_os_error, note_log_state
 from ..store.eventlog import EventLog, read_events
 from ..store.roots import remove_tree
 from ..store.state_writer import StateWriter
@@ -107,6 +107,7 @@ class Registry:
         self.proxy_credentials = ProxyCredentialStore(config.state_dir / "runtimes")
         # The only writer of runtime.json and run.json once `run` hosts it.
         self.state = StateWriter()
+        self.log_syncer = LiveLogSyncer(self._live_logs)
         self._nursery: trio.Nursery | None = None
         self.supervisor = RunSupervisor(self)
 
@@ -172,7 +173,7 @@ class Registry:
             await reconciler.reconcile_all(orphans)
             reconciler.remove_leftover_ephemeral()
             nursery.start_soon(self.lease_book.expire_loop)
-            nursery.start_soon(sync_live_logs, self._live_logs)
+            nursery.start_soon(self.log_syncer.run)
             if self.config.pool.size > 0:
                 self.pool = WarmPool(
                     size=self.config.pool.size, directory=self.state_dir / "ephemeral",
@@ -548,10 +549,12 @@ class Registry:
         )
 
     def open_log(self, run: RunRecord, *, sync_dir: bool = True) -> EventLog:
-        return EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
-                             runtime_id=run.runtime_id, space=run.space,
-                             fsync=self.config.events.fsync,  # type: ignore[arg-type]
-                             sync_dir=sync_dir)
+        event_log = EventLog.open(self._run_dir(run.id) / "events.jsonl", run_id=run.id,
+                                  runtime_id=run.runtime_id, space=run.space,
+                                  fsync=self.config.events.fsync,  # type: ignore[arg-type]
+                                  sync_dir=sync_dir)
+        self.log_syncer.adopt(event_log)
+        return event_log
 
 
 def _runtime_unsaved(runtime_id: str, exc: OSError) -> None:

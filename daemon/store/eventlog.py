@@ -114,9 +114,11 @@ class EventLog:
     _dropped_events: int = 0
     _failing: bool = False  # the last write failed
     _closed: bool = False
-    # Set by a background syncer (durability.sync_live_logs): "batch" then never fsyncs on
-    # the appending thread, the syncer does it in a worker thread every interval.
+    # Set by a background syncer (durability.LiveLogSyncer): "batch" then never fsyncs on
+    # the appending thread, the syncer does it in a worker thread, woken by `on_unsynced`
+    # at the first write since the last fsync.
     sync_in_background: bool = False
+    on_unsynced: Callable[[], None] | None = None
 
     @classmethod
     def open(
@@ -343,6 +345,8 @@ class EventLog:
             self._failing = True
             self._mark_degraded(exc)
             return
+        if not self._dirty and self.on_unsynced is not None:
+            self.on_unsynced()
         self._dirty = True
         if self._failing:
             self._failing = False
