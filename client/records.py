@@ -65,7 +65,7 @@ class Record:
     """Base of the mutable records; resources refresh themselves in place.
 
     Records and the resources built on them are ``@attrs.define(on_setattr=NO_OP)``: attrs'
-    default hook on every assignment made building one cost twice the rest of its
+    default hook on every assignment made building one cost more than the rest of its
     ``__init__`` (one is built per item of every list). Converters still run in
     ``__init__``, and :meth:`_update` runs them itself.
     """
