@@ -99,17 +99,28 @@ def run_far_browserctl(target: SshTarget, words: list[str], *, remote_browserctl
     ``doctor``), its output printed here as it comes; returns its exit status (ssh's own
     failures are 255, and ssh has said why on stderr)."""
     env = os.environ if environ is None else environ
-    remote = remote_browserctl or env.get(REMOTE_ENV, "") or "browserctl"
     argv = ssh_command(env)
     if target.port:
         argv += ["-p", str(target.port)]
-    argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
-             "-o", "RemoteCommand=none", "-T", "--", target.destination,
-             " ".join([remote, *map(shlex.quote, words)])]
+    argv += [*_unattended(connect_timeout), "--", target.destination,
+             " ".join([_far_browserctl(remote_browserctl, env), *map(shlex.quote, words)])]
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
     except OSError as exc:
         raise _cannot_run(argv[0], target, exc) from None
+
+
+def _far_browserctl(remote_browserctl: str | None, environ: Mapping[str, str]) -> str:
+    """The far ``browserctl``: the one given, else ``$BROWSERD_REMOTE_BROWSERCTL``, else
+    ``browserctl`` on the far PATH."""
+    return remote_browserctl or environ.get(REMOTE_ENV, "") or "browserctl"
+
+
+def _unattended(connect_timeout: float) -> list[str]:
+    """The options of every ssh started here: no prompt, a bounded connect, and no
+    RemoteCommand or RequestTTY of the user's config (they would clash with ours)."""
+    return ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
+            "-o", "RemoteCommand=none", "-T"]
 
 
 def _cannot_run(program: str, target: SshTarget, exc: OSError) -> DaemonUnavailable:
@@ -143,8 +154,7 @@ class SshLink:
         """A link with the ssh command of ``$BROWSERD_SSH_COMMAND`` and the far
         ``browserctl`` given (else ``$BROWSERD_REMOTE_BROWSERCTL``, else ``browserctl``)."""
         env = os.environ if environ is None else environ
-        remote = remote_browserctl or env.get(REMOTE_ENV, "") or "browserctl"
-        return cls(target, ssh_command(env), remote)
+        return cls(target, ssh_command(env), _far_browserctl(remote_browserctl, env))
 
     @property
     def control_path(self) -> str:
@@ -164,11 +174,8 @@ class SshLink:
         self._dir = tempfile.mkdtemp(prefix="browserd-ssh-",
                                      dir="/tmp" if os.path.isdir("/tmp") else None)
         self._leftover = weakref.finalize(self, shutil.rmtree, self._dir, True)
-        argv = [*self._base(), "-o", "BatchMode=yes",
-                "-o", f"ConnectTimeout={max(math.ceil(connect_timeout), 1)}",
+        argv = [*self._base(), *_unattended(connect_timeout),
                 "-o", "ControlMaster=yes", "-o", "ControlPersist=no",
-                # a RemoteCommand or RequestTTY of the user's config would clash with ours
-                "-o", "RemoteCommand=none", "-T",
                 "--", self.target.destination, f"{self.remote_browserctl} dial-stdio"]
         ours, theirs = socket.socketpair()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (kept while ssh runs)
