@@ -105,9 +105,14 @@ class Session:
         """Register a call: its msgid, its Call, and the frame to write."""
         if self.closed_error is not None:
             raise fresh(self.closed_error)
-        msgid = self._allocate_msgid()
+        calls = self._calls
+        msgid = self._next_msgid
+        if msgid < wire.MAX_MSGID and msgid not in calls:
+            self._next_msgid = msgid + 1  # the usual case, without a call of its own
+        else:
+            msgid = self._allocate_msgid()
         frame = self._encode(msgid, method, params)
-        call = self._calls[msgid] = Call(subscribe)
+        call = calls[msgid] = Call(subscribe)
         return msgid, call, frame
 
     @staticmethod
