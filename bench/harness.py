@@ -127,7 +127,12 @@ class DaemonUnderTest:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            # The daemon's log goes with its temporary dir: a scenario that failed (an
+            # internal error says "the daemon log has the details") shows its end first.
+            print(f"-- the end of the {self.label} daemon's log ({self.log_path}):\n"
+                  f"{self.log_tail(60)}", file=sys.stderr)
         self.stop()
 
     def start(self, timeout_s: float = 20.0) -> None:
