@@ -92,7 +92,7 @@ _WIRE_NAMES: dict[type[Any], frozenset[str]] = {}
 
 def _wire_names(cls: type[Any]) -> frozenset[str]:
     """The fields of ``cls`` that come from the wire (not ``raw``, not private ones); kept
-    per class, since every record built asks."""
+    per class, since every refresh asks (``Record._update``), as does the builders' fallback."""
     names = _WIRE_NAMES.get(cls)
     if names is None:
         names = _WIRE_NAMES[cls] = frozenset(

@@ -15,9 +15,8 @@ from browserd.daemon.core.runtime import LaunchOptions
 from browserd.daemon.service import Daemon, serve
 from browserd.daemon.services import network_rules
 
-from .conftest import assert_no_processes, make_config
+from .conftest import HEADLESS_SHELL, assert_no_processes, make_config
 
-HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 BLOCK_IMAGES = {"block": {"resource_types": ["image"]}}
 
 
