@@ -178,13 +178,10 @@ class Session:
                 if frame is wire.NEED_DATA:
                     return out
                 if frame is wire.CLOSED:
-                    self.connection_gone(
-                        ConnectionLost.make("the daemon closed the connection", self._lost_hint)
-                    )
+                    self._read_frame(frame)
                     return out
                 # The usual message, a result for a plain call waiting here, is taken from
-                # the frame itself: no event is built for it (the client's hot path). Any
-                # other frame is read as a message by wire.to_event.
+                # the frame itself: no event is built for it (the client's hot path).
                 if (type(frame) is list and len(frame) == 4 and frame[0] == wire.RESPONSE
                         and frame[2] is None and type(frame[1]) is int):
                     call = calls.get(frame[1])
@@ -193,14 +190,75 @@ class Session:
                         call.result = frame[3]
                         call.ready = True
                         continue
-                out += self._dispatch(frame if type(frame) is wire.InvalidMessage
-                                      else wire.to_event(frame))
+                out += self._read_frame(frame)
         except wire.RemoteProtocolError as exc:
-            self.connection_gone(ConnectionLost.make(
-                f"the daemon broke the protocol ({exc.code}: {exc.message})",
-                "This is a bug in browserd or a version mismatch; please report it.",
-            ))
+            self._broken(exc)
         return out
+
+    # -- a call read by its own caller ---------------------------------------------------
+
+    def start_own_call(self, method: str, params: dict[str, Any]) -> tuple[int, bytes]:
+        """A call whose caller has the connection to itself and reads its reply with
+        :meth:`own_reply`: its msgid and the frame to write. It is not in the table (the
+        usual reply never touches it); a frame that is anything else puts it there while it
+        is read."""
+        if self.closed_error is not None:
+            raise fresh(self.closed_error)
+        msgid = self._next_msgid
+        if msgid < wire.MAX_MSGID and msgid not in self._calls:
+            self._next_msgid = msgid + 1
+        else:
+            msgid = self._allocate_msgid()
+        try:
+            return msgid, self._wire.send_request(msgid, method, params)
+        except wire.LocalProtocolError as exc:
+            raise error_from_wire(exc.error) from None
+
+    def own_reply(self, msgid: int, data: bytes | memoryview) -> Any:
+        """Take bytes read from the daemon (``b""``: it closed) for own call ``msgid``: its
+        result once its reply is in (raises its error), else ``wire.NEED_DATA``: read
+        more. Every other message read meanwhile is settled as :meth:`receive_data` settles
+        it."""
+        wire_ = self._wire
+        try:
+            wire_.receive_data(data)
+            next_frame = wire_.next_frame
+            while True:
+                frame = next_frame()
+                if (type(frame) is list and len(frame) == 4 and frame[1] == msgid
+                        and frame[0] == wire.RESPONSE and frame[2] is None
+                        and type(frame[1]) is int):
+                    return frame[3]
+                if frame is wire.NEED_DATA:
+                    return frame
+                # Anything else (its error, a notification, a late reply to a call given
+                # up, the end) is read in full, with this call in the table meanwhile.
+                call = self._calls[msgid] = Call()
+                try:
+                    self._read_frame(frame)
+                finally:
+                    if self._calls.get(msgid) is call:
+                        del self._calls[msgid]
+                if call.ready:
+                    return self.finish_call(call)
+        except wire.RemoteProtocolError as exc:
+            self._broken(exc)
+            raise fresh(self.closed_error) from None  # type: ignore[arg-type]
+
+    def _read_frame(self, frame: Any) -> bytes:
+        """Settle what one frame (not the hot path's) says; frames to write, often ``b""``."""
+        if frame is wire.CLOSED:
+            self.connection_gone(
+                ConnectionLost.make("the daemon closed the connection", self._lost_hint))
+            return b""
+        return self._dispatch(frame if type(frame) is wire.InvalidMessage
+                              else wire.to_event(frame))
+
+    def _broken(self, exc: wire.RemoteProtocolError) -> None:
+        self.connection_gone(ConnectionLost.make(
+            f"the daemon broke the protocol ({exc.code}: {exc.message})",
+            "This is a bug in browserd or a version mismatch; please report it.",
+        ))
 
     def _dispatch(self, event: wire.Event) -> bytes:
         if type(event) is wire.Response:

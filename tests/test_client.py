@@ -8,6 +8,7 @@ notifications right behind a response. Each scenario runs under asyncio and unde
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -519,16 +520,22 @@ def test_client_silent_daemon_times_out(sock: Path) -> None:
 
 
 def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
-    """Threads call at once through one Client; the daemon answers in reverse order, so
-    every reply but the last is read by a thread other than the one waiting for it."""
+    """Threads call at once through one Client: each call has a connection to itself while
+    the others are in flight (the daemon answers none until all are in, then in reverse
+    order), and each thread gets its own reply."""
     count = 8
+    arrived: list[int] = []
+    all_in = anyio.Event()
 
     async def script(peer: Peer) -> None:
         await peer.hello()
-        requests = [await peer.request() for _ in range(count)]
-        for request in reversed(requests):
-            await peer.reply(request, {"echo": request.params["n"]})
-            await anyio.sleep(0.01)
+        request = await peer.request()
+        arrived.append(request.params["n"])
+        if len(arrived) == count:
+            all_in.set()
+        await all_in.wait()
+        await anyio.sleep((count - request.params["n"]) * 0.01)
+        await peer.reply(request, {"echo": request.params["n"]})
         await peer.wait_closed()
 
     results: dict[int, Any] = {}
@@ -540,7 +547,7 @@ def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
         except BaseException as exc:
             failures.append(exc)
 
-    with peer_in_thread(sock, script), Client(sock) as bd:
+    with peer_in_thread(sock, script, connections=count), Client(sock) as bd:
         threads = [threading.Thread(target=worker, args=(bd, n), daemon=True)
                    for n in range(count)]
         for thread in threads:
@@ -566,6 +573,34 @@ def test_client_close_from_another_thread_fails_the_waiting_call(sock: Path) -> 
         with pytest.raises(errors.ConnectionLost, match="closed"):
             bd.call("slow")
         timer.join()
+
+
+def test_a_call_interrupted_by_ctrl_c_leaves_a_client_that_works(sock: Path) -> None:
+    """^C while a call waits: KeyboardInterrupt reaches the caller, the connection it was
+    read on is closed (where the reading stopped is not known), and the next call goes out
+    on a new one."""
+    served: list[str] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        request = await peer.request()
+        served.append(request.method)
+        if request.method == "slow":
+            await peer.wait_closed()  # never answered; the client drops the connection
+            served.append("closed")
+            return
+        await peer.reply(request, "fine")
+        await peer.wait_closed()
+
+    main = threading.get_ident()
+    with peer_in_thread(sock, script, connections=2), Client(sock) as bd:
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            bd.call("slow")
+        timer.join()
+        assert bd.call("next") == "fine"
+    assert served == ["slow", "closed", "next"]
 
 
 def test_blocking_follow_resubscribes_after_overflow(sock: Path) -> None:

@@ -1,8 +1,9 @@
-"""AsyncClient: the entry points to the daemon's resources, over one connection.
+"""AsyncClient: the entry points to the daemon's resources, over its transport.
 
 The connection is made on first use (or by ``open()`` / ``async with``); ``aclose()`` ends
-it. Calls may run concurrently on the one connection: see ``transport.py`` for who may share
-it (tasks of one event loop, on the async side; threads, on the blocking side).
+it. Calls may run concurrently: see ``transport.py`` for who may share a client and how (tasks
+of one event loop on one connection, on the async side; threads, each calling on a connection
+of its own, on the blocking side).
 """
 
 from __future__ import annotations

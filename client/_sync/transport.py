@@ -1,81 +1,39 @@
-"""Transport: one connection to the daemon on a plain blocking socket, with no thread of its own.
+"""Transport: the connections behind a blocking Client, made on first use.
 
-The twin of ``_async/transport.py``, written by hand because the I/O differs: a call writes
-its request and reads until its reply is in, in the calling thread. Threads may share one
-Transport: the writes are behind a lock, and of the threads waiting (for replies or for a
-subscription's next payload) one at a time reads and hands every message to the
-:class:`~browserd.client.session.Session`, which settles what it answers, so each waiter
-finds its reply settled when its turn comes. Nothing here runs in the background, so a
-client that is never closed never keeps the interpreter from exiting. Every transport
-failure is mapped here, at the edge, so callers only ever see ``browserd.client.errors``.
+The twin of ``_async/transport.py``, written by hand because the I/O differs. A call takes
+an idle :class:`~browserd.client._sync.line.Line` (or connects a new one), has it to itself
+for the call, and puts it back: one thread calling uses one connection over and over;
+threads that call at once each use a line of their own; and no lock is taken on the way
+(taking an idle line and putting it back are single deque operations), which is what
+``Line.call`` on a shared line costs in locks alone. A subscription (``*.follow``) has a line
+to itself until its stream ends or it is cancelled. For a daemon reached through ssh, where
+a line is an ssh process and the CDP forwards live on it, one shared line carries every call
+and subscription, multiplexed by ``Line.call``.
+
+A line on which a call was interrupted (^C) is closed rather than reused, since where its
+reading stopped is not known; a line the daemon closed or that broke leaves the whole client
+closed, as one connection would (later calls raise the same error: make a new client).
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from ..contexts import Destination
-from ..errors import BrowserdError, ConnectionLost, DaemonUnavailable
-from ..last_word import last_word
-from ..session import START_HINT, Call, Feed, Session, fresh, hello_params, lost_hint
-from ..ssh import SshLink, proxy_address
+from ..errors import BrowserdError, ConnectionLost
+from ..session import fresh
+from .line import Line, Subscription, SubscriptionStream
 
-# Each read lands in one buffer kept for the connection's life: a fresh bytes object of
-# this size per read would be a mmap, mremap and munmap per call (glibc maps blocks over
-# 128 KiB), which measured slower than the call's own round trip on a VM.
-_RECEIVE_SIZE = 256 * 1024
-_BACKLOG_RETRY_S = 0.01
-_SSH_EXIT_WAIT_S = 2.0  # for ssh to exit after its pipe ended, to read why
+__all__ = ["Subscription", "SubscriptionStream", "Transport"]
 
-
-class Subscription:
-    """The receiving end of a server-pushed stream (``*.follow``).
-
-    ``for payload in sub.receive`` gives notification payloads until the stream ends; then
-    ``ended_reason`` says why (``cancelled``, ``run_ended``, ``overflow``,
-    ``connection_closed``).
-    """
-
-    def __init__(self, transport: Transport, feed: Feed) -> None:
-        self.id = feed.id
-        self.receive = SubscriptionStream(transport, feed)
-
-    @property
-    def ended_reason(self) -> str | None:
-        return self.receive._feed.ended_reason
-
-    def __repr__(self) -> str:
-        return f"Subscription(id={self.id!r}, ended_reason={self.ended_reason!r})"
-
-
-class SubscriptionStream:
-    """``subscription.receive``: payloads in order, until the stream has ended."""
-
-    def __init__(self, transport: Transport, feed: Feed) -> None:
-        self._transport = transport
-        self._feed = feed
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        feed = self._feed
-        if not feed.ready:
-            self._transport._wait(feed)
-        with self._transport._lock:
-            if feed.payloads:
-                return feed.payloads.popleft()
-        raise StopIteration
+_IDLE_LINES = 4  # idle lines kept for the next calls; one more is closed when put back
 
 
 class Transport:
-    """The connection behind a Client: connects on first use, calls, subscriptions.
+    """The connections behind a Client: calls, subscriptions, leases.
 
     Thread-safe: any number of threads may call through one Transport at once.
     """
@@ -92,322 +50,224 @@ class Transport:
         self.socket_path: Path | None = destination.socket_path
         self.client_name = client_name
         self.connect_timeout = connect_timeout
-        self.hello: dict[str, Any] = {}
         self._max_buffer_size = max_buffer_size
-        self._lost_hint = lost_hint(str(destination.ssh) if destination.ssh else None)
-        self._session = Session(max_buffer_size, lost_hint=self._lost_hint)
-        self._sock: socket.socket | None = None
-        self._connected = False  # the daemon answered hello on _sock
-        self._open_lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        # _lock guards the Session, _sock, _reading and _sleepers; threads waiting while
-        # another reads sleep on _state. (`with self._lock` is the C lock itself: cheaper
-        # than entering the Condition, on the path every call takes. `lock.acquire()` and a
-        # `try` would be cheaper still, but a ^C can land between the two and leave the lock
-        # held for good; `with` takes it and arms the release in one step.)
-        self._lock = threading.Lock()
-        self._state = threading.Condition(self._lock)
-        self._reading = False  # a thread is reading (it holds no lock while it does)
-        self._buffer = bytearray(_RECEIVE_SIZE)  # the reading thread's alone
-        self._view = memoryview(self._buffer)
-        self._sleepers = 0  # threads in _state.wait()
-        self._link: SshLink | None = None  # the ssh process, for a far host
-        self._link_lock = threading.Lock()  # its forwards
-        self._proxy_port: int | None = None  # the local forward of the far CDP proxy
+        self._through_ssh = destination.ssh is not None
+        self._first: Line | None = None  # the first line made: it holds the hello
+        self._idle: deque[Line] = deque()
+        # Every line that is open, idle or in use, so close() reaches them all. Taken only
+        # to add, shut down or close a line, never on a call's way.
+        self._lines: set[Line] = set()
+        self._lines_lock = threading.Lock()
+        self._shared: Line | None = None  # every call and subscription through ssh
+        self._subscribed: dict[str, Line] = {}  # the line of each subscription (no ssh)
+        self._closed: BrowserdError | None = None  # why later calls fail (close(), a loss)
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """The daemon's answer to ``hello`` (empty until connected)."""
+        for line in (self._first, self._shared, *self._idle):
+            if line is not None and line.hello:
+                return line.hello
+        return {}
+
+    def _new_line(self) -> Line:
+        line = Line(self.destination, client_name=self.client_name,
+                    connect_timeout=self.connect_timeout, max_buffer_size=self._max_buffer_size)
+        if self._first is None:
+            self._first = line
+        return line
 
     # -- connection ----------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect and say hello, unless connected; raises DaemonUnavailable when the daemon
         is not there (the next call tries again)."""
-        if self._connected or self._session.closed_error is not None:
+        if self._closed is not None:
             return
-        with self._open_lock:
-            if not self._connected and self._session.closed_error is None:
-                self._open()
-
-    def _open(self) -> None:
-        # Only this thread has the socket until hello is answered (others wait on _open_lock).
-        deadline = time.monotonic() + self.connect_timeout
-        sock = self._connect(deadline)
-        session, state = self._session, self._state
+        if self._through_ssh:
+            self._shared_line().open()
+            return
+        line = self._take()
         try:
-            with state:
-                _, call, frame = session.start_call("hello", hello_params(self.client_name))
-            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-            sock.sendall(frame)
-            while not call.ready:
-                data = self._view[:sock.recv_into(self._buffer)]
-                with state:
-                    out = session.receive_data(data)
-                sock.sendall(out)
-            hello = session.finish_call(call)
-            sock.settimeout(None)
-        except BaseException as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-                with state:
-                    last_word(sock, session)  # the daemon's reason, if it gave one
-            sock.close()
-            # a clean slate for the next try
-            self._session = Session(self._max_buffer_size, lost_hint=self._lost_hint)
-            link, self._link = self._link, None
-            if link is not None:
-                raise self._link_failed(link, exc) from None
-            if isinstance(exc, TimeoutError):
-                raise self._timed_out() from None
-            if isinstance(exc, OSError):
-                with state:
-                    error = session.transport_error(exc)
-                raise error from exc
-            raise
-        with self._state:
-            if self._session.closed_error is not None:  # closed meanwhile, from a thread
-                sock.close()
-                link, self._link = self._link, None
-                if link is not None:
-                    link.close_now()
-                raise fresh(self._session.closed_error)
-            self._sock, self.hello, self._connected = sock, hello, True
-
-    def _connect(self, deadline: float) -> socket.socket:
-        target = self.destination.ssh
-        if target is not None:
-            link = SshLink.from_env(target, remote_browserctl=self.destination.remote_browserctl)
-            sock = link.start(self.connect_timeout)
-            self._link = link
-            return sock
-        path = self.socket_path
-        assert path is not None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    sock.connect(str(path))
-                    return sock
-                except BlockingIOError:
-                    # The listen backlog is full (the daemon is busy accepting): a Unix
-                    # socket has no connect in progress to wait for, only a retry.
-                    if time.monotonic() >= deadline:
-                        raise self._timed_out() from None
-                    time.sleep(_BACKLOG_RETRY_S)
-        except FileNotFoundError:
-            reason = f"no daemon socket at {path}"
-        except ConnectionRefusedError:
-            reason = f"nothing is listening on {path} (stale socket file?)"
-        except PermissionError:
-            reason = f"permission denied on {path}"
-        except OSError as exc:
-            reason = f"cannot connect to {path}: {exc.strerror or exc}"
+            line.open()
         except BaseException:
-            sock.close()
+            self._discard(line)
             raise
-        sock.close()
-        raise DaemonUnavailable.make(reason, START_HINT, {"socket": str(path)})
-
-    def _link_failed(self, link: SshLink, exc: BaseException) -> BaseException:
-        """What a failed hello through ssh means (ssh's exit and stderr), once ssh is gone."""
-        if not isinstance(exc, (OSError, ConnectionLost)):
-            link.close_now()
-            return exc  # the daemon answered, with an error of its own (or ^C)
-        # The pipe ended or stayed silent: ssh has ended or is ending; give it a moment.
-        end = time.monotonic() + (0 if isinstance(exc, TimeoutError) else _SSH_EXIT_WAIT_S)
-        while link.exit_status() is None and time.monotonic() < end:
-            time.sleep(0.01)
-        error = link.failure(self.connect_timeout if isinstance(exc, TimeoutError) else None)
-        link.close_now()
-        return error
-
-    def _timed_out(self) -> DaemonUnavailable:
-        return DaemonUnavailable.make(
-            f"the daemon at {self.socket_path} did not answer within {self.connect_timeout:g} s",
-            START_HINT,
-            {"socket": str(self.socket_path)},
-        )
+        self._put_back(line)
 
     def close(self) -> None:
-        """Close the connection; calls in flight (in other threads) fail with ConnectionLost,
-        subscriptions end with ``connection_closed``. Any thread may call it, any number of
-        times."""
-        with self._state:
-            self._session.connection_gone(_closed_by_user())
-            sock, self._sock = self._sock, None
-            self._state.notify_all()
-        if sock is None:
-            return
-        link, self._link = self._link, None
-        if link is not None:
-            link.terminate()  # ssh ends, and its forwards with it
-        # Shut down first: a thread blocked on the socket wakes (EOF, EPIPE) and lets go;
-        # the descriptor is closed only then, never under a thread still using it.
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with self._send_lock, self._state:
-            while self._reading:
-                self._sleepers += 1
-                try:
-                    self._state.wait()
-                finally:
-                    self._sleepers -= 1
-            sock.close()
-        if link is not None:
-            link.close_now()
+        """Close every connection; calls in flight (in other threads) fail with
+        ConnectionLost, subscriptions end with ``connection_closed``, and later calls fail
+        too. Any thread may call it, any number of times."""
+        with self._lines_lock:
+            if self._closed is None:
+                self._closed = _closed_by_user()
+            shared, self._shared = self._shared, None
+            subscribed = list(self._subscribed.values())
+            self._subscribed.clear()
+            for line in self._lines:
+                if line not in subscribed:
+                    line.interrupt()  # its owner, if it has one, closes it on its way out
+        # A subscription's line (and the ssh one) is a shared Line: its close() waits for
+        # a thread reading it to let go.
+        for line in subscribed:
+            self._discard(line)
+        if shared is not None:
+            shared.close()
+        self._drop_idle()
 
     # -- calls ---------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *,
-             subscribe: bool = False) -> Any:
-        """Call one RPC method and return its result; raises the error class of its code.
-        With ``subscribe`` (a ``*.follow`` method) the result is the Feed of its stream."""
-        if not self._connected:
-            self.open()
-        with self._lock:
-            msgid, pending, frame = self._session.start_call(
-                method, params or {}, subscribe=subscribe)
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call one RPC method and return its result; raises the error class of its code."""
+        if self._through_ssh:
+            return self._shared_line().call(method, params)
         try:
-            self._send(frame)
-            self._wait(pending)
-        except BaseException:
-            with self._lock:
-                if subscribe and pending.ready:  # interrupted (^C) with the reply in
-                    frame = self._session.abandon_subscribe(msgid, pending)
-                else:
-                    frame = b""
-                    self._session.forget(msgid, pending)
-            self._send_quietly(frame)
+            line = self._idle.pop()  # the usual way: an idle line, taken without a lock
+        except IndexError:
+            line = self._take()
+        try:
+            result = line.call_owned(method, params or {})
+        except BrowserdError as exc:
+            if not line.broken:
+                self._put_back(line)
+                raise
+            self._lost(line, exc)
+            if self._closed is not exc:  # closed by close(), not by the daemon
+                raise fresh(self._closed) from None  # type: ignore[arg-type]
             raise
-        return self._session.finish_call(pending)
+        except BaseException:
+            self._discard(line)  # interrupted part-way: not to be read from again
+            raise
+        self._put_back(line)
+        return result
 
     def subscribe(self, method: str, params: dict[str, Any]) -> Subscription:
-        """Call a ``*.follow`` method; the notifications it starts go to the Subscription."""
-        feed: Feed = self.call(method, params, subscribe=True)
-        return Subscription(self, feed)
-
-    def create_lease(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``connections.create``; through ssh, the endpoint's URLs point at local forwards
-        of the far addresses (made on the one SSH connection), usable here as they are."""
-        if not self._connected:
-            self.open()  # for the link
-        link = self._link
-        if link is None:
-            lease: dict[str, Any] = self.call("connections.create", params)
-            return lease
-        with self._link_lock:
-            if self._proxy_port is None:
-                address = proxy_address(self.call("daemon.status", {}))
-                if address is not None:
-                    self._proxy_port = link.forward(*address, self.connect_timeout)
-            if self._proxy_port is not None:
-                params = {**params, "proxy_port": self._proxy_port}
-            lease = self.call("connections.create", params)
-            return link.localize_lease(lease, self.connect_timeout)
-
-    def call_for_page(self, method: str, params: dict[str, Any]) -> str:
-        """Call a method whose result is ``{url}`` of a page the daemon serves (dashboard,
-        replay); through ssh, the URL points at a local forward of its far address."""
-        result: dict[str, Any] = self.call(method, params)
-        url = str(result["url"])
-        link = self._link
-        if link is None:
-            return url
-        with self._link_lock:
-            return link.localize_url(url, self.connect_timeout)
-
-    def lease_revoked(self, lease_id: str) -> None:
-        """The lease is revoked: close the forward of its own origin (through ssh)."""
-        link = self._link
-        if link is not None:
-            with self._link_lock:
-                link.forget_origin(lease_id, self.connect_timeout)
+        """Call a ``*.follow`` method; the notifications it starts go to the Subscription,
+        which has a line to itself until its stream ends or it is cancelled."""
+        if self._through_ssh:
+            return self._shared_line().subscribe(method, params)
+        line = self._take()
+        subscription_id: list[str] = []  # known once the daemon has answered
+        try:
+            subscription = line.subscribe(
+                method, params, on_end=lambda: self._subscription_done(subscription_id[0]))
+        except BrowserdError as exc:
+            if not line.broken:
+                self._put_back(line)
+                raise
+            self._lost(line, exc)
+            raise
+        except BaseException:
+            self._discard(line)
+            raise
+        subscription_id.append(subscription.id)
+        self._subscribed[subscription.id] = line
+        return subscription
 
     def cancel_subscription_nowait(self, subscription_id: str) -> None:
         """Stop a subscription: it ends here at once; the daemon is told without waiting for
         its answer."""
-        with self._lock:
-            frame = self._session.cancel_subscription(subscription_id)
-        self._send_quietly(frame)
+        line = self._subscribed.get(subscription_id) or self._shared
+        if line is not None:
+            line.cancel_subscription_nowait(subscription_id)
+            if line is not self._shared:
+                self._subscription_done(subscription_id)
 
-    # -- the socket ----------------------------------------------------------------------
+    def create_lease(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``connections.create``; through ssh, the endpoint's URLs point at local forwards
+        of the far addresses (made on the one SSH connection), usable here as they are."""
+        if self._through_ssh:
+            return self._shared_line().create_lease(params)
+        lease: dict[str, Any] = self.call("connections.create", params)
+        return lease
 
-    def _send(self, frame: bytes) -> None:
-        with self._send_lock:
-            sock = self._sock
-            if sock is None:
-                with self._state:
-                    raise self._closed()
+    def call_for_page(self, method: str, params: dict[str, Any]) -> str:
+        """Call a method whose result is ``{url}`` of a page the daemon serves (dashboard,
+        replay); through ssh, the URL points at a local forward of its far address."""
+        if self._through_ssh:
+            return self._shared_line().call_for_page(method, params)
+        result: dict[str, Any] = self.call(method, params)
+        return str(result["url"])
+
+    def lease_revoked(self, lease_id: str) -> None:
+        """The lease is revoked: close the forward of its own origin (through ssh)."""
+        shared = self._shared
+        if shared is not None:
+            shared.lease_revoked(lease_id)
+
+    # -- the lines -----------------------------------------------------------------------
+
+    def _take(self) -> Line:
+        """An idle line for this thread alone, or a new one (connected on its first call)."""
+        if self._closed is not None:
+            raise fresh(self._closed)
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        line = self._new_line()
+        with self._lines_lock:
+            if self._closed is not None:
+                raise fresh(self._closed)
+            self._lines.add(line)
+        return line
+
+    def _put_back(self, line: Line) -> None:
+        idle = self._idle
+        if len(idle) < _IDLE_LINES:
+            idle.append(line)
+            if self._closed is not None:  # closed while it was out: close() missed it
+                self._drop_idle()
+        else:
+            self._discard(line)
+
+    def _discard(self, line: Line) -> None:
+        with self._lines_lock:  # out of close()'s reach before its socket is closed
+            self._lines.discard(line)
+        line.close()
+
+    def _drop_idle(self) -> None:
+        while True:
             try:
-                sock.sendall(frame)
-            except OSError as exc:
-                with self._state:
-                    last_word(sock, self._session)
-                    error = self._session.transport_error(exc)
-                    self._state.notify_all()
-                raise error from exc
-            except BaseException:
-                # Interrupted part-way (^C): how much went out is unknown, so the stream
-                # is no longer framed; nothing more can be sent on it.
-                with self._state:
-                    self._session.connection_gone(ConnectionLost.make(
-                        "a request was interrupted while it was being written",
-                        "Open a new client to go on."))
-                    self._state.notify_all()
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                raise
+                line = self._idle.pop()
+            except IndexError:
+                return
+            self._discard(line)
 
-    def _send_quietly(self, frames: bytes) -> None:
-        """Write frames nobody waits on (cancels); a broken connection is the next call's news."""
-        if frames:
-            with contextlib.suppress(BrowserdError):
-                self._send(frames)
+    def _subscription_done(self, subscription_id: str) -> None:
+        """A subscription ended or was cancelled: its line is idle again, unless a thread
+        is still reading it (that thread finds the stream ended and comes back here)."""
+        line = self._subscribed.pop(subscription_id, None)
+        if line is None:
+            return
+        error = line.closed_error
+        if line.being_read():
+            self._subscribed[subscription_id] = line
+        elif error is not None:
+            self._lost(line, error)
+        else:
+            self._put_back(line)
 
-    def _wait(self, until: Call | Feed) -> None:
-        """Read and settle messages until ``until.ready``. One thread reads at a time, holding
-        no lock while it blocks; the others sleep until it has settled what it read."""
-        out = b""
-        state = self._state
-        with self._lock:
-            while not until.ready:
-                if self._reading:
-                    self._sleepers += 1
-                    try:
-                        state.wait()
-                    finally:
-                        self._sleepers -= 1
-                    continue
-                sock = self._sock
-                if sock is None:
-                    raise self._closed()
-                self._reading = True
-                try:
-                    # Let go inside the try: a ^C that lands right after the release still
-                    # finds the lock taken back below before `with` releases it again.
-                    state.release()
-                    data = self._view[:sock.recv_into(self._buffer)]
-                    error = None
-                except OSError as exc:
-                    data, error = self._view[:0], exc
-                finally:
-                    state.acquire()
-                    self._reading = False
-                    if self._sleepers:
-                        # They wake once this lock is free, after what was read is settled;
-                        # each checks its own call, and one of them reads next.
-                        state.notify_all()
-                if error is not None:
-                    self._session.transport_error(error)
-                else:
-                    out += self._session.receive_data(data)
-        if out:
-            self._send_quietly(out)
+    def _lost(self, line: Line, error: BrowserdError) -> None:
+        """The daemon closed ``line``, or it broke: the client is closed with that error."""
+        with self._lines_lock:
+            if self._closed is None:
+                self._closed = error
+        self._discard(line)
+        self.close()
 
-    def _closed(self) -> BrowserdError:
-        """The error for an operation on a closed client (call it holding ``_state``)."""
-        self._session.connection_gone(_closed_by_user())
-        assert self._session.closed_error is not None
-        return fresh(self._session.closed_error)
+    def _shared_line(self) -> Line:
+        shared = self._shared
+        if shared is None:
+            with self._lines_lock:
+                if self._closed is not None:
+                    raise fresh(self._closed)
+                shared = self._shared
+                if shared is None:
+                    shared = self._shared = self._new_line()
+        return shared
 
 
 def _closed_by_user() -> ConnectionLost:
     return ConnectionLost.make("the client was closed", "Open a new client to go on.")
-
