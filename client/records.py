@@ -105,14 +105,24 @@ def from_wire(cls: type[T], wire: dict[str, Any], **private: Any) -> T:
     """Build a record (or a resource, passing its private fields) from a wire map: what
     ``cls(**fields, raw=wire, **private)`` builds, where ``fields`` are the wire's keys that
     are fields of ``cls``; a key that is none (a newer daemon's) stays in ``raw`` alone."""
-    build = _BUILDERS.get(cls)
-    if build is None:
-        build = _BUILDERS[cls] = _compile_builder(cls)
+    build = _BUILDERS.get(cls) or _new_builder(cls)
     built: T = build(wire, private)
     return built
 
 
+def from_wire_list(cls: type[T], wires: list[dict[str, Any]], **private: Any) -> list[T]:
+    """:func:`from_wire` for each map of a list (a page's ``data``), the builder looked
+    up once."""
+    build = _BUILDERS.get(cls) or _new_builder(cls)
+    return [build(wire, private) for wire in wires]
+
+
 _BUILDERS: dict[type[Any], Callable[[dict[str, Any], dict[str, Any]], Any]] = {}
+
+
+def _new_builder(cls: type[T]) -> Callable[[dict[str, Any], dict[str, Any]], T]:
+    build = _BUILDERS[cls] = _compile_builder(cls)
+    return build
 _FACTORY: type[Any] = type(attrs.Factory(dict))  # a field's default made per instance
 
 

@@ -13,7 +13,14 @@ from typing import Any
 import attrs
 
 from ..errors import ArtifactNotFound
-from ..records import CollectedFile, InvocationRecord, RuntimeFile, Target, from_wire
+from ..records import (
+    CollectedFile,
+    InvocationRecord,
+    RuntimeFile,
+    Target,
+    from_wire,
+    from_wire_list,
+)
 from .artifacts import MAX_READ
 from .transport import AsyncTransport
 
@@ -136,7 +143,7 @@ class AsyncInvocations:
             if cursor is None or (limit is not None and len(items) >= limit):
                 break
         items = items[:limit] if limit is not None else items
-        return [from_wire(AsyncInvocation, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncInvocation, items, transport=self._transport)
 
     async def cancel(self, invocation_id: str) -> AsyncInvocation:
         """Cancel invocation ``invocation_id``; returns it once it has stopped."""

@@ -22,6 +22,7 @@ from ..records import (
     RuntimeStats,
     SpaceRecord,
     from_wire,
+    from_wire_list,
 )
 from .artifacts import AsyncRunArtifacts
 from .control import AsyncFiles, AsyncInvocations, AsyncTargets
@@ -98,7 +99,7 @@ class AsyncSpaces:
     async def list(self) -> list[AsyncSpace]:
         """Every space."""
         items = await _collect(self._transport, "spaces.list", {}, None)
-        return [from_wire(AsyncSpace, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncSpace, items, transport=self._transport)
 
     async def delete(self, name: str) -> None:
         """Delete space ``name``."""
@@ -221,7 +222,7 @@ class AsyncRuntimes:
         items = await _collect(
             self._transport, "runtimes.list", _params(space=self._space, status=status), None
         )
-        return [from_wire(AsyncRuntime, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncRuntime, items, transport=self._transport)
 
 
 @attrs.frozen
@@ -339,7 +340,7 @@ class AsyncRuns:
         """Runs, newest first; ``limit`` None means all."""
         params = _params(space=self.space, runtime_id=self.runtime_id, status=status)
         items = await _collect(self._transport, "runs.list", params, limit)
-        return [from_wire(AsyncRun, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncRun, items, transport=self._transport)
 
 
 @attrs.frozen
@@ -475,7 +476,7 @@ class AsyncConnections:
         items = await _collect(
             self._transport, "connections.list", {"runtime_id": self.runtime_id}, None
         )
-        return [from_wire(AsyncConnection, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncConnection, items, transport=self._transport)
 
     async def delete(self, connection_id: str, force: bool = False) -> AsyncConnection:
         """Revoke lease ``connection_id`` (no new attaches); ``force`` also closes its open
@@ -524,7 +525,7 @@ class AsyncProfiles:
     async def list(self) -> list[AsyncProfile]:
         """Every profile, by name."""
         items = await _collect(self._transport, "profiles.list", {}, None)
-        return [from_wire(AsyncProfile, wire, transport=self._transport) for wire in items]
+        return from_wire_list(AsyncProfile, items, transport=self._transport)
 
     async def get(self, name: str) -> AsyncProfile:
         """Profile ``name``; raises ProfileNotFound."""

@@ -15,7 +15,14 @@ from typing import Any
 import attrs
 
 from ..errors import ArtifactNotFound
-from ..records import CollectedFile, InvocationRecord, RuntimeFile, Target, from_wire
+from ..records import (
+    CollectedFile,
+    InvocationRecord,
+    RuntimeFile,
+    Target,
+    from_wire,
+    from_wire_list,
+)
 from .artifacts import MAX_READ
 from .transport import Transport
 
@@ -138,7 +145,7 @@ class Invocations:
             if cursor is None or (limit is not None and len(items) >= limit):
                 break
         items = items[:limit] if limit is not None else items
-        return [from_wire(Invocation, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Invocation, items, transport=self._transport)
 
     def cancel(self, invocation_id: str) -> Invocation:
         """Cancel invocation ``invocation_id``; returns it once it has stopped."""

@@ -28,10 +28,11 @@ from ..last_word import last_word
 from ..session import START_HINT, Call, Feed, Session, fresh, hello_params, lost_hint
 from ..ssh import SshLink, proxy_address
 
-# Each read lands in one buffer kept for the connection's life: a fresh bytes object of
-# this size per read would be a mmap, mremap and munmap per call (glibc maps blocks over
-# 128 KiB), which measured slower than the call's own round trip on a VM.
-_RECEIVE_SIZE = 256 * 1024
+# Each read lands in one buffer kept for the connection's life: a fresh bytes object per
+# read would be a mmap, mremap and munmap per call for a large one (glibc maps blocks over
+# 128 KiB), which measured slower than the call's own round trip on a VM. 64 KiB: a client
+# keeps up to 16 idle lines, and a large reply only takes more reads of it.
+_RECEIVE_SIZE = 64 * 1024
 _BACKLOG_RETRY_S = 0.01
 _SSH_EXIT_WAIT_S = 2.0  # for ssh to exit after its pipe ended, to read why
 

@@ -24,6 +24,7 @@ from ..records import (
     RuntimeStats,
     SpaceRecord,
     from_wire,
+    from_wire_list,
 )
 from .artifacts import RunArtifacts
 from .control import Files, Invocations, Targets
@@ -100,7 +101,7 @@ class Spaces:
     def list(self) -> list[Space]:
         """Every space."""
         items = _collect(self._transport, "spaces.list", {}, None)
-        return [from_wire(Space, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Space, items, transport=self._transport)
 
     def delete(self, name: str) -> None:
         """Delete space ``name``."""
@@ -223,7 +224,7 @@ class Runtimes:
         items = _collect(
             self._transport, "runtimes.list", _params(space=self._space, status=status), None
         )
-        return [from_wire(Runtime, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Runtime, items, transport=self._transport)
 
 
 @attrs.frozen
@@ -341,7 +342,7 @@ class Runs:
         """Runs, newest first; ``limit`` None means all."""
         params = _params(space=self.space, runtime_id=self.runtime_id, status=status)
         items = _collect(self._transport, "runs.list", params, limit)
-        return [from_wire(Run, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Run, items, transport=self._transport)
 
 
 @attrs.frozen
@@ -477,7 +478,7 @@ class Connections:
         items = _collect(
             self._transport, "connections.list", {"runtime_id": self.runtime_id}, None
         )
-        return [from_wire(Connection, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Connection, items, transport=self._transport)
 
     def delete(self, connection_id: str, force: bool = False) -> Connection:
         """Revoke lease ``connection_id`` (no new attaches); ``force`` also closes its open
@@ -526,7 +527,7 @@ class Profiles:
     def list(self) -> list[Profile]:
         """Every profile, by name."""
         items = _collect(self._transport, "profiles.list", {}, None)
-        return [from_wire(Profile, wire, transport=self._transport) for wire in items]
+        return from_wire_list(Profile, items, transport=self._transport)
 
     def get(self, name: str) -> Profile:
         """Profile ``name``; raises ProfileNotFound."""

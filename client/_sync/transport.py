@@ -29,7 +29,9 @@ from .line import Line, Subscription, SubscriptionStream
 
 __all__ = ["Subscription", "SubscriptionStream", "Transport"]
 
-_IDLE_LINES = 4  # idle lines kept for the next calls; one more is closed when put back
+# Idle lines kept for the next calls (one more is closed when put back): enough for the
+# threads of a busy program to call at once without connecting anew each time.
+_IDLE_LINES = 16
 
 
 class Transport:
