@@ -25,6 +25,8 @@ from anyio.from_thread import start_blocking_portal
 
 from browserd.client import AsyncClient, AsyncRunEvents, Client, errors, wire
 
+from .conftest import DaemonProcess
+
 BACKENDS = ["asyncio", "trio"]
 HELLO_RESULT = {
     "api_level": 1,
@@ -753,3 +755,45 @@ def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
     session.receive_data(msgpack.packb([1, msgid, None, {"subscription": "sub_1"}]))
     assert Session.finish_call(call).id == "sub_1"
     assert session.closed_error is None
+
+
+def test_many_threads_share_one_client_against_the_daemon(daemon_process: DaemonProcess) -> None:
+    """More threads than the client keeps idle lines call at once through one Client on a
+    real daemon: every call gets its own answer, the daemon sees at most a connection per
+    thread, and close() leaves it none."""
+    threads_count, calls = 24, 30
+    failures: list[BaseException] = []
+    seen: set[str] = set()
+
+    with Client(daemon_process.socket) as bd:
+        bd.spaces.create("a")
+
+        def worker(n: int) -> None:
+            try:
+                for i in range(calls):
+                    if i % 3 == 0:
+                        clients = bd.status()["counts"]["clients"]
+                        assert 1 <= clients <= threads_count + 1, clients
+                    space = bd.spaces.get("a")
+                    assert space.name == "a"
+                    seen.add(space.id)
+                    with pytest.raises(errors.SpaceNotFound):  # an error answers its caller
+                        bd.spaces.get(f"nope-{n}")
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True)
+                   for n in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "a caller hung"
+        assert not failures, failures
+        assert len(seen) == 1
+        assert bd.spaces.get("a").name == "a"  # the client goes on after the crowd
+    with Client(daemon_process.socket) as probe:
+        deadline = time.monotonic() + 5
+        while probe.status()["counts"]["clients"] != 1:
+            assert time.monotonic() < deadline, "the closed client's connections stayed open"
+            time.sleep(0.05)
