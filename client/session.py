@@ -1,12 +1,13 @@
 """The client's half of an RPC connection, without I/O: calls in flight, subscriptions, and
 what each message from the daemon does to them.
 
-Both transports drive one :class:`Session` (``_async/transport.py`` on anyio,
-``_sync/transport.py`` on a blocking socket): they hand it the bytes they read and write the
-frames it gives them. Waiting is theirs too: a transport waits for :attr:`Call.ready` (its
+Each connection drives one :class:`Session` (``_async/transport.py`` on anyio,
+``_sync/line.py`` on a blocking socket): it hands it the bytes it reads and writes the
+frames it gives back. Waiting is the connection's too: it waits for :attr:`Call.ready` (its
 reply is in) or :attr:`Feed.ready` (a payload is waiting, or the stream ended) by reading and
-feeding bytes until it is. A Session is not thread-safe: the blocking transport calls it
-under one lock.
+feeding bytes until it is; a caller that has the connection to itself reads for its own call
+alone (:meth:`Session.start_own_call`, :meth:`Session.own_reply`). A Session is not
+thread-safe: a blocking line that threads share calls it under one lock.
 """
 
 from __future__ import annotations

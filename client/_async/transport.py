@@ -5,9 +5,10 @@ Whoever waits reads: a task waiting for a reply (or a subscription's next payloa
 read lock, reads once, and hands every message to the :class:`~browserd.client.session.Session`,
 which settles the calls and subscriptions it answers; then the next waiter goes (as
 httpcore's HTTP/2 connection does). So a client needs no task group, works from any task,
-and a call costs one wait for the socket to be readable. The blocking twin is
-``_sync/transport.py``. Every transport failure is mapped here, at the edge, so callers
-only ever see ``browserd.client.errors``.
+and a call costs one wait for the socket to be readable. The blocking twins are
+``_sync/line.py`` (one connection) and ``_sync/transport.py`` (a connection per caller).
+Every transport failure is mapped here, at the edge, so callers only ever see
+``browserd.client.errors``.
 """
 
 from __future__ import annotations

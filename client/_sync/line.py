@@ -110,7 +110,7 @@ class Line:
         self._send_lock = threading.Lock()
         # _lock guards the Session, _sock, _reading and _sleepers; threads waiting while
         # another reads sleep on _state. (`with self._lock` is the C lock itself: cheaper
-        # than entering the Condition, on the path every call takes. `lock.acquire()` and a
+        # than entering the Condition, on the path every shared call takes. `acquire()` and a
         # `try` would be cheaper still, but a ^C can land between the two and leave the lock
         # held for good; `with` takes it and arms the release in one step.)
         self._lock = threading.Lock()
