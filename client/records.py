@@ -118,12 +118,13 @@ def from_wire_list(cls: type[T], wires: list[dict[str, Any]], **private: Any) ->
 
 
 _BUILDERS: dict[type[Any], Callable[[dict[str, Any], dict[str, Any]], Any]] = {}
+_FACTORY: type[Any] = type(attrs.Factory(dict))  # a field's default made per instance
 
 
 def _new_builder(cls: type[T]) -> Callable[[dict[str, Any], dict[str, Any]], T]:
+    """The builder of ``cls``, compiled at its first use and kept."""
     build = _BUILDERS[cls] = _compile_builder(cls)
     return build
-_FACTORY: type[Any] = type(attrs.Factory(dict))  # a field's default made per instance
 
 
 def _compile_builder(cls: type[T]) -> Callable[[dict[str, Any], dict[str, Any]], T]:

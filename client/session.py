@@ -233,7 +233,9 @@ class Session:
                 if frame is wire.NEED_DATA:
                     return frame
                 # Anything else (its error, a notification, a late reply to a call given
-                # up, the end) is read in full, with this call in the table meanwhile.
+                # up, the end) is read in full, with this call in the table meanwhile. It
+                # has nothing to write back: only subscriptions do (a cancel), and a caller
+                # with the connection to itself has none on it.
                 call = self._calls[msgid] = Call()
                 try:
                     self._read_frame(frame)

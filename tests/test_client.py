@@ -757,6 +757,45 @@ def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
     assert session.closed_error is None
 
 
+def test_a_call_read_by_its_own_caller_takes_only_its_own_reply() -> None:
+    """`start_own_call` and `own_reply`, the way of a caller that has the connection to
+    itself: only a plain result for its msgid is its result; its error raises its class;
+    whatever else comes first is read in full and does not end the call."""
+    from browserd.client.session import Session
+
+    session = Session(1 << 20)
+    msgid, frame = session.start_own_call("m", {"a": 1})
+    assert msgpack.unpackb(frame) == [0, msgid, "m", [{"a": 1}]]
+    not_its_reply = [
+        [1, [msgid], None, "an unhashable msgid"],
+        [1, True, None, "a bool is no msgid"],
+        [1, msgid + 1000, None, "a late reply to a call given up"],
+        [1, 2**40, None, "out of range"],
+        [2, "stray.notification", [{}]],
+    ]
+    data = b"".join(map(msgpack.packb, not_its_reply))
+    assert session.own_reply(msgid, data[:7]) is wire.NEED_DATA  # a frame cut short
+    assert session.own_reply(msgid, data[7:]) is wire.NEED_DATA
+    assert session.closed_error is None
+    assert session.own_reply(msgid, msgpack.packb([1, msgid, None, {"mine": True}])) == {
+        "mine": True}
+
+    msgid, _ = session.start_own_call("m", {})
+    error = wire.make_error("space.not_found", "no such space")
+    with pytest.raises(errors.SpaceNotFound, match="no such space"):
+        session.own_reply(msgid, msgpack.packb([1, msgid, error, None]))
+    msgid, _ = session.start_own_call("m", {})
+    with pytest.raises(errors.InvalidRequest, match="invalid response"):
+        session.own_reply(msgid, msgpack.packb([1, msgid, None, "x", "extra"]))
+    assert session.closed_error is None  # each failed alone
+
+    msgid, _ = session.start_own_call("m", {})
+    with pytest.raises(errors.ConnectionLost, match="closed the connection"):
+        session.own_reply(msgid, b"")
+    with pytest.raises(errors.ConnectionLost):
+        session.start_own_call("m", {})
+
+
 def test_many_threads_share_one_client_against_the_daemon(daemon_process: DaemonProcess) -> None:
     """More threads than the client keeps idle lines call at once through one Client on a
     real daemon: every call gets its own answer, the daemon sees at most a connection per
