@@ -521,6 +521,26 @@ def test_client_silent_daemon_times_out(sock: Path) -> None:
         assert time.monotonic() - started < 2
 
 
+def in_threads(work: Callable[[int], None], count: int, *, timeout: float) -> list[BaseException]:
+    """Run ``work(n)`` for each n below ``count``, each in a thread of its own, all at once;
+    returns what they raised. A thread still running after ``timeout`` fails the test."""
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+        assert not thread.is_alive(), "a caller hung"
+    return failures
+
+
 def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
     """Threads call at once through one Client: each call has a connection to itself while
     the others are in flight (the daemon answers none until all are in, then in reverse
@@ -541,22 +561,12 @@ def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
         await peer.wait_closed()
 
     results: dict[int, Any] = {}
-    failures: list[BaseException] = []
-
-    def worker(bd: Client, n: int) -> None:
-        try:
-            results[n] = bd.call("echo", {"n": n})
-        except BaseException as exc:
-            failures.append(exc)
-
     with peer_in_thread(sock, script, connections=count), Client(sock) as bd:
-        threads = [threading.Thread(target=worker, args=(bd, n), daemon=True)
-                   for n in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=10)
-            assert not thread.is_alive(), "a caller hung"
+
+        def worker(n: int) -> None:
+            results[n] = bd.call("echo", {"n": n})
+
+        failures = in_threads(worker, count, timeout=10)
     assert not failures, failures
     assert results == {n: {"echo": n} for n in range(count)}
 
@@ -801,33 +811,23 @@ def test_many_threads_share_one_client_against_the_daemon(daemon_process: Daemon
     real daemon: every call gets its own answer, the daemon sees at most a connection per
     thread, and close() leaves it none."""
     threads_count, calls = 24, 30
-    failures: list[BaseException] = []
     seen: set[str] = set()
 
     with Client(daemon_process.socket) as bd:
         bd.spaces.create("a")
 
         def worker(n: int) -> None:
-            try:
-                for i in range(calls):
-                    if i % 3 == 0:
-                        clients = bd.status()["counts"]["clients"]
-                        assert 1 <= clients <= threads_count + 1, clients
-                    space = bd.spaces.get("a")
-                    assert space.name == "a"
-                    seen.add(space.id)
-                    with pytest.raises(errors.SpaceNotFound):  # an error answers its caller
-                        bd.spaces.get(f"nope-{n}")
-            except BaseException as exc:
-                failures.append(exc)
+            for i in range(calls):
+                if i % 3 == 0:
+                    clients = bd.status()["counts"]["clients"]
+                    assert 1 <= clients <= threads_count + 1, clients
+                space = bd.spaces.get("a")
+                assert space.name == "a"
+                seen.add(space.id)
+                with pytest.raises(errors.SpaceNotFound):  # an error answers its caller
+                    bd.spaces.get(f"nope-{n}")
 
-        threads = [threading.Thread(target=worker, args=(n,), daemon=True)
-                   for n in range(threads_count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive(), "a caller hung"
+        failures = in_threads(worker, threads_count, timeout=30)
         assert not failures, failures
         assert len(seen) == 1
         assert bd.spaces.get("a").name == "a"  # the client goes on after the crowd
