@@ -736,6 +736,17 @@ def test_the_daemons_last_word_beats_a_broken_pipe() -> None:
     client_end.close()
 
 
+def not_its_reply(msgid: int) -> bytes:
+    """Frames that look like the reply to call ``msgid`` and are not."""
+    return b"".join(map(msgpack.packb, [
+        [1, [msgid], None, "an unhashable msgid"],
+        [1, True, None, "a bool is no msgid"],
+        [1, msgid + 1000, None, "nobody asked (a late reply to a call given up)"],
+        [1, 2**40, None, "out of range"],
+        [2, "stray.notification", [{}]],
+    ]))
+
+
 def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
     """Replies are settled straight from the decoded frame when they are plain results for
     a waiting call; anything else that looks like one goes through the full reading."""
@@ -743,14 +754,7 @@ def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
 
     session = Session(1 << 20)
     msgid, call, _ = session.start_call("m", {})
-    not_its_reply = [
-        [1, [msgid], None, "an unhashable msgid"],
-        [1, True, None, "a bool is no msgid"],
-        [1, msgid + 1000, None, "nobody asked"],
-        [1, 2**40, None, "out of range"],
-        [2, "stray.notification", [{}]],
-    ]
-    assert session.receive_data(b"".join(map(msgpack.packb, not_its_reply))) == b""
+    assert session.receive_data(not_its_reply(msgid)) == b""
     assert not call.ready and session.closed_error is None
     session.receive_data(msgpack.packb([1, msgid, None, {"mine": True}]))
     assert call.ready and Session.finish_call(call) == {"mine": True}
@@ -776,14 +780,7 @@ def test_a_call_read_by_its_own_caller_takes_only_its_own_reply() -> None:
     session = Session(1 << 20)
     msgid, frame = session.start_own_call("m", {"a": 1})
     assert msgpack.unpackb(frame) == [0, msgid, "m", [{"a": 1}]]
-    not_its_reply = [
-        [1, [msgid], None, "an unhashable msgid"],
-        [1, True, None, "a bool is no msgid"],
-        [1, msgid + 1000, None, "a late reply to a call given up"],
-        [1, 2**40, None, "out of range"],
-        [2, "stray.notification", [{}]],
-    ]
-    data = b"".join(map(msgpack.packb, not_its_reply))
+    data = not_its_reply(msgid)
     assert session.own_reply(msgid, data[:7]) is wire.NEED_DATA  # a frame cut short
     assert session.own_reply(msgid, data[7:]) is wire.NEED_DATA
     assert session.closed_error is None
