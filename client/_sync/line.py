@@ -317,6 +317,7 @@ class Line:
 
     @property
     def broken(self) -> bool:
+        """The connection is gone: no call on this line can succeed any more."""
         return self._session.closed_error is not None
 
     def interrupt(self) -> None:

@@ -4,11 +4,11 @@ The twin of ``_async/transport.py``, written by hand because the I/O differs. A 
 an idle :class:`~browserd.client._sync.line.Line` (or connects a new one), has it to itself
 for the call, and puts it back: one thread calling uses one connection over and over;
 threads that call at once each use a line of their own; and no lock is taken on the way
-(taking an idle line and putting it back are single deque operations), which is what
-``Line.call`` on a shared line costs in locks alone. A subscription (``*.follow``) has a line
-to itself until its stream ends or it is cancelled. For a daemon reached through ssh, where
-a line is an ssh process and the CDP forwards live on it, one shared line carries every call
-and subscription, multiplexed by ``Line.call``.
+(taking an idle line and putting it back are single deque operations, where a call through
+a line that threads share takes three lock sections). A subscription (``*.follow``) has a
+line to itself until its stream ends or it is cancelled. For a daemon reached through ssh,
+where a line is an ssh process and the CDP forwards live on it, one shared line carries
+every call and subscription, multiplexed by ``Line.call``.
 
 A line on which a call was interrupted (^C) is closed rather than reused, since where its
 reading stopped is not known; a line the daemon closed or that broke leaves the whole client
@@ -25,9 +25,9 @@ from typing import Any
 from ..contexts import Destination
 from ..errors import BrowserdError, ConnectionLost
 from ..session import fresh
-from .line import Line, Subscription, SubscriptionStream
+from .line import Line, Subscription
 
-__all__ = ["Subscription", "SubscriptionStream", "Transport"]
+__all__ = ["Subscription", "Transport"]
 
 # Idle lines kept for the next calls (one more is closed when put back): enough for the
 # threads of a busy program to call at once without connecting anew each time.
