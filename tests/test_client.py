@@ -571,6 +571,39 @@ def test_client_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
     assert results == {n: {"echo": n} for n in range(count)}
 
 
+def test_a_line_shared_by_threads_gets_each_its_own_reply(sock: Path) -> None:
+    """One Line that threads share (through ssh, one carries every call): the daemon answers
+    in reverse order, so every reply but the last is read by a thread other than the one
+    waiting for it."""
+    from browserd.client._sync.line import Line
+    from browserd.client.contexts import destination
+
+    count = 8
+
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        requests = [await peer.request() for _ in range(count)]
+        for request in reversed(requests):
+            await peer.reply(request, {"echo": request.params["n"]})
+            await anyio.sleep(0.01)
+        await peer.wait_closed()
+
+    results: dict[int, Any] = {}
+    with peer_in_thread(sock, script):
+        line = Line(destination(None, sock), client_name="test", connect_timeout=5,
+                    max_buffer_size=wire.DEFAULT_MAX_BUFFER)
+
+        def worker(n: int) -> None:
+            results[n] = line.call("echo", {"n": n})
+
+        try:
+            failures = in_threads(worker, count, timeout=10)
+        finally:
+            line.close()
+    assert not failures, failures
+    assert results == {n: {"echo": n} for n in range(count)}
+
+
 def test_client_close_from_another_thread_fails_the_waiting_call(sock: Path) -> None:
     async def script(peer: Peer) -> None:
         await peer.hello()
