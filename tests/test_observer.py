@@ -68,15 +68,21 @@ def lease_url(registry: Registry, rt: Runtime) -> str:
 async def wait_for(registry: Registry, rt: Runtime,
                    predicate: Callable[[dict[str, Any]], bool],
                    timeout_s: float = 15.0) -> dict[str, Any]:
-    """The first event of the live run that matches, waiting for it at most timeout_s."""
+    """The first event of the live run that matches, waiting for it at most timeout_s; on
+    timeout the failure lists what the run did record (this wait failed once in CI, for a
+    `target.navigated` that never came, with nothing to go on)."""
     assert rt.run is not None
     run = rt.run
-    with trio.fail_after(timeout_s):
+    events: list[dict[str, Any]] = []
+    with trio.move_on_after(timeout_s):
         while True:
-            for event in await registry.list_events(run, 0, 100_000, None):
+            events = await registry.list_events(run, 0, 100_000, None)
+            for event in events:
                 if predicate(event):
                     return event
             await trio.sleep(0.05)
+    seen = [(e["seq"], e["type"], e.get("status"), e.get("target", {}).get("url")) for e in events]
+    raise AssertionError(f"no matching event within {timeout_s} s; the run recorded: {seen}")
 
 
 async def open_page(cdp: CdpConnection, url: str) -> tuple[str, str]:
