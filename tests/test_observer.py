@@ -23,9 +23,7 @@ from browserd.daemon.core.runtime import LaunchOptions, Runtime
 from browserd.daemon.service import Daemon, serve
 from browserd.daemon.services.observer import console_types
 
-from .conftest import assert_no_processes, make_config, serve_pages
-
-HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
+from .conftest import HEADLESS_SHELL, assert_no_processes, make_config, serve_pages
 
 PAGES: dict[str, tuple[str, bytes]] = {
     "/console": ("text/html", b"<!doctype html><title>console page</title><script>"

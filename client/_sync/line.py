@@ -315,11 +315,6 @@ class Line:
         """Why the connection is gone (the daemon closed it, a read or write failed)."""
         return self._session.closed_error
 
-    @property
-    def broken(self) -> bool:
-        """The connection is gone: no call on this line can succeed any more."""
-        return self._session.closed_error is not None
-
     def interrupt(self) -> None:
         """Shut the socket down, from any thread: a call on it fails at once (its owner then
         closes the line; the descriptor stays open until then)."""

@@ -131,7 +131,7 @@ class Transport:
         try:
             result = line.call_owned(method, params or {})
         except BrowserdError as exc:
-            if not line.broken:
+            if line.closed_error is None:
                 self._put_back(line)
                 raise
             self._lost(line, exc)
@@ -155,7 +155,7 @@ class Transport:
             subscription = line.subscribe(
                 method, params, on_end=lambda: self._subscription_done(subscription_id[0]))
         except BrowserdError as exc:
-            if not line.broken:
+            if line.closed_error is None:
                 self._put_back(line)
                 raise
             self._lost(line, exc)

@@ -369,10 +369,11 @@ def test_kill_9_of_the_daemon_mid_download(make_daemon: Any, stalling_site: str,
 
 @pytest.fixture
 def small_state_fs(short_dir: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs as the state dir (room for a headless profile, then filled up)."""
+    """A 32 MiB tmpfs as the state dir (room for a headless profile, then filled up; at
+    16 MiB the browser itself once filled it before the test did)."""
     state = short_dir / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(state)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(state)],
                    check=True)
     try:
         yield state
@@ -386,9 +387,9 @@ def small_state_fs(short_dir: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(state)], check=False)
 
 
-def fill(path: Path) -> Path:
-    filler = path / "filler"
-    with open(filler, "wb") as sink:
+def fill(filler: Path) -> Path:
+    """Write ``filler`` (made while there was room) until the filesystem is full."""
+    with open(filler, "ab") as sink:
         try:
             while True:
                 sink.write(b"\0" * 65536)
@@ -409,10 +410,11 @@ def call_clean(bd: Client, method: str, params: dict[str, Any]) -> Any:
 
 def test_state_dir_on_a_full_filesystem(make_daemon: Any, small_state_fs: Path) -> None:
     daemon = make_daemon()
+    (small_state_fs / "filler").touch()  # so a disk the browser filled first is still ours to free
     with Client(daemon.socket) as bd:
         runtime = bd.runtimes.browser.launch(name="full")
         before = runtime.connections.create(ttl_s=60)
-        filler = fill(small_state_fs)
+        filler = fill(small_state_fs / "filler")
         # Everything answers, cleanly; the live browser goes on.
         for method, params in [
             ("daemon.status", {}), ("runtimes.list", {}),
