@@ -5,8 +5,9 @@ Each connection drives one :class:`Session` (``_async/transport.py`` on anyio,
 ``_sync/line.py`` on a blocking socket): it hands it the bytes it reads and writes the
 frames it gives back. Waiting is the connection's too: it waits for :attr:`Call.ready` (its
 reply is in) or :attr:`Feed.ready` (a payload is waiting, or the stream ended) by reading and
-feeding bytes until it is; a caller that has the connection to itself reads for its own call
-alone (:meth:`Session.start_own_call`, :meth:`Session.own_reply`). A Session is not
+feeding bytes until it is. A caller that has the connection to itself reads for its own call
+alone (:meth:`Session.start_own_call`): it takes the frames from :attr:`Session.codec` and
+hands every one but its plain result to :meth:`Session.own_frame`. A Session is not
 thread-safe: a blocking line that threads share calls it under one lock.
 """
 
@@ -90,7 +91,9 @@ class Session:
                  lost_hint: str = LOST_HINT) -> None:
         self._lost_hint = lost_hint  # what to do once the connection is gone
         # The daemon is trusted to send string keys: the decoder builds maps natively.
-        self._wire = wire.Connection(max_buffer_size, check_map_keys=False)
+        self.codec = wire.Connection(max_buffer_size, check_map_keys=False)
+        """The wire codec; a caller with the connection to itself reads its own reply from it
+        (:meth:`start_own_call`)."""
         self._calls: dict[int, Call] = {}
         self._feeds: dict[str, Feed] = {}
         self._next_msgid = 1
@@ -153,7 +156,7 @@ class Session:
 
     def _encode(self, msgid: int, method: str, params: dict[str, Any]) -> bytes:
         try:
-            return self._wire.send_request(msgid, method, params)
+            return self.codec.send_request(msgid, method, params)
         except wire.LocalProtocolError as exc:
             raise error_from_wire(exc.error) from None
 
@@ -171,9 +174,9 @@ class Session:
         """Take bytes read from the daemon (``b""``: it closed) and settle every call and
         subscription they answer. Returns frames to write (cancels), often ``b""``."""
         out = b""
-        next_frame, calls = self._wire.next_frame, self._calls
+        next_frame, calls = self.codec.next_frame, self._calls
         try:
-            self._wire.receive_data(data)
+            self.codec.receive_data(data)
             while True:
                 frame = next_frame()
                 if frame is wire.NEED_DATA:
@@ -199,10 +202,11 @@ class Session:
     # -- a call read by its own caller ---------------------------------------------------
 
     def start_own_call(self, method: str, params: dict[str, Any]) -> tuple[int, bytes]:
-        """A call whose caller has the connection to itself and reads its reply with
-        :meth:`own_reply`: its msgid and the frame to write. It is not in the table (the
-        usual reply never touches it); a frame that is anything else puts it there while it
-        is read."""
+        """A call whose caller has the connection to itself: its msgid and the frame to
+        write. The caller reads the frames that follow from :attr:`codec` itself: its plain
+        result is ``[RESPONSE, msgid, None, result]``, and every other frame goes to
+        :meth:`own_frame`. The call is not in the table (its usual reply never touches it);
+        another frame puts it there while that frame is read."""
         if self.closed_error is not None:
             raise fresh(self.closed_error)
         msgid = self._next_msgid
@@ -211,42 +215,30 @@ class Session:
         else:
             msgid = self._allocate_msgid()
         try:
-            return msgid, self._wire.send_request(msgid, method, params)
+            return msgid, self.codec.send_request(msgid, method, params)
         except wire.LocalProtocolError as exc:
             raise error_from_wire(exc.error) from None
 
-    def own_reply(self, msgid: int, data: bytes | memoryview) -> Any:
-        """Take bytes read from the daemon (``b""``: it closed) for own call ``msgid``: its
-        result once its reply is in (raises its error), else ``wire.NEED_DATA``: read
-        more. Every other message read meanwhile is settled as :meth:`receive_data` settles
-        it."""
-        wire_ = self._wire
+    def own_frame(self, msgid: int, frame: Any) -> Any:
+        """Settle a frame read for own call ``msgid`` that is not its plain reply (its error,
+        a notification, a late reply to a call given up, the end): the call's result when
+        this settles it (raises its error), else ``wire.NEED_DATA``: read on."""
+        # Read in full, with the call in the table meanwhile. It has nothing to write back:
+        # only subscriptions do (a cancel), and a caller with the connection to itself has
+        # none on it.
+        call = self._calls[msgid] = Call()
         try:
-            wire_.receive_data(data)
-            next_frame = wire_.next_frame
-            while True:
-                frame = next_frame()
-                if (type(frame) is list and len(frame) == 4 and frame[1] == msgid
-                        and frame[0] == wire.RESPONSE and frame[2] is None
-                        and type(frame[1]) is int):
-                    return frame[3]
-                if frame is wire.NEED_DATA:
-                    return frame
-                # Anything else (its error, a notification, a late reply to a call given
-                # up, the end) is read in full, with this call in the table meanwhile. It
-                # has nothing to write back: only subscriptions do (a cancel), and a caller
-                # with the connection to itself has none on it.
-                call = self._calls[msgid] = Call()
-                try:
-                    self._read_frame(frame)
-                finally:
-                    if self._calls.get(msgid) is call:
-                        del self._calls[msgid]
-                if call.ready:
-                    return self.finish_call(call)
-        except wire.RemoteProtocolError as exc:
-            self._broken(exc)
-            raise fresh(self.closed_error) from None  # type: ignore[arg-type]
+            self._read_frame(frame)
+        finally:
+            if self._calls.get(msgid) is call:
+                del self._calls[msgid]
+        return self.finish_call(call) if call.ready else wire.NEED_DATA
+
+    def protocol_error(self, exc: wire.RemoteProtocolError) -> BrowserdError:
+        """The daemon broke the protocol (the codec raised ``exc``): the connection is
+        gone; the error to raise."""
+        self._broken(exc)
+        return fresh(self.closed_error)  # type: ignore[arg-type]
 
     def _read_frame(self, frame: Any) -> bytes:
         """Settle what one frame (not the hot path's) says; frames to write, often ``b""``."""

@@ -403,8 +403,16 @@ class Connection:
         """Encode ``[0, msgid, method, [params]]``."""
         # A good request passes one test (a client sends one per call); the checks that say
         # what is wrong run when it fails.
-        if not (type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str
-                and isinstance(params, dict)):
+        if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str and (
+                isinstance(params, dict)):
+            try:  # _pack, written out for the one call a client makes per request
+                frame: bytes = self._packer.pack([REQUEST, msgid, method, [params]])
+            except (TypeError, ValueError, OverflowError):
+                pass  # _pack below says what cannot be encoded
+            else:
+                if len(frame) <= self._large:
+                    return frame
+        else:
             _check_msgid(msgid)
             _check_method(method)
             _check_map(params, "params")

@@ -806,42 +806,53 @@ def test_the_session_takes_only_well_formed_results_for_its_own_calls() -> None:
     assert session.closed_error is None
 
 
-def test_a_call_read_by_its_own_caller_takes_only_its_own_reply() -> None:
-    """`start_own_call` and `own_reply`, the way of a caller that has the connection to
-    itself: only a plain result for its msgid is its result; its error raises its class;
-    whatever else comes first is read in full and does not end the call."""
-    from browserd.client.session import Session
+def test_a_call_read_by_its_own_caller_takes_only_its_own_reply(sock: Path) -> None:
+    """`Line.call_owned`, the way of a caller that has the connection to itself: only a
+    plain result for its msgid is its result (what looks like one and is not, even cut
+    across reads, is read in full and does not end the call); its error raises its class;
+    an invalid reply fails that call alone; the daemon closing fails it and every later one."""
+    from browserd.client._sync.line import Line
+    from browserd.client.contexts import destination
 
-    session = Session(1 << 20)
-    msgid, frame = session.start_own_call("m", {"a": 1})
-    assert msgpack.unpackb(frame) == [0, msgid, "m", [{"a": 1}]]
-    data = not_its_reply(msgid)
-    assert session.own_reply(msgid, data[:7]) is wire.NEED_DATA  # a frame cut short
-    assert session.own_reply(msgid, data[7:]) is wire.NEED_DATA
-    assert session.closed_error is None
-    assert session.own_reply(msgid, msgpack.packb([1, msgid, None, {"mine": True}])) == {
-        "mine": True}
+    async def script(peer: Peer) -> None:
+        await peer.hello()
+        request = await peer.request()
+        assert (request.method, request.params) == ("m", {"a": 1})
+        data = not_its_reply(request.msgid)
+        await peer.stream.send(data[:7])  # a frame cut short
+        await anyio.sleep(0.05)
+        await peer.stream.send(data[7:])
+        await peer.reply(request, {"mine": True})
+        error = wire.make_error("space.not_found", "no such space")
+        await peer.reply(await peer.request(), error=error)
+        bad = await peer.request()
+        await peer.stream.send(msgpack.packb([1, bad.msgid, None, "x", "extra"]))
+        await peer.request()  # and close without answering
 
-    msgid, _ = session.start_own_call("m", {})
-    error = wire.make_error("space.not_found", "no such space")
-    with pytest.raises(errors.SpaceNotFound, match="no such space"):
-        session.own_reply(msgid, msgpack.packb([1, msgid, error, None]))
-    msgid, _ = session.start_own_call("m", {})
-    with pytest.raises(errors.InvalidRequest, match="invalid response"):
-        session.own_reply(msgid, msgpack.packb([1, msgid, None, "x", "extra"]))
-    assert session.closed_error is None  # each failed alone
-
-    msgid, _ = session.start_own_call("m", {})
-    with pytest.raises(errors.ConnectionLost, match="closed the connection"):
-        session.own_reply(msgid, b"")
-    with pytest.raises(errors.ConnectionLost):
-        session.start_own_call("m", {})
+    with peer_in_thread(sock, script):
+        line = Line(destination(None, sock), client_name="test", connect_timeout=5,
+                    max_buffer_size=wire.DEFAULT_MAX_BUFFER)
+        try:
+            assert line.call_owned("m", {"a": 1}) == {"mine": True}
+            with pytest.raises(errors.SpaceNotFound, match="no such space"):
+                line.call_owned("m", {})
+            with pytest.raises(errors.InvalidRequest, match="invalid response"):
+                line.call_owned("m", {})
+            assert line.closed_error is None  # each failed alone
+            with pytest.raises(errors.ConnectionLost, match="closed the connection"):
+                line.call_owned("m", {})
+            with pytest.raises(errors.ConnectionLost):
+                line.call_owned("m", {})
+        finally:
+            line.close()
 
 
 def test_many_threads_share_one_client_against_the_daemon(daemon_process: DaemonProcess) -> None:
     """More threads than the client keeps idle lines call at once through one Client on a
     real daemon: every call gets its own answer, the daemon sees at most a connection per
-    thread, and close() leaves it none."""
+    thread, keeps no more than its idle lines after, and close() leaves it none."""
+    from browserd.client._sync.transport import _IDLE_LINES as IDLE_LINES
+
     threads_count, calls = 24, 30
     seen: set[str] = set()
 
@@ -863,6 +874,10 @@ def test_many_threads_share_one_client_against_the_daemon(daemon_process: Daemon
         assert not failures, failures
         assert len(seen) == 1
         assert bd.spaces.get("a").name == "a"  # the client goes on after the crowd
+        deadline = time.monotonic() + 5  # the lines over those kept idle are closed
+        while (clients := bd.status()["counts"]["clients"]) > IDLE_LINES:
+            assert time.monotonic() < deadline, f"{clients} connections stayed open"
+            time.sleep(0.05)
     with Client(daemon_process.socket) as probe:
         deadline = time.monotonic() + 5
         while probe.status()["counts"]["clients"] != 1:

@@ -1,5 +1,6 @@
-"""records.from_wire: the builder compiled per class builds what the class's own attrs
-``__init__`` builds from the same wire map, whatever keys the map has or lacks."""
+"""records.from_wire and from_wire_list: the builders compiled per class build what the
+class's own attrs ``__init__`` builds from the same wire map, whatever keys the map has or
+lacks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from browserd.client import records
@@ -15,7 +16,7 @@ from browserd.client._async import control as async_control
 from browserd.client._async import resources as async_resources
 from browserd.client._sync import control as sync_control
 from browserd.client._sync import resources as sync_resources
-from browserd.client.records import from_wire
+from browserd.client.records import from_wire, from_wire_list
 
 
 def _classes(module: Any) -> list[type[Any]]:
@@ -60,6 +61,7 @@ def test_the_classes_are_found() -> None:
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
 @given(data=st.data())
+@settings(deadline=None)  # a class's first example compiles its builders
 def test_from_wire_builds_what_init_builds(cls: type[Any], data: st.DataObject) -> None:
     keys = [f.name for f in attrs.fields(cls) if f.alias == f.name and f.name != "raw"]
     wire = data.draw(st.dictionaries(st.sampled_from([*keys, "added_later"]), VALUES))
@@ -68,6 +70,10 @@ def test_from_wire_builds_what_init_builds(cls: type[Any], data: st.DataObject) 
     assert type(built) is cls
     assert built.raw is wire  # unknown keys stay there, and only there
     assert _fields(built) == _fields(_by_init(cls, wire, private))
+    many = from_wire_list(cls, [wire, {}, wire], **private)  # the list's own compiled loop
+    assert [type(one) for one in many] == [cls] * 3 and many[0] is not many[2]
+    assert [_fields(one) for one in many] == [
+        _fields(_by_init(cls, one, private)) for one in (wire, {}, wire)]
 
 
 def test_a_class_the_builder_does_not_compile_gets_its_init() -> None:
@@ -87,7 +93,8 @@ def test_a_class_the_builder_does_not_compile_gets_its_init() -> None:
         raw: dict[str, Any] = attrs.field(factory=dict)
 
     assert from_wire(Checked, {"name": "a", "other": 1}).name == "a"
-    assert seen == ["a"]
+    assert [one.name for one in from_wire_list(Checked, [{"name": "b"}, {}])] == ["b", ""]
+    assert seen == ["a", "b", ""]
     with pytest.raises(TypeError):
         from_wire(Checked, {"name": 3})
     assert from_wire(Required, {"name": "b"}).name == "b"

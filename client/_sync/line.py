@@ -302,13 +302,24 @@ class Line:
             last_word(sock, session)
             raise session.transport_error(exc) from exc
         # Read first: nothing read before the request went out can be its reply.
-        buffer, view, own_reply = self._buffer, self._view, session.own_reply
+        buffer, view, codec = self._buffer, self._view, session.codec
+        receive, next_frame = codec.receive_data, codec.next_frame
         try:
-            while (result := own_reply(msgid, view[:sock.recv_into(buffer)])) is wire.NEED_DATA:
-                pass
+            while True:
+                receive(view[:sock.recv_into(buffer)])
+                while (frame := next_frame()) is not wire.NEED_DATA:
+                    # Its plain result is taken from the frame as decoded (the hot path);
+                    # anything else is read in full by the session.
+                    if (type(frame) is list and len(frame) == 4 and frame[1] == msgid
+                            and frame[0] == wire.RESPONSE and frame[2] is None
+                            and type(frame[1]) is int):
+                        return frame[3]
+                    if (result := session.own_frame(msgid, frame)) is not wire.NEED_DATA:
+                        return result
         except OSError as exc:
             raise session.transport_error(exc) from exc
-        return result
+        except wire.RemoteProtocolError as exc:
+            raise session.protocol_error(exc) from None
 
     @property
     def closed_error(self) -> BrowserdError | None:

@@ -116,7 +116,7 @@ class Transport:
             self._discard(line)
         if shared is not None:
             shared.close()
-        self._drop_idle()
+        self._trim_idle()
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -141,7 +141,12 @@ class Transport:
         except BaseException:
             self._discard(line)  # interrupted part-way: not to be read from again
             raise
-        self._put_back(line)
+        # _put_back, written out on the usual way (appended first: close() may have run
+        # meanwhile and missed it)
+        idle = self._idle
+        idle.append(line)
+        if self._closed is not None or len(idle) > _IDLE_LINES:
+            self._trim_idle()
         return result
 
     def subscribe(self, method: str, params: dict[str, Any]) -> Subscription:
@@ -217,24 +222,24 @@ class Transport:
 
     def _put_back(self, line: Line) -> None:
         idle = self._idle
-        if len(idle) < _IDLE_LINES:
-            idle.append(line)
-            if self._closed is not None:  # closed while it was out: close() missed it
-                self._drop_idle()
-        else:
-            self._discard(line)
+        idle.append(line)
+        if self._closed is not None or len(idle) > _IDLE_LINES:
+            self._trim_idle()
 
     def _discard(self, line: Line) -> None:
         with self._lines_lock:  # out of close()'s reach before its socket is closed
             self._lines.discard(line)
         line.close()
 
-    def _drop_idle(self) -> None:
-        while True:
+    def _trim_idle(self) -> None:
+        """Close the idle lines over the number kept, or every one once the client is
+        closed."""
+        idle = self._idle
+        while len(idle) > (0 if self._closed is not None else _IDLE_LINES):
             try:
-                line = self._idle.pop()
+                line = idle.popleft()  # the one idle longest
             except IndexError:
-                return
+                return  # another thread took it
             self._discard(line)
 
     def _subscription_done(self, subscription_id: str) -> None:
