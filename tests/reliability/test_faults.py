@@ -13,7 +13,6 @@ import http.server
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from browserd.client import Client, Runtime, errors
 
+from .conftest import fill
 from .harness import (
     FAULT_CYCLES,
     REPORT,
@@ -365,38 +365,6 @@ def test_kill_9_of_the_daemon_mid_download(make_daemon: Any, stalling_site: str,
 
 
 # ------------------------------------------------------------------------------ resources
-
-
-@pytest.fixture
-def small_state_fs(short_dir: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs as the state dir (room for a headless profile, then filled up; at
-    16 MiB the browser itself once filled it before the test did)."""
-    state = short_dir / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(state)],
-                   check=True)
-    try:
-        yield state
-    finally:
-        for proc in psutil.process_iter():
-            try:
-                if any(str(state) in part for part in proc.cmdline()):
-                    proc.kill()
-            except psutil.Error:
-                continue
-        subprocess.run(["umount", "-l", str(state)], check=False)
-
-
-def fill(filler: Path) -> Path:
-    """Write ``filler`` (made while there was room) until the filesystem is full."""
-    with open(filler, "ab") as sink:
-        try:
-            while True:
-                sink.write(b"\0" * 65536)
-                sink.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def call_clean(bd: Client, method: str, params: dict[str, Any]) -> Any:

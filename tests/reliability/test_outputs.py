@@ -19,8 +19,9 @@ import trio
 
 from browserd.client import AsyncClient, Client, errors, wire
 
+from .conftest import fill
 from .harness import REPORT, Daemon, assert_no_orphans
-from .test_faults import finish, small_state_fs  # noqa: F401 (a fixture)
+from .test_faults import finish
 
 RESULTS = 16
 TOLERANCE = 0.10
@@ -76,26 +77,14 @@ async def test_large_outputs_do_not_stay_in_the_daemons_memory(short_dir: Path) 
     assert_no_orphans(daemon.state_dir)
 
 
-def fill(path: Path) -> Path:
-    """Fill the file system at `path` (unbuffered, so no write is left over for close())."""
-    filler = path / "filler"
-    with open(filler, "wb", buffering=0) as sink:
-        try:
-            while True:
-                sink.write(b"\0" * 65536)
-        except OSError:
-            pass
-    return filler
-
-
 def test_an_output_a_full_disk_cannot_take_fails_cleanly(make_daemon: Any,
-                                                         small_state_fs: Path  # noqa: F811
-                                                         ) -> None:
+                                                         small_state_fs: Path) -> None:
     daemon = make_daemon()
+    (small_state_fs / "filler").touch()  # while there is room (see fill)
     with Client(daemon.socket) as bd:
         runtime = bd.runtimes.browser.launch(name="full")
         runtime.invocations.create("evaluate", {"expression": "1"})  # attached while there is room
-        filler = fill(small_state_fs)
+        filler = fill(small_state_fs / "filler")
         with pytest.raises(errors.InvocationFailed) as failed:
             runtime.invocations.create("evaluate", {"expression": "'x'.repeat(1 << 20)"})
         error = failed.value.data["invocation"]["error"]
