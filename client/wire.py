@@ -36,6 +36,7 @@ NOTIFICATION: Final = 2
 
 DEFAULT_MAX_BUFFER: Final = 16 * 1024 * 1024
 _PACKER_KEEP: Final = 1024 * 1024  # past this, a frame's encoding buffer is not kept
+_PACK_ERRORS = (TypeError, ValueError, OverflowError)  # Packer.pack on what it cannot encode
 # Arrays and maps are allocated at their declared size as soon as the header is
 # read, before their elements arrive; this cap bounds what a few header bytes
 # can make the decoder reserve. Lists in the API are paginated far below it.
@@ -407,7 +408,7 @@ class Connection:
                 isinstance(params, dict)):
             try:  # _pack, written out for the one call a client makes per request
                 frame: bytes = self._packer.pack([REQUEST, msgid, method, [params]])
-            except (TypeError, ValueError, OverflowError):
+            except _PACK_ERRORS:
                 pass  # _pack below says what cannot be encoded
             else:
                 if len(frame) <= self._large:
@@ -434,7 +435,7 @@ class Connection:
     def _pack(self, message: list[Any], code: str) -> bytes:
         try:
             frame: bytes = self._packer.pack(message)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except _PACK_ERRORS as exc:
             # Packer keeps no partial state after a failure (autoreset).
             raise LocalProtocolError(code, f"cannot encode message: {exc}") from None
         if len(frame) > self._large:

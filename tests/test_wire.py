@@ -344,6 +344,10 @@ def test_send_refuses_a_frame_the_peer_could_not_receive() -> None:
         conn.send_response(1, None, "x" * 100)
     assert info.value.code == "rpc.too_large"
     assert len(conn.send_response(1, None, "x" * 80)) <= 100
+    with pytest.raises(LocalProtocolError) as info:  # a request too (its own way to _pack)
+        conn.send_request(1, "m", {"x": "x" * 100})
+    assert info.value.code == "rpc.too_large"
+    assert len(conn.send_request(1, "m", {"x": "x" * 70})) <= 100
 
 
 # -- properties ----------------------------------------------------------------------
