@@ -19,6 +19,11 @@ often already waiting), so long rounds compared across a drift swung the ratio b
 order is shuffled (the same shuffles each run), not rotated: rotated, each way always ran
 right after the same other way, and the minimal loop building records, which always ran
 right after the minimal loop, measured 1.05-1.10x of it in two runs.
+
+The CPU rows are this process's user and system time per timed call (the daemon is another
+process): what the client itself costs, which the calls/s ratios show only through how the
+machine turns CPU into waiting (on this VM, a microsecond of client CPU has cost from 2 % to
+7 % of the calls/s from one run to the next).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import trio
@@ -79,16 +84,33 @@ class RawBlockingClient:
         self.sock.close()
 
 
-def _timed(call: Callable[[], Any], calls: int) -> float:
+class Spent(NamedTuple):
+    """What a round's timed calls took: wall-clock seconds, and this process's CPU seconds
+    (user and system: the client's own work, the daemon being another process)."""
+
+    wall: float
+    cpu: float
+
+
+def _clock() -> Spent:
+    return Spent(time.perf_counter(), time.process_time())
+
+
+def _since(start: Spent) -> Spent:
+    now = _clock()
+    return Spent(now.wall - start.wall, now.cpu - start.cpu)
+
+
+def _timed(call: Callable[[], Any], calls: int) -> Spent:
     for _ in range(_WARM_CALLS):
         call()
-    start = time.perf_counter()
+    start = _clock()
     for _ in range(calls):
         call()
-    return time.perf_counter() - start
+    return _since(start)
 
 
-def raw_round(path: Path, calls: int) -> float:
+def raw_round(path: Path, calls: int) -> Spent:
     raw = RawBlockingClient(path)
     try:
         return _timed(lambda: raw.call("spaces.list", {}), calls)
@@ -96,7 +118,7 @@ def raw_round(path: Path, calls: int) -> float:
         raw.close()
 
 
-def raw_records_round(path: Path, calls: int) -> float:
+def raw_records_round(path: Path, calls: int) -> Spent:
     """The minimal loop building the same `Space` records as `Client` does (the client's own
     record code), for the share of the difference that is the records, not the transport."""
     raw = RawBlockingClient(path)
@@ -111,7 +133,7 @@ def raw_records_round(path: Path, calls: int) -> float:
         raw.close()
 
 
-def raw_busy_round(path: Path, calls: int) -> float:
+def raw_busy_round(path: Path, calls: int) -> Spent:
     """The minimal loop with a few microseconds of CPU added to each call (a busy-wait): what
     that much client work costs in calls/s on this machine in this run. How much it costs
     depends on how fast the VM wakes the daemon's idle core, which drifts from run to run;
@@ -130,12 +152,12 @@ def raw_busy_round(path: Path, calls: int) -> float:
         raw.close()
 
 
-def client_round(path: Path, calls: int) -> float:
+def client_round(path: Path, calls: int) -> Spent:
     with Client(path) as bd:
         return _timed(lambda: bd.spaces.list(), calls)
 
 
-async def _raw_asyncio_round(path: Path, calls: int) -> float:
+async def _raw_asyncio_round(path: Path, calls: int) -> Spent:
     """The minimal client on asyncio (loop.sock_recv): what the event loop alone costs."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -161,40 +183,40 @@ async def _raw_asyncio_round(path: Path, calls: int) -> float:
         await call("hello", _HELLO)
         for _ in range(_WARM_CALLS):
             await call("spaces.list", {})
-        start = time.perf_counter()
+        start = _clock()
         for _ in range(calls):
             await call("spaces.list", {})
-        return time.perf_counter() - start
+        return _since(start)
     finally:
         sock.close()
 
 
-async def _async_client_round(path: Path, calls: int) -> float:
+async def _async_client_round(path: Path, calls: int) -> Spent:
     bd = AsyncClient(path)
     try:
         for _ in range(_WARM_CALLS):
             await bd.spaces.list()
-        start = time.perf_counter()
+        start = _clock()
         for _ in range(calls):
             await bd.spaces.list()
-        return time.perf_counter() - start
+        return _since(start)
     finally:
         await bd.aclose()
 
 
-def raw_asyncio_round(path: Path, calls: int) -> float:
+def raw_asyncio_round(path: Path, calls: int) -> Spent:
     return asyncio.run(_raw_asyncio_round(path, calls))
 
 
-def asyncio_round(path: Path, calls: int) -> float:
+def asyncio_round(path: Path, calls: int) -> Spent:
     return asyncio.run(_async_client_round(path, calls))
 
 
-def trio_round(path: Path, calls: int) -> float:
+def trio_round(path: Path, calls: int) -> Spent:
     return trio.run(_async_client_round, path, calls)
 
 
-WAYS: dict[str, Callable[[Path, int], float]] = {
+WAYS: dict[str, Callable[[Path, int], Spent]] = {
     "raw": raw_round,
     "raw_records": raw_records_round,
     "raw_busy": raw_busy_round,
@@ -208,14 +230,18 @@ WAYS: dict[str, Callable[[Path, int], float]] = {
 def run(*, quick: bool) -> list[Row]:
     rounds, calls = (12, 200) if quick else (150, 400)
     seconds: dict[str, float] = dict.fromkeys(WAYS, 0.0)
+    cpu: dict[str, float] = dict.fromkeys(WAYS, 0.0)
     with DaemonUnderTest({}, label="client") as daemon:
         names = list(WAYS)
         order = random.Random(0)
         for _ in range(rounds):
             order.shuffle(names)
             for way in names:
-                seconds[way] += WAYS[way](daemon.socket, calls)
+                spent = WAYS[way](daemon.socket, calls)
+                seconds[way] += spent.wall
+                cpu[way] += spent.cpu
     rate = {way: rounds * calls / spent for way, spent in seconds.items()}
+    cpu_us = {way: spent / (rounds * calls) * 1e6 for way, spent in cpu.items()}
 
     blocking_note = ("baseline: bench/client.py RawBlockingClient, a bare blocking msgpack "
                      "socket loop against the same daemon, in the same rounds")
@@ -232,6 +258,11 @@ def run(*, quick: bool) -> list[Row]:
                  "busy-wait after each call of the minimal loop)"),
         Row(SCENARIO, "spaces.list via Client (calls/s)", rate["client"], "calls/s",
             baseline=rate["raw"], target=CLIENT_TARGET, note=blocking_note),
+        Row(SCENARIO, "spaces.list, CPU per call: minimal blocking client", cpu_us["raw"], "us",
+            note="this process's user and system time over the timed calls (the daemon's "
+                 "is its own): what the client itself costs, whatever the machine's wake-ups"),
+        Row(SCENARIO, "spaces.list, CPU per call: Client", cpu_us["client"], "us",
+            baseline=cpu_us["raw"], note=blocking_note),
         Row(SCENARIO, "spaces.list, minimal asyncio client (calls/s)", rate["raw_asyncio"],
             "calls/s", baseline=rate["raw"],
             note="against the blocking loop: what asyncio's event loop alone costs"),

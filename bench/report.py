@@ -102,7 +102,7 @@ def format_number(value: float, unit: str) -> str:
         digits = 2 if abs(value) < 10 else 1
         text = f"{value:.{digits}f}"
     elif unit == "us":
-        text = f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+        text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
     else:
         text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return f"{text} {unit}"
