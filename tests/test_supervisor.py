@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -614,6 +615,39 @@ def test_reap_orphans_reaps_only_orphans(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_helpers_remembered_in_a_worker_thread_while_the_loop_reaps() -> None:
+    """The memory monitor finds a tree's helpers in a worker thread (`tree_pids`) while a
+    stop reaps on the event loop: remembering must not break the reaper's pruning (a full
+    bench run once answered a `runtimes.stop` with `rpc.internal_error`: "dictionary changed
+    size during iteration" in `reap_orphans`)."""
+    first_fake = 1 << 30  # above any pid_max: never a live process, so always pruned
+    done = threading.Event()
+
+    def remember() -> None:
+        pid = first_fake
+        while not done.is_set():
+            if len(procutil._helpers) > 2000:  # a bound on each prune's work
+                time.sleep(0)
+                continue
+            procutil.remember_helpers(
+                [procutil.ProcInfo(pid=pid, ppid=1, pgid=pid, sid=pid, state="S",
+                                   create_time=0.0)])
+            pid += 1
+
+    worker = threading.Thread(target=remember, daemon=True)
+    worker.start()
+    try:
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # a second of prunes while the worker remembers
+            assert procutil.reap_orphans([]) == []
+    finally:
+        done.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive()
+    procutil.reap_orphans([])
+    assert not [pid for pid in procutil._helpers if pid >= first_fake]  # pruned
 
 
 def test_proc_create_time_matches_psutil() -> None:

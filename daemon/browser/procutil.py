@@ -232,6 +232,8 @@ def descendants(roots: Iterable[int], procs: Iterable[ProcInfo]) -> set[int]:
 # Browser helpers seen alive, as (pid, create_time). A helper that started its own session
 # (crashpad does) looks, once orphaned to us, just like a child we spawned ourselves; this
 # record is what lets `reap_orphans` tell them apart. Pruned as the pids disappear.
+# Written from worker threads too (the memory monitor finds a tree's helpers in one), so it
+# is only ever iterated over a snapshot, as spawn_tags does with its cache.
 _helpers: dict[int, float] = {}
 
 
@@ -266,8 +268,8 @@ def reap_orphans(procs: list[ProcInfo] | None = None) -> list[int]:
             continue
         if pid:
             reaped.append(pid)
-    for pid in [pid for pid in _helpers if not os.path.exists(f"/proc/{pid}")]:
-        del _helpers[pid]
+    for pid in [pid for pid in list(_helpers) if not os.path.exists(f"/proc/{pid}")]:
+        _helpers.pop(pid, None)
     return reaped
 
 
