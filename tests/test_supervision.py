@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,40 @@ async def test_memory_is_the_trees_pss_and_the_limit_applies_to_it(fast: Running
         alert = (await run.events.list(types=["alert"]))[-1]
         assert alert.data["limit_mb"] == 64 and alert.data["memory_bytes"] > 64 * MIB
         assert alert.data["memory_bytes"] < alert.data["rss_bytes"]
+
+
+async def test_measurements_of_one_runtime_take_turns(fast: Running,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The periodic sample and `runtimes.stats` calls measure one runtime's tree with the
+    same Process objects and PSS readings, in worker threads: one at a time (a measurement
+    is slowed here so that overlapping ones would meet)."""
+    from browserd.daemon.services import monitor as monitor_module
+
+    measure, running, most = monitor_module._measure, [0], [0]
+
+    def slow_measure(*args: Any) -> Any:
+        running[0] += 1  # the GIL keeps these counts whole
+        most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)
+            return measure(*args)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(monitor_module, "_measure", slow_measure)
+    with trio.fail_after(60):
+        runtime = await fast.bd.runtimes.browser.launch(name="turns")
+        results: list[dict[str, Any]] = []
+
+        async def stats() -> None:
+            results.append(await fast.bd.call("runtimes.stats", {"id": runtime.id}))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(stats)
+        await runtime.stop()
+    assert len(results) == 6 and all(result["processes"] >= 2 for result in results)
+    assert most[0] == 1, most[0]
 
 
 async def test_samples_of_many_runtimes_share_one_read_of_proc(fast: Running) -> None:

@@ -55,6 +55,9 @@ class ResourceMonitor:
         # runtime keeps its objects from one sample to the next.
         self._procs: dict[str, dict[int, psutil.Process]] = {}
         self._pss: dict[str, Estimator] = {}  # each runtime's PSS readings, likewise
+        # Those belong to one measurement at a time (in a worker thread): the periodic
+        # sample and a `runtimes.stats` call take turns.
+        self._measuring: dict[str, trio.Lock] = {}
         self._snapshot: _Snapshot | None = None
         self._snapshot_at = 0.0
         self._reading: trio.Event | None = None  # set when the read in flight is done
@@ -100,20 +103,22 @@ class ResourceMonitor:
         finally:
             self._procs.pop(rt.id, None)
             self._pss.pop(rt.id, None)
+            self._measuring.pop(rt.id, None)
 
     async def sample(self, rt: Runtime) -> dict[str, Any] | None:
         """Measure the runtime's process tree now; None if it has no browser."""
         process = rt.process
         if process is None:
             return None
-        known = self._procs.setdefault(rt.id, {})
-        pss = self._pss.setdefault(rt.id, Estimator())
         limit = self.memory_limit_mb(rt)
         exact_above = None if limit is None else limit * MIB
         procs = await self._processes()
-        # Finding the tree among hundreds of processes is Python work: in the thread too.
-        usage = await trio.to_thread.run_sync(
-            lambda: _measure(process.tree_pids(procs), known, pss, exact_above))
+        async with self._measuring.setdefault(rt.id, trio.Lock()):
+            known = self._procs.setdefault(rt.id, {})
+            pss = self._pss.setdefault(rt.id, Estimator())
+            # Finding the tree among hundreds of processes is Python work: in the thread too.
+            usage = await trio.to_thread.run_sync(
+                lambda: _measure(process.tree_pids(procs), known, pss, exact_above))
         usage["targets"] = await _count_pages(process.endpoint.host, process.endpoint.port)
         usage["sampled_at"] = now_rfc3339()
         return usage
