@@ -112,8 +112,8 @@ class ResourceMonitor:
             return None
         limit = self.memory_limit_mb(rt)
         exact_above = None if limit is None else limit * MIB
-        procs = await self._processes()
         async with self._measuring.setdefault(rt.id, trio.Lock()):
+            procs = await self._processes()  # read when its turn comes: never older than the last
             known = self._procs.setdefault(rt.id, {})
             pss = self._pss.setdefault(rt.id, Estimator())
             # Finding the tree among hundreds of processes is Python work: in the thread too.
