@@ -79,7 +79,8 @@ async def wait_for(registry: Registry, rt: Runtime,
                 if predicate(event):
                     return event
             await trio.sleep(0.05)
-    seen = [(e["seq"], e["type"], e.get("status"), e.get("target", {}).get("url")) for e in events]
+    seen = [(e["seq"], e["type"], e.get("status"), (e.get("target") or {}).get("url"))
+            for e in events]
     raise AssertionError(f"no matching event within {timeout_s} s; the run recorded: {seen}")
 
 
